@@ -1,0 +1,2 @@
+//! The `device-emu` binary (placeholder until the server lands).
+fn main() {}

@@ -1,0 +1,155 @@
+//! The register BAR's programming interface: the contract between the emulated
+//! device (this crate's server) and the guest tests.
+//!
+//! This module has no dependencies so that the static guest binary can use it
+//! with `default-features = false` and stay in step with the device.
+//!
+//! The register BAR is BAR 0, 4 KiB, 32-bit, non-prefetchable and trapped: every
+//! access reaches the server as a vfio-user region read or write. Registers are
+//! little endian; 64-bit registers may be accessed as one 8-byte access or as two
+//! 4-byte halves (low half first).
+//!
+//! A command is issued by writing its code to [`COMMAND`]; it runs to completion
+//! before the write returns, so [`STATUS`] and the result registers are valid on
+//! the next read. The arguments are [`ARG_BAR`], [`ARG_OFFSET`], [`ARG_LENGTH`],
+//! [`ARG_STRIDE`] and [`ARG_SEED`].
+
+/// PCI vendor ID of the emulated device (the ID QEMU uses for its test devices).
+pub const VENDOR_ID: u16 = 0x1234;
+/// PCI device ID of the emulated device ("bigbar").
+pub const DEVICE_ID: u16 = 0xb16b;
+/// BAR index of the register BAR.
+pub const REGS_BAR: u32 = 0;
+/// Size of the register BAR.
+pub const REGS_SIZE: u64 = 4096;
+
+/// Read-only u32: [`MAGIC_VALUE`].
+pub const MAGIC: u64 = 0x00;
+/// Read-only u32: [`ABI_VERSION`].
+pub const VERSION: u64 = 0x04;
+/// Read-only u32: bitmap of the BAR indices that are backed by memory (large BARs).
+pub const BAR_MASK: u64 = 0x08;
+/// Read/write u32: index of the BAR a command works on.
+pub const ARG_BAR: u64 = 0x10;
+/// Read/write u64: byte offset inside the BAR where a command starts.
+pub const ARG_OFFSET: u64 = 0x18;
+/// Read/write u64: number of bytes a command covers.
+pub const ARG_LENGTH: u64 = 0x20;
+/// Read/write u64: distance between two tagged words (a multiple of 8, at least 8).
+pub const ARG_STRIDE: u64 = 0x28;
+/// Read/write u64: seed mixed into every tag, so stale patterns are told apart.
+pub const ARG_SEED: u64 = 0x30;
+/// Write-only u32: writing a [`Command`] code runs it.
+pub const COMMAND: u64 = 0x38;
+/// Read-only u32: the [`Status`] of the last command.
+pub const STATUS: u64 = 0x3c;
+/// Read-only u64: words that did not hold their tag in the last `Verify`.
+pub const MISMATCHES: u64 = 0x40;
+/// Read-only u64: BAR offset of the first mismatching word of the last `Verify`.
+pub const FIRST_MISMATCH_OFFSET: u64 = 0x48;
+/// Read-only u64: the value found at [`FIRST_MISMATCH_OFFSET`].
+pub const FIRST_MISMATCH_VALUE: u64 = 0x50;
+/// Read/write u64: scratch register with no side effect, for data-path checks.
+pub const SCRATCH: u64 = 0x58;
+/// Read-only u64: number of commands executed since the last reset.
+pub const COMMANDS_DONE: u64 = 0x60;
+
+/// Value of the [`MAGIC`] register: "bbar" in ASCII.
+pub const MAGIC_VALUE: u32 = u32::from_be_bytes(*b"bbar");
+/// Version of this register interface.
+pub const ABI_VERSION: u32 = 1;
+
+/// Commands written to [`COMMAND`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Command {
+    /// Write [`tag`] to every stride-th word of the range.
+    Fill = 1,
+    /// Compare every stride-th word of the range with [`tag`]; count mismatches.
+    Verify = 2,
+    /// Release the host memory behind the range (punch a hole in the memfd);
+    /// the range reads back as zeros.
+    Discard = 3,
+}
+
+impl Command {
+    /// Decodes a value written to [`COMMAND`].
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Fill),
+            2 => Some(Self::Verify),
+            3 => Some(Self::Discard),
+            _ => None,
+        }
+    }
+}
+
+/// Values of the [`STATUS`] register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Status {
+    /// The command succeeded (for `Verify`: no mismatch).
+    Ok = 0,
+    /// Unknown command code.
+    BadCommand = 1,
+    /// [`ARG_BAR`] names no memory-backed BAR.
+    BadBar = 2,
+    /// Offset, length or stride out of range, unaligned or overflowing.
+    BadRange = 3,
+    /// `Verify` found at least one mismatch.
+    Mismatch = 4,
+    /// The host failed to carry out the command (I/O error on the memfd).
+    HostError = 5,
+}
+
+impl Status {
+    /// Decodes a value read from [`STATUS`].
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Ok),
+            1 => Some(Self::BadCommand),
+            2 => Some(Self::BadBar),
+            3 => Some(Self::BadRange),
+            4 => Some(Self::Mismatch),
+            5 => Some(Self::HostError),
+            _ => None,
+        }
+    }
+}
+
+/// The tag stored in the 8-byte word at byte `offset` of BAR `bar`.
+///
+/// Offset, BAR and seed all enter the value, so a word read through a mapping
+/// that points at the wrong page, the wrong BAR or an old fill never matches.
+pub fn tag(seed: u64, bar: u32, offset: u64) -> u64 {
+    // splitmix64-style mixing: cheap, and no two nearby offsets share a tag.
+    let mut z = offset ^ ((bar as u64) << 56) ^ seed.rotate_left(17);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_differ_by_offset_bar_and_seed() {
+        assert_ne!(tag(0, 1, 0), tag(0, 1, 8));
+        assert_ne!(tag(0, 1, 0), tag(0, 2, 0));
+        assert_ne!(tag(0, 1, 0), tag(1, 1, 0));
+        assert_ne!(tag(0, 1, 4096), tag(0, 1, 0));
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for c in [Command::Fill, Command::Verify, Command::Discard] {
+            assert_eq!(Command::from_u32(c as u32), Some(c));
+        }
+        assert_eq!(Command::from_u32(0), None);
+        for s in 0..=5 {
+            assert_eq!(Status::from_u32(s).map(|s| s as u32), Some(s));
+        }
+        assert_eq!(Status::from_u32(6), None);
+    }
+}

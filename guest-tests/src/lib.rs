@@ -1,0 +1,1 @@
+//! bigbar's guest tests and the rule model they check against.

@@ -1,0 +1,2 @@
+//! The static guest test binary (placeholder).
+fn main() {}

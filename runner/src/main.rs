@@ -1,0 +1,2 @@
+//! bigbar runner (placeholder).
+fn main() {}

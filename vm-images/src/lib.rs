@@ -1,0 +1,1 @@
+//! Obtains, caches and assembles what a bigbar run boots.
