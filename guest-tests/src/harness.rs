@@ -1,0 +1,291 @@
+//! A small kselftest_harness-like registry: named test functions over a shared
+//! fixture, each run in its own forked child with a deadline, reported as KTAP.
+//!
+//! Test bodies are application code, so they return `anyhow::Result`: `?` on any
+//! error fails the test with the whole context chain as diagnostic.
+
+use std::io::{self, Write};
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use crate::isolate::{self, End, Finished, RecordKind};
+use crate::ktap::{Ktap, Totals, Verdict, KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
+
+/// Deadline of a test unless it says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a test body concluded (failures are `Err`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asserted held.
+    Pass,
+    /// The test does not apply here; the reason says why.
+    Skip(String),
+}
+
+/// The signature of a test body.
+pub type TestFn<F> = fn(&F) -> anyhow::Result<Outcome>;
+
+/// One registered test.
+pub struct TestCase<F> {
+    /// KTAP name, `group.case`.
+    pub name: &'static str,
+    /// How long the child may run before it is killed.
+    pub timeout: Duration,
+    /// The body, run in a forked child.
+    pub run: TestFn<F>,
+}
+
+impl<F> TestCase<F> {
+    /// A test with the default deadline.
+    pub const fn new(name: &'static str, run: TestFn<F>) -> Self {
+        TestCase {
+            name,
+            timeout: DEFAULT_TIMEOUT,
+            run,
+        }
+    }
+
+    /// The same test with another deadline.
+    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// The tests whose names match any of `filters` (all if there is none), in order.
+pub fn select<'a, F>(tests: &'a [TestCase<F>], filters: &[String]) -> Vec<&'a TestCase<F>> {
+    tests
+        .iter()
+        .filter(|t| crate::glob::selected(filters, t.name))
+        .collect()
+}
+
+/// Runs `tests` and writes the KTAP document to `out`.
+///
+/// `setup` builds the fixture once, in this process, after the plan is printed, so
+/// that every child inherits it. If it fails, every test fails with its error.
+pub fn run<F, W: Write>(
+    out: W,
+    tests: &[&TestCase<F>],
+    setup: impl FnOnce() -> anyhow::Result<F>,
+) -> io::Result<Totals> {
+    let mut ktap = Ktap::start(out, tests.len())?;
+    match setup() {
+        Ok(fixture) => {
+            for test in tests {
+                run_one(&mut ktap, test, &fixture)?;
+            }
+        }
+        Err(e) => {
+            ktap.diag(&format!("fixture setup failed: {e:#}"))?;
+            for test in tests {
+                ktap.result(test.name, &Verdict::Fail)?;
+            }
+        }
+    }
+    ktap.finish()
+}
+
+fn run_one<F, W: Write>(ktap: &mut Ktap<W>, test: &TestCase<F>, fixture: &F) -> io::Result<()> {
+    let finished = isolate::run(test.timeout, || child_body(test, fixture));
+    let verdict = match finished {
+        Ok(f) => report(ktap, test, &f)?,
+        Err(e) => {
+            ktap.diag(&format!("{}: could not run: {e}", test.name))?;
+            Verdict::Fail
+        }
+    };
+    ktap.result(test.name, &verdict)
+}
+
+/// Runs the body in the child and turns its outcome into an exit status and messages.
+fn child_body<F>(test: &TestCase<F>, fixture: &F) -> i32 {
+    match panic::catch_unwind(AssertUnwindSafe(|| (test.run)(fixture))) {
+        Ok(Ok(Outcome::Pass)) => KSFT_PASS,
+        Ok(Ok(Outcome::Skip(reason))) => {
+            isolate::message(&reason);
+            KSFT_SKIP
+        }
+        Ok(Err(e)) => {
+            isolate::message(&format!("{e:#}"));
+            KSFT_FAIL
+        }
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            isolate::message(&format!("panicked: {what}"));
+            KSFT_FAIL
+        }
+    }
+}
+
+/// Writes the child's diagnostics and decides the verdict from how it ended.
+fn report<F, W: Write>(
+    ktap: &mut Ktap<W>,
+    test: &TestCase<F>,
+    f: &Finished,
+) -> io::Result<Verdict> {
+    let mut messages = Vec::new();
+    for r in &f.records {
+        match r.kind {
+            RecordKind::Diag => ktap.diag(&r.text)?,
+            RecordKind::Message => messages.push(r.text.as_str()),
+        }
+    }
+    let message = messages.join("\n");
+    let name = test.name;
+    let verdict = match f.end {
+        End::Exited(KSFT_PASS) => Verdict::Pass,
+        End::Exited(KSFT_SKIP) => Verdict::Skip(message.replace('\n', "; ")),
+        End::Exited(KSFT_FAIL) => {
+            ktap.diag(&format!("{name}: {message}"))?;
+            Verdict::Fail
+        }
+        End::Exited(code) => {
+            ktap.diag(&format!(
+                "{name}: child exited with unexpected status {code}"
+            ))?;
+            Verdict::Fail
+        }
+        End::Signaled(sig) => {
+            ktap.diag(&format!("{name}: killed by signal {}", sig.as_str()))?;
+            Verdict::Fail
+        }
+        End::TimedOut => {
+            ktap.diag(&format!(
+                "{name}: timed out after {} s",
+                test.timeout.as_secs_f64()
+            ))?;
+            Verdict::Timeout
+        }
+        End::Unkillable => {
+            ktap.diag(&format!(
+                "{name}: timed out after {} s and survived SIGKILL (stuck in the kernel?)",
+                test.timeout.as_secs_f64()
+            ))?;
+            Verdict::Timeout
+        }
+    };
+    Ok(verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::{bail, Context};
+
+    struct Fx {
+        value: u32,
+    }
+
+    fn pass(fx: &Fx) -> anyhow::Result<Outcome> {
+        isolate::diag(&format!("value is {}", fx.value));
+        Ok(Outcome::Pass)
+    }
+    fn fail(_: &Fx) -> anyhow::Result<Outcome> {
+        let inner: anyhow::Result<()> = Err(anyhow::anyhow!("expected 1 fault, got 512"));
+        inner.context("touching the PMD block")?;
+        Ok(Outcome::Pass)
+    }
+    fn skip(_: &Fx) -> anyhow::Result<Outcome> {
+        Ok(Outcome::Skip("kernel lacks huge pfnmap".into()))
+    }
+    fn panics(_: &Fx) -> anyhow::Result<Outcome> {
+        panic!("boom {}", 7);
+    }
+    fn sigbus(_: &Fx) -> anyhow::Result<Outcome> {
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGBUS)?;
+        bail!("survived SIGBUS")
+    }
+    fn hangs(_: &Fx) -> anyhow::Result<Outcome> {
+        loop {
+            nix::unistd::pause();
+        }
+    }
+    fn exits(_: &Fx) -> anyhow::Result<Outcome> {
+        std::process::exit(9)
+    }
+
+    fn suite() -> Vec<TestCase<Fx>> {
+        vec![
+            TestCase::new("dummy.pass", pass),
+            TestCase::new("dummy.fail", fail),
+            TestCase::new("dummy.skip", skip),
+            TestCase::new("dummy.panic", panics),
+            TestCase::new("dummy.sigbus", sigbus),
+            TestCase::new("dummy.hang", hangs).with_timeout(Duration::from_millis(400)),
+            TestCase::new("dummy.exit", exits),
+        ]
+    }
+
+    fn run_to_string(
+        filters: &[&str],
+        setup: impl FnOnce() -> anyhow::Result<Fx>,
+    ) -> (String, Totals) {
+        let tests = suite();
+        let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
+        let selected = select(&tests, &filters);
+        let mut buf = Vec::new();
+        let totals = run(&mut buf, &selected, setup).unwrap();
+        (String::from_utf8(buf).unwrap(), totals)
+    }
+
+    #[test]
+    fn every_kind_of_ending_is_one_result() {
+        let (out, totals) = run_to_string(&[], || Ok(Fx { value: 42 }));
+        let want = "TAP version 13\n\
+            1..7\n\
+            # value is 42\n\
+            ok 1 dummy.pass\n\
+            # dummy.fail: touching the PMD block: expected 1 fault, got 512\n\
+            not ok 2 dummy.fail\n\
+            ok 3 dummy.skip # SKIP kernel lacks huge pfnmap\n\
+            # dummy.panic: panicked: boom 7\n\
+            not ok 4 dummy.panic\n\
+            # dummy.sigbus: killed by signal SIGBUS\n\
+            not ok 5 dummy.sigbus\n\
+            # dummy.hang: timed out after 0.4 s\n\
+            not ok 6 dummy.hang # TIMEOUT\n\
+            # dummy.exit: child exited with unexpected status 9\n\
+            not ok 7 dummy.exit\n\
+            # Totals: pass:1 fail:5 xfail:0 xpass:0 skip:1 error:0\n";
+        assert_eq!(out, want);
+        assert_eq!(totals.exit_code(), KSFT_FAIL);
+    }
+
+    #[test]
+    fn filters_select_and_exit_code_follows() {
+        let (out, totals) = run_to_string(&["*.pass", "*.skip"], || Ok(Fx { value: 1 }));
+        assert!(out.starts_with("TAP version 13\n1..2\n"), "{out}");
+        assert_eq!(
+            totals,
+            Totals {
+                pass: 1,
+                fail: 0,
+                skip: 1
+            }
+        );
+        assert_eq!(totals.exit_code(), KSFT_PASS);
+
+        let (_, totals) = run_to_string(&["dummy.skip"], || Ok(Fx { value: 1 }));
+        assert_eq!(totals.exit_code(), KSFT_SKIP);
+    }
+
+    #[test]
+    fn setup_failure_fails_every_selected_test() {
+        let (out, totals) = run_to_string(&["dummy.p*"], || {
+            Err(anyhow::anyhow!("no device 1234:b16b"))
+        });
+        assert_eq!(
+            out,
+            "TAP version 13\n1..2\n# fixture setup failed: no device 1234:b16b\n\
+             not ok 1 dummy.pass\nnot ok 2 dummy.panic\n\
+             # Totals: pass:0 fail:2 xfail:0 xpass:0 skip:0 error:0\n"
+        );
+        assert_eq!(totals.exit_code(), KSFT_FAIL);
+    }
+}

@@ -1,0 +1,444 @@
+//! Running a piece of code in a forked child, so that a crash (SIGBUS from a BAR
+//! access, a panic, an abort) or a hang costs one result instead of the run.
+//!
+//! The child reports through a pipe: diagnostics and a final message, one record
+//! per line. The parent waits on the pipe and on a pidfd (which becomes readable
+//! when the child exits) with a deadline, so no signal handling is involved and
+//! the code also works in a multi-threaded process such as `cargo test`.
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, pipe2, setpgid, ForkResult, Pid};
+
+/// How long the parent waits for a killed child to be reaped before giving up on it
+/// (a task stuck in the kernel cannot be killed; it must not stall the whole run).
+const REAP_GRACE: Duration = Duration::from_secs(10);
+
+/// Write end of the report pipe in a child, or -1 outside of one.
+static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Failures of the isolation machinery itself (not of the code it runs).
+#[derive(Debug, thiserror::Error)]
+pub enum IsolateError {
+    /// A system call the parent needs failed.
+    #[error("{what} failed")]
+    Sys {
+        /// The call that failed.
+        what: &'static str,
+        /// The error it returned.
+        #[source]
+        source: Errno,
+    },
+}
+
+fn sys(what: &'static str) -> impl FnOnce(Errno) -> IsolateError {
+    move |source| IsolateError::Sys { what, source }
+}
+
+/// The kind of a record the child sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A diagnostic line, shown as `# ...` whatever the outcome.
+    Diag,
+    /// A line of the final message (reason for a failure or a skip).
+    Message,
+}
+
+/// One line the child reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// What the line is.
+    pub kind: RecordKind,
+    /// The text, without newline.
+    pub text: String,
+}
+
+/// How the child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal killed it.
+    Signaled(Signal),
+    /// It outlived its deadline and was killed.
+    TimedOut,
+    /// It outlived its deadline and could not even be reaped after SIGKILL.
+    Unkillable,
+}
+
+/// Everything the parent learned about one child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// How it ended.
+    pub end: End,
+    /// What it reported, in order.
+    pub records: Vec<Record>,
+    /// Time from fork to end.
+    pub elapsed: Duration,
+}
+
+/// Sends a diagnostic line: through the report pipe in a child, to stdout as a
+/// `# ` line otherwise. Multi-line text becomes several records.
+pub fn diag(text: &str) {
+    send(RecordKind::Diag, text);
+}
+
+/// Sends (part of) the final message of a child.
+pub fn message(text: &str) {
+    send(RecordKind::Message, text);
+}
+
+fn send(kind: RecordKind, text: &str) {
+    let fd = REPORT_FD.load(Ordering::Relaxed);
+    let tag = match kind {
+        RecordKind::Diag => 'D',
+        RecordKind::Message => 'M',
+    };
+    let mut buf = String::new();
+    for line in text.lines() {
+        if fd < 0 {
+            buf.push_str("# ");
+        } else {
+            buf.push(tag);
+        }
+        buf.push_str(line);
+        buf.push('\n');
+    }
+    if fd < 0 {
+        let mut out = io::stdout().lock();
+        // Diagnostics are best effort: a closed stdout must not turn into a failure.
+        let _ = out.write_all(buf.as_bytes()).and_then(|()| out.flush());
+    } else {
+        write_all_raw(fd, buf.as_bytes());
+    }
+}
+
+/// Writes to a raw fd without std's buffering, retrying on EINTR and short writes.
+fn write_all_raw(fd: RawFd, mut bytes: &[u8]) {
+    // SAFETY: `fd` is the report pipe's write end, owned by this child for its whole
+    // life (see `run_child`); the borrow does not outlive this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            // The parent is gone: nothing left to report to.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Runs `body` in a forked child and waits at most `timeout` for it.
+///
+/// `body` returns the child's exit status. It may call [`diag`] and [`message`].
+/// The child gets its own process group (so a timeout kills everything it forked)
+/// and no core dumps (a dump of a process mapping 16 GiB BARs helps nobody).
+pub fn run<B: FnOnce() -> i32>(timeout: Duration, body: B) -> Result<Finished, IsolateError> {
+    let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+    // Anything buffered in stdout would otherwise be written twice.
+    let _ = io::stdout().flush();
+    let started = Instant::now();
+    // SAFETY: the child only runs `run_child`, which sets up its report pipe, runs
+    // `body` and leaves through `_exit` without returning into the caller's frames.
+    // In the single-threaded guest binary fork has no further restrictions; in a
+    // multi-threaded test process the bodies used are simple enough not to need
+    // locks another thread could hold.
+    match unsafe { fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            drop(read_end);
+            run_child(write_end, body)
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            // Also done by the child; doing it here too closes the race with a kill.
+            let _ = setpgid(child, child);
+            wait_child(child, read_end, started, timeout)
+        }
+    }
+}
+
+fn run_child<B: FnOnce() -> i32>(report: OwnedFd, body: B) -> ! {
+    let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    default_fault_signals();
+    // Leaked on purpose: the fd must stay open until `_exit`.
+    REPORT_FD.store(report.as_raw_fd(), Ordering::Relaxed);
+    std::mem::forget(report);
+    let status = body();
+    // SAFETY: `_exit` ends the process without running the parent's atexit
+    // handlers or flushing buffers copied from the parent; it is always safe.
+    unsafe { libc::_exit(status) }
+}
+
+/// Restores the default action of the fault signals and unblocks every signal.
+///
+/// Rust's runtime handles SIGSEGV and SIGBUS to detect stack overflows; its handler
+/// swallows a signal that is not a real fault (such as one from `raise`), and the
+/// parent may have blocked signals. A child must die the plain way.
+fn default_fault_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGBUS, Signal::SIGSEGV] {
+        // SAFETY: installing SIG_DFL involves no handler code, so none of
+        // sigaction's handler safety conditions apply.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+    let _ =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+fn pidfd_open(pid: Pid) -> Result<OwnedFd, IsolateError> {
+    // nix has no wrapper for pidfd_open (Linux 5.3); the raw system call is simple.
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(IsolateError::Sys {
+            what: "pidfd_open",
+            source: Errno::last(),
+        });
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn wait_child(
+    child: Pid,
+    pipe: OwnedFd,
+    started: Instant,
+    timeout: Duration,
+) -> Result<Finished, IsolateError> {
+    let pidfd = pidfd_open(child)?;
+    let deadline = started + timeout;
+    let mut reader = RecordReader::default();
+    let mut pipe_open = true;
+    let end = loop {
+        if let Some(end) = reap(child, WaitPidFlag::WNOHANG)? {
+            break end;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break kill_and_reap(child, &pidfd);
+        }
+        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        if pipe_open {
+            fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+        }
+        match nix::poll::poll(&mut fds, poll_timeout(left)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(sys("poll")(e)),
+        }
+        let pipe_ready = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP));
+        if pipe_ready {
+            pipe_open = reader.fill(&pipe)? != Got::Eof;
+        }
+    };
+    // Whatever the child wrote before it ended is still in the pipe. Grandchildren may
+    // hold the write end open, so read only what is there (non-blocking).
+    reader.drain(&pipe)?;
+    Ok(Finished {
+        end,
+        records: reader.finish(),
+        elapsed: started.elapsed(),
+    })
+}
+
+fn poll_timeout(left: Duration) -> PollTimeout {
+    // Round up so the loop does not spin in the last millisecond.
+    let ms = left.as_millis().saturating_add(1);
+    PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+}
+
+fn reap(child: Pid, flags: WaitPidFlag) -> Result<Option<End>, IsolateError> {
+    loop {
+        match waitpid(child, Some(flags)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(End::Exited(code))),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Some(End::Signaled(sig))),
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            // Stopped/continued: not an end.
+            Ok(_) => return Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(sys("waitpid")(e)),
+        }
+    }
+}
+
+fn kill_and_reap(child: Pid, pidfd: &OwnedFd) -> End {
+    let _ = killpg(child, Signal::SIGKILL);
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let _ = nix::poll::poll(&mut fds, poll_timeout(REAP_GRACE));
+    match reap(child, WaitPidFlag::WNOHANG) {
+        Ok(Some(_)) => End::TimedOut,
+        _ => End::Unkillable,
+    }
+}
+
+/// What one read of the report pipe gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Got {
+    Data,
+    Nothing,
+    Eof,
+}
+
+/// Splits the pipe's byte stream into records.
+#[derive(Default)]
+struct RecordReader {
+    pending: Vec<u8>,
+    records: Vec<Record>,
+}
+
+impl RecordReader {
+    /// Reads what is available now.
+    fn fill(&mut self, pipe: &OwnedFd) -> Result<Got, IsolateError> {
+        let mut buf = [0u8; 4096];
+        let got = loop {
+            match nix::unistd::read(pipe, &mut buf) {
+                Err(Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        match got {
+            Ok(0) => Ok(Got::Eof),
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                self.split();
+                Ok(Got::Data)
+            }
+            Err(Errno::EAGAIN) => Ok(Got::Nothing),
+            Err(e) => Err(sys("read report pipe")(e)),
+        }
+    }
+
+    /// Reads until the pipe is empty or closed, without blocking.
+    fn drain(&mut self, pipe: &OwnedFd) -> Result<(), IsolateError> {
+        nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .map_err(sys("fcntl O_NONBLOCK"))?;
+        while self.fill(pipe)? == Got::Data {}
+        Ok(())
+    }
+
+    fn split(&mut self) {
+        while let Some(nl) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=nl).collect();
+            self.push(&line[..line.len() - 1]);
+        }
+    }
+
+    fn push(&mut self, line: &[u8]) {
+        let (kind, text) = match line.split_first() {
+            Some((b'M', rest)) => (RecordKind::Message, rest),
+            Some((b'D', rest)) => (RecordKind::Diag, rest),
+            _ => (RecordKind::Diag, line),
+        };
+        self.records.push(Record {
+            kind,
+            text: String::from_utf8_lossy(text).into_owned(),
+        });
+    }
+
+    fn finish(mut self) -> Vec<Record> {
+        if !self.pending.is_empty() {
+            // A child that died mid-line: keep what it managed to say.
+            let line = std::mem::take(&mut self.pending);
+            self.push(&line);
+        }
+        self.records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(20);
+
+    fn texts(f: &Finished, kind: RecordKind) -> Vec<String> {
+        f.records
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.text.clone())
+            .collect()
+    }
+
+    #[test]
+    fn exit_status_and_records_arrive() {
+        let f = run(T, || {
+            diag("first\nsecond");
+            message("why");
+            3
+        })
+        .unwrap();
+        assert_eq!(f.end, End::Exited(3));
+        assert_eq!(texts(&f, RecordKind::Diag), ["first", "second"]);
+        assert_eq!(texts(&f, RecordKind::Message), ["why"]);
+    }
+
+    #[test]
+    fn signal_is_reported() {
+        let f = run(T, || {
+            diag("about to fault");
+            nix::sys::signal::raise(Signal::SIGBUS).unwrap();
+            0
+        })
+        .unwrap();
+        assert_eq!(f.end, End::Signaled(Signal::SIGBUS));
+        assert_eq!(texts(&f, RecordKind::Diag), ["about to fault"]);
+    }
+
+    #[test]
+    fn hang_times_out() {
+        let f = run(Duration::from_millis(300), || {
+            diag("hanging");
+            loop {
+                nix::unistd::pause();
+            }
+        })
+        .unwrap();
+        assert_eq!(f.end, End::TimedOut);
+        assert!(f.elapsed >= Duration::from_millis(300));
+        assert_eq!(texts(&f, RecordKind::Diag), ["hanging"]);
+    }
+
+    #[test]
+    fn large_output_does_not_block_the_child() {
+        // More than a pipe buffer (64 KiB): the parent must read while waiting.
+        let f = run(T, || {
+            for i in 0..5000 {
+                diag(&format!("line {i} {}", "x".repeat(40)));
+            }
+            0
+        })
+        .unwrap();
+        assert_eq!(f.end, End::Exited(0));
+        assert_eq!(f.records.len(), 5000);
+        assert!(f.records[4999].text.starts_with("line 4999 "));
+    }
+
+    #[test]
+    fn partial_last_line_is_kept() {
+        let mut r = RecordReader::default();
+        r.pending.extend_from_slice(b"Dwhole\nMhal");
+        r.split();
+        let recs = r.finish();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(
+            recs[1],
+            Record {
+                kind: RecordKind::Message,
+                text: "hal".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! KTAP output (Documentation/dev-tools/ktap.rst) in the flavour kselftest prints:
+//! `TAP version 13`, a plan, one result line per test, `# ` diagnostics, totals,
+//! and the kselftest exit codes.
+
+use std::io::{self, Write};
+
+/// kselftest exit code: every test passed (or some passed and the rest skipped).
+pub const KSFT_PASS: i32 = 0;
+/// kselftest exit code: at least one test failed.
+pub const KSFT_FAIL: i32 = 1;
+/// kselftest exit code: nothing ran to a pass or a failure; everything skipped.
+pub const KSFT_SKIP: i32 = 4;
+
+/// The result of one test as KTAP records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// `ok N name`.
+    Pass,
+    /// `ok N name # SKIP reason`.
+    Skip(String),
+    /// `not ok N name`.
+    Fail,
+    /// `not ok N name # TIMEOUT`.
+    Timeout,
+}
+
+/// Counts of each verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Tests that passed.
+    pub pass: usize,
+    /// Tests that failed (including timeouts).
+    pub fail: usize,
+    /// Tests that were skipped.
+    pub skip: usize,
+}
+
+impl Totals {
+    /// The kselftest exit code for these totals.
+    pub fn exit_code(&self) -> i32 {
+        if self.fail > 0 {
+            KSFT_FAIL
+        } else if self.pass == 0 {
+            KSFT_SKIP
+        } else {
+            KSFT_PASS
+        }
+    }
+}
+
+/// Writes one KTAP document, flushing after every line so that a crash of the
+/// whole program still leaves everything before it readable.
+pub struct Ktap<W: Write> {
+    out: W,
+    number: usize,
+    totals: Totals,
+}
+
+impl<W: Write> Ktap<W> {
+    /// Writes the header and the plan for `planned` tests.
+    pub fn start(out: W, planned: usize) -> io::Result<Self> {
+        let mut k = Ktap {
+            out,
+            number: 0,
+            totals: Totals::default(),
+        };
+        k.line("TAP version 13")?;
+        k.line(&format!("1..{planned}"))?;
+        Ok(k)
+    }
+
+    fn line(&mut self, text: &str) -> io::Result<()> {
+        writeln!(self.out, "{text}")?;
+        self.out.flush()
+    }
+
+    /// Writes `text` as diagnostic lines (`# ` before each line).
+    pub fn diag(&mut self, text: &str) -> io::Result<()> {
+        for l in text.lines() {
+            self.line(&format!("# {l}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the result line of the next test.
+    pub fn result(&mut self, name: &str, verdict: &Verdict) -> io::Result<()> {
+        self.number += 1;
+        let n = self.number;
+        let line = match verdict {
+            Verdict::Pass => {
+                self.totals.pass += 1;
+                format!("ok {n} {name}")
+            }
+            Verdict::Skip(reason) => {
+                self.totals.skip += 1;
+                // A newline would end the directive; keep the first line only.
+                let reason = reason.lines().next().unwrap_or("");
+                format!("ok {n} {name} # SKIP {reason}")
+            }
+            Verdict::Fail => {
+                self.totals.fail += 1;
+                format!("not ok {n} {name}")
+            }
+            Verdict::Timeout => {
+                self.totals.fail += 1;
+                format!("not ok {n} {name} # TIMEOUT")
+            }
+        };
+        self.line(&line)
+    }
+
+    /// Writes the kselftest totals line and returns the totals.
+    pub fn finish(mut self) -> io::Result<Totals> {
+        let t = self.totals;
+        self.line(&format!(
+            "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
+            t.pass, t.fail, t.skip
+        ))?;
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_shape() {
+        let mut buf = Vec::new();
+        let mut k = Ktap::start(&mut buf, 4).unwrap();
+        k.diag("two\nlines").unwrap();
+        k.result("a.pass", &Verdict::Pass).unwrap();
+        k.result("a.skip", &Verdict::Skip("no device\nmore".into()))
+            .unwrap();
+        k.result("a.fail", &Verdict::Fail).unwrap();
+        k.result("a.hang", &Verdict::Timeout).unwrap();
+        let t = k.finish().unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "TAP version 13\n1..4\n# two\n# lines\nok 1 a.pass\nok 2 a.skip # SKIP no device\n\
+             not ok 3 a.fail\nnot ok 4 a.hang # TIMEOUT\n\
+             # Totals: pass:1 fail:2 xfail:0 xpass:0 skip:1 error:0\n"
+        );
+        assert_eq!(
+            t,
+            Totals {
+                pass: 1,
+                fail: 2,
+                skip: 1
+            }
+        );
+    }
+
+    #[test]
+    fn exit_codes_follow_kselftest() {
+        let t = |pass, fail, skip| Totals { pass, fail, skip }.exit_code();
+        assert_eq!(t(3, 0, 0), KSFT_PASS);
+        assert_eq!(t(3, 0, 2), KSFT_PASS);
+        assert_eq!(t(3, 1, 2), KSFT_FAIL);
+        assert_eq!(t(0, 1, 0), KSFT_FAIL);
+        assert_eq!(t(0, 0, 2), KSFT_SKIP);
+        assert_eq!(t(0, 0, 0), KSFT_SKIP);
+    }
+}
