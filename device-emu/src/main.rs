@@ -1,2 +1,112 @@
-//! The `device-emu` binary (placeholder until the server lands).
-fn main() {}
+//! The `device-emu` binary: serves one emulated device on a vfio-user socket
+//! until SIGTERM or SIGINT.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use device_emu::layout::{BarLayout, DEFAULT_SPEC};
+use device_emu::server::EmuServer;
+use nix::fcntl::{fcntl, FcntlArg};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// vfio-user server emulating a PCI device with large memfd-backed BARs.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Path of the vfio-user socket to create (must not exist).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// BAR layout: comma-separated INDEX=SIZE[:32][:np][:msix@OFFSET] entries.
+    #[arg(long, value_name = "SPEC", default_value = DEFAULT_SPEC)]
+    bars: BarLayout,
+    /// Log filter (env_logger syntax: error, warn, info, debug, trace, or
+    /// module=level lists).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    log_level: String,
+    /// Inherited file descriptor to write one byte to (and close) once the
+    /// socket accepts connections.
+    #[arg(long, value_name = "FD")]
+    ready_fd: Option<RawFd>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    env_logger::Builder::new()
+        .parse_filters(&args.log_level)
+        .format_timestamp_millis()
+        .init();
+    let ready = args.ready_fd.map(take_ready_fd).transpose()?;
+
+    // Install the handler before the socket exists, so that no signal can
+    // leave it behind; it removes the socket only once we created it.
+    let bound: Arc<OnceLock<PathBuf>> = Arc::default();
+    spawn_signal_handler(Arc::clone(&bound))?;
+
+    let mut server = EmuServer::bind(&args.socket, args.bars.clone())
+        .with_context(|| format!("starting the device with BAR layout {}", args.bars))?;
+    bound
+        .set(server.path().to_owned())
+        .expect("the socket is bound once");
+    log::info!("BAR layout {}", args.bars);
+    eprintln!("device-emu: listening on {}", args.socket.display());
+    if let Some(mut ready) = ready {
+        ready
+            .write_all(b"R")
+            .context("writing the readiness byte to --ready-fd")?;
+    }
+    let error = match server.serve_forever() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    Err(error).context("vfio-user server stopped")
+}
+
+/// Takes ownership of the inherited readiness descriptor after checking that it
+/// is open.
+fn take_ready_fd(fd: RawFd) -> Result<File> {
+    if fd < 0 {
+        bail!("--ready-fd {fd}: not a file descriptor");
+    }
+    // SAFETY: F_GETFD only queries descriptor flags; it fails with EBADF if
+    // `fd` is not open and has no other effect.
+    let flags = unsafe { fcntl(std::os::fd::BorrowedFd::borrow_raw(fd), FcntlArg::F_GETFD) };
+    flags.with_context(|| format!("--ready-fd {fd} is not an open file descriptor"))?;
+    // SAFETY: `fd` is open (checked above), was inherited for us to use, and
+    // nothing else in this process owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Shuts down on SIGTERM or SIGINT: removes the socket and exits with 0.
+///
+/// The main thread blocks inside `vfio_user::Server::run` (in accept or recv)
+/// and that crate offers no way to interrupt it, so the signal thread ends the
+/// process itself. Nothing needs flushing: the device state lives in memfds
+/// that vanish with the process.
+fn spawn_signal_handler(bound: Arc<OnceLock<PathBuf>>) -> Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("signal {signal}: shutting down");
+                if let Some(path) = bound.get() {
+                    remove_socket(path);
+                }
+                std::process::exit(0);
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        log::warn!("removing socket {}: {e}", path.display());
+    }
+}

@@ -1,0 +1,554 @@
+//! The emulated device: the vfio-user view (regions and interrupts) and the
+//! [`ServerBackend`] that serves the client's requests.
+//!
+//! Regions follow the vfio-pci numbering: BAR 0 to 5, ROM (absent), config
+//! space, VGA (absent). BAR 0 is trapped. Every memory BAR offers its memfd for
+//! mmap through a sparse mmap capability; the 4 KiB page with the MSI-X table
+//! and PBA is left out of the areas, so its accesses reach the server.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+
+use vfio_bindings::bindings::vfio::{
+    vfio_region_info, vfio_region_sparse_mmap_area, VFIO_IRQ_INFO_AUTOMASKED,
+    VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE, VFIO_IRQ_INFO_NORESIZE,
+    VFIO_IRQ_SET_ACTION_TYPE_MASK, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_CONFIG_REGION_INDEX,
+    VFIO_PCI_ERR_IRQ_INDEX, VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX,
+    VFIO_PCI_MSI_IRQ_INDEX, VFIO_PCI_NUM_REGIONS, VFIO_PCI_REQ_IRQ_INDEX,
+    VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+};
+use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
+
+use crate::bar_memory::{BarMemory, MemoryError};
+use crate::config_space::{ConfigSpace, CONFIG_SPACE_SIZE, MSIX_VECTORS};
+use crate::dma::DmaMappings;
+use crate::layout::{BarLayout, MSIX_PAGE_SIZE, REGISTER_BAR_INDEX, REGISTER_BAR_SIZE};
+use crate::msix::MsixPage;
+use crate::registers::RegisterFile;
+
+/// An access the device rejects; returned to the client as an error reply.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The region does not exist or has no contents (ROM, VGA, unused BAR).
+    #[error("region {0} has no contents")]
+    NoSuchRegion(u32),
+    /// The access does not fit in the region.
+    #[error(
+        "access of {len} bytes at offset {offset:#x} is outside region {region} ({size:#x} bytes)"
+    )]
+    OutOfRange {
+        /// Region index.
+        region: u32,
+        /// Offset of the access.
+        offset: u64,
+        /// Length of the access.
+        len: usize,
+        /// Region size.
+        size: u64,
+    },
+    /// A register BAR access of the wrong size or alignment.
+    #[error(transparent)]
+    Register(#[from] crate::registers::BadAccess),
+    /// A rejected DMA request.
+    #[error(transparent)]
+    Dma(#[from] crate::dma::DmaError),
+    /// Unsupported DMA unmap flags.
+    #[error("unsupported DMA unmap flags {0:#x}")]
+    UnmapFlags(u32),
+    /// Interrupt index or vector range the device does not have.
+    #[error("interrupt index {index} has {count} vectors; vectors {start}..{start}+{requested} do not exist")]
+    IrqRange {
+        /// Interrupt index.
+        index: u32,
+        /// Vectors of that index.
+        count: u32,
+        /// First vector of the request.
+        start: u32,
+        /// Vectors requested.
+        requested: u32,
+    },
+}
+
+impl From<AccessError> for io::Error {
+    fn from(e: AccessError) -> Self {
+        log::warn!("rejected: {e}");
+        io::Error::new(io::ErrorKind::InvalidInput, e)
+    }
+}
+
+/// The device state a client sees.
+pub struct Device {
+    layout: BarLayout,
+    bars: Vec<BarMemory>,
+    config: ConfigSpace,
+    registers: RegisterFile,
+    msix: MsixPage,
+    /// Eventfds the client registered, by (irq index, action, vector).
+    irq_fds: BTreeMap<(u32, u32, u32), File>,
+    dma: DmaMappings,
+}
+
+impl Device {
+    /// Creates the device with one sparse memfd per memory BAR of `layout`.
+    pub fn new(layout: BarLayout) -> Result<Self, MemoryError> {
+        let bars = layout
+            .bars()
+            .iter()
+            .map(|b| BarMemory::new(b.index(), b.size()))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            config: ConfigSpace::new(&layout),
+            registers: RegisterFile::new(layout.memory_bar_mask()),
+            msix: MsixPage::new(),
+            irq_fds: BTreeMap::new(),
+            dma: DmaMappings::default(),
+            bars,
+            layout,
+        })
+    }
+
+    /// The BAR layout.
+    pub fn layout(&self) -> &BarLayout {
+        &self.layout
+    }
+
+    /// The memory of BAR `index`, if it is a memory BAR.
+    pub fn bar_memory(&self, index: u8) -> Option<&BarMemory> {
+        self.bars.iter().find(|b| b.index() == index)
+    }
+
+    /// Number of live DMA mappings.
+    pub fn dma_mappings(&self) -> usize {
+        self.dma.len()
+    }
+
+    /// Number of eventfds the client has registered.
+    pub fn irq_fds(&self) -> usize {
+        self.irq_fds.len()
+    }
+
+    /// The device reset: config space, registers and MSI-X table return to their
+    /// power-on values. BAR memory keeps its contents (like the memory of a
+    /// real device across a function reset); interrupt and DMA set-up is kept.
+    pub fn reset_state(&mut self) {
+        self.config = ConfigSpace::new(&self.layout);
+        self.registers = RegisterFile::new(self.layout.memory_bar_mask());
+        self.msix = MsixPage::new();
+    }
+
+    /// State for a new client: the reset state, BAR memory released (all zeros)
+    /// and the previous client's eventfds and DMA mappings dropped.
+    pub fn power_on(&mut self) -> io::Result<()> {
+        self.reset_state();
+        self.irq_fds.clear();
+        self.dma.clear();
+        self.bars.iter().try_for_each(BarMemory::wipe)
+    }
+
+    /// The regions to announce, indexed like vfio-pci's.
+    pub fn regions(&self) -> Vec<ServerRegion> {
+        (0..VFIO_PCI_NUM_REGIONS)
+            .map(|index| self.region(index))
+            .collect()
+    }
+
+    fn region(&self, index: u32) -> ServerRegion {
+        let info = |size, flags| vfio_region_info {
+            argsz: std::mem::size_of::<vfio_region_info>() as u32,
+            flags,
+            index,
+            size,
+            ..Default::default()
+        };
+        let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+        let trapped = |size| ServerRegion {
+            region_info: info(size, rw),
+            sparse_areas: Vec::new(),
+            mmap_fd: None,
+        };
+        if index == u32::from(REGISTER_BAR_INDEX) {
+            return trapped(REGISTER_BAR_SIZE);
+        }
+        if index == VFIO_PCI_CONFIG_REGION_INDEX {
+            return trapped(CONFIG_SPACE_SIZE as u64);
+        }
+        let Some(bar) = u8::try_from(index).ok().and_then(|i| self.bar_memory(i)) else {
+            return trapped(0);
+        };
+        let areas = self.mmap_areas(bar.index());
+        if areas.is_empty() {
+            return trapped(bar.size());
+        }
+        ServerRegion {
+            region_info: info(bar.size(), rw | VFIO_REGION_INFO_FLAG_MMAP),
+            sparse_areas: areas
+                .into_iter()
+                .map(|r| SparseArea {
+                    area: vfio_region_sparse_mmap_area {
+                        offset: r.start,
+                        size: r.end - r.start,
+                    },
+                })
+                .collect(),
+            mmap_fd: Some(bar.raw_fd()),
+        }
+    }
+
+    /// The trapped MSI-X page of BAR `index`, if it holds one.
+    fn msix_page(&self, index: u8) -> Option<Range<u64>> {
+        let offset = self.layout.bar(index)?.msix_offset()?;
+        Some(offset..offset + MSIX_PAGE_SIZE)
+    }
+
+    /// The mmap-able parts of memory BAR `index`: all of it but the MSI-X page.
+    pub fn mmap_areas(&self, index: u8) -> Vec<Range<u64>> {
+        let Some(size) = self.layout.bar(index).map(|b| b.size()) else {
+            return Vec::new();
+        };
+        match self.msix_page(index) {
+            None => std::iter::once(0..size).collect(),
+            Some(page) => [0..page.start, page.end..size]
+                .into_iter()
+                .filter(|r| !r.is_empty())
+                .collect(),
+        }
+    }
+
+    /// The interrupts to announce: INTx, no MSI, MSI-X, error and request.
+    pub fn irqs(&self) -> Vec<IrqInfo> {
+        let msix = if self.layout.msix_bar().is_some() {
+            u32::from(MSIX_VECTORS)
+        } else {
+            0
+        };
+        let msi_flags = VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE;
+        [
+            (
+                VFIO_PCI_INTX_IRQ_INDEX,
+                VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED,
+                1,
+            ),
+            (VFIO_PCI_MSI_IRQ_INDEX, msi_flags, 0),
+            (VFIO_PCI_MSIX_IRQ_INDEX, msi_flags, msix),
+            (VFIO_PCI_ERR_IRQ_INDEX, VFIO_IRQ_INFO_EVENTFD, 1),
+            (VFIO_PCI_REQ_IRQ_INDEX, VFIO_IRQ_INFO_EVENTFD, 1),
+        ]
+        .into_iter()
+        .map(|(index, flags, count)| IrqInfo {
+            index,
+            flags,
+            count,
+        })
+        .collect()
+    }
+
+    /// Reads from a memory BAR: the MSI-X page from the table, the rest from
+    /// the memfd (accesses arrive here only if the client does not map it).
+    fn bar_read(&self, bar: &BarMemory, offset: u64, data: &mut [u8]) -> io::Result<()> {
+        for (piece, range) in split(offset, data.len(), self.msix_page(bar.index())) {
+            let buf = &mut data[range];
+            match piece {
+                Piece::Memory(at) => bar.read_at(at, buf)?,
+                Piece::Msix(at) => self.msix.read(at, buf),
+            }
+        }
+        Ok(())
+    }
+
+    fn bar_write(&mut self, index: u8, offset: u64, data: &[u8]) -> io::Result<()> {
+        let page = self.msix_page(index);
+        for (piece, range) in split(offset, data.len(), page) {
+            let buf = &data[range];
+            match piece {
+                Piece::Memory(at) => self
+                    .bar_memory(index)
+                    .expect("caller checked the BAR")
+                    .write_at(at, buf)?,
+                Piece::Msix(at) => self.msix.write(at, buf),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that an access of `len` bytes at `offset` fits in a region of `size`.
+fn check_range(region: u32, offset: u64, len: usize, size: u64) -> Result<(), AccessError> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(AccessError::OutOfRange {
+            region,
+            offset,
+            len,
+            size,
+        }),
+    }
+}
+
+/// Where part of a BAR access goes: BAR memory at an offset, or the MSI-X page
+/// at an offset inside the page.
+enum Piece {
+    Memory(u64),
+    Msix(u64),
+}
+
+/// Cuts the access `[offset, offset + len)` at the MSI-X page boundaries;
+/// yields each piece with its range inside the access buffer.
+fn split(offset: u64, len: usize, page: Option<Range<u64>>) -> Vec<(Piece, Range<usize>)> {
+    let end = offset + len as u64;
+    let mut cuts = vec![offset];
+    if let Some(page) = &page {
+        cuts.extend(
+            [page.start, page.end]
+                .into_iter()
+                .filter(|&c| c > offset && c < end),
+        );
+    }
+    cuts.push(end);
+    cuts.windows(2)
+        .filter(|w| w[0] < w[1])
+        .map(|w| {
+            let buf = (w[0] - offset) as usize..(w[1] - offset) as usize;
+            let piece = match &page {
+                Some(p) if p.contains(&w[0]) => Piece::Msix(w[0] - p.start),
+                _ => Piece::Memory(w[0]),
+            };
+            (piece, buf)
+        })
+        .collect()
+}
+
+impl ServerBackend for Device {
+    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> io::Result<()> {
+        log::trace!("read region {region} offset {offset:#x} len {}", data.len());
+        if region == u32::from(REGISTER_BAR_INDEX) {
+            return Ok(self
+                .registers
+                .read(offset, data)
+                .map_err(AccessError::from)?);
+        }
+        if region == VFIO_PCI_CONFIG_REGION_INDEX {
+            check_range(region, offset, data.len(), CONFIG_SPACE_SIZE as u64)?;
+            self.config.read(offset, data).expect("range checked");
+            return Ok(());
+        }
+        let bar = u8::try_from(region)
+            .ok()
+            .and_then(|i| self.bar_memory(i))
+            .ok_or(AccessError::NoSuchRegion(region))?;
+        check_range(region, offset, data.len(), bar.size())?;
+        self.bar_read(bar, offset, data)
+    }
+
+    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> io::Result<()> {
+        log::trace!(
+            "write region {region} offset {offset:#x} len {}",
+            data.len()
+        );
+        if region == u32::from(REGISTER_BAR_INDEX) {
+            return Ok(self
+                .registers
+                .write(offset, data, &self.bars)
+                .map_err(AccessError::from)?);
+        }
+        if region == VFIO_PCI_CONFIG_REGION_INDEX {
+            check_range(region, offset, data.len(), CONFIG_SPACE_SIZE as u64)?;
+            self.config.write(offset, data).expect("range checked");
+            return Ok(());
+        }
+        let (index, size) = u8::try_from(region)
+            .ok()
+            .and_then(|i| self.bar_memory(i))
+            .map(|b| (b.index(), b.size()))
+            .ok_or(AccessError::NoSuchRegion(region))?;
+        check_range(region, offset, data.len(), size)?;
+        self.bar_write(index, offset, data)
+    }
+
+    fn dma_map(
+        &mut self,
+        flags: DmaMapFlags,
+        offset: u64,
+        address: u64,
+        size: u64,
+        fd: Option<File>,
+    ) -> io::Result<()> {
+        log::debug!("DMA map {address:#x}+{size:#x} offset {offset:#x} flags {flags:?}");
+        Ok(self
+            .dma
+            .map(address, size, offset, flags.bits(), fd)
+            .map_err(AccessError::from)?)
+    }
+
+    fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> io::Result<()> {
+        log::debug!("DMA unmap {address:#x}+{size:#x} flags {flags:?}");
+        if flags.contains(DmaUnmapFlags::UNMAP_ALL) {
+            self.dma.clear();
+            return Ok(());
+        }
+        if !flags.is_empty() {
+            return Err(AccessError::UnmapFlags(flags.bits()).into());
+        }
+        let removed = self.dma.unmap(address, size).map_err(AccessError::from)?;
+        log::debug!("DMA unmap removed {removed} mappings");
+        Ok(())
+    }
+
+    fn reset(&mut self) -> io::Result<()> {
+        log::info!("device reset");
+        self.reset_state();
+        Ok(())
+    }
+
+    fn set_irqs(
+        &mut self,
+        index: u32,
+        flags: u32,
+        start: u32,
+        count: u32,
+        fds: Vec<File>,
+    ) -> io::Result<()> {
+        log::debug!(
+            "set irqs index {index} flags {flags:#x} start {start} count {count} fds {}",
+            fds.len()
+        );
+        let vectors = self.irqs().get(index as usize).map_or(0, |irq| irq.count);
+        if start.checked_add(count).is_none_or(|end| end > vectors) {
+            return Err(AccessError::IrqRange {
+                index,
+                count: vectors,
+                start,
+                requested: count,
+            }
+            .into());
+        }
+        let action = flags & VFIO_IRQ_SET_ACTION_TYPE_MASK;
+        // Any change drops the eventfds the vectors had for this action; new
+        // ones are kept (the device never signals them, but holds them open as
+        // a device with live interrupts would).
+        // A count of 0 addresses every vector of the index (VFIO_DEVICE_SET_IRQS).
+        let covered = |v: u32| count == 0 || (v >= start && v - start < count);
+        self.irq_fds
+            .retain(|&(i, a, v), _| !(i == index && a == action && covered(v)));
+        if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
+            for (vector, fd) in (start..).zip(fds) {
+                self.irq_fds.insert((index, action, vector), fd);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::MSIX_PBA_DISTANCE;
+
+    const M: u64 = 1 << 20;
+
+    fn device() -> Device {
+        Device::new(BarLayout::default()).unwrap()
+    }
+
+    #[test]
+    fn regions_follow_the_layout() {
+        let d = device();
+        let regions = d.regions();
+        assert_eq!(regions.len(), 9);
+        let sizes: Vec<u64> = regions.iter().map(|r| r.region_info.size).collect();
+        assert_eq!(sizes, [4096, 64 * M, 16 << 30, 0, 1 << 30, 0, 0, 4096, 0]);
+        let areas: Vec<(u64, u64)> = regions[1]
+            .sparse_areas
+            .iter()
+            .map(|a| (a.area.offset, a.area.size))
+            .collect();
+        assert_eq!(areas, [(0, 2 * M), (2 * M + 4096, 62 * M - 4096)]);
+        assert!(regions[0].mmap_fd.is_none());
+        assert!(regions[2].mmap_fd.is_some());
+        assert_eq!(regions[4].sparse_areas.len(), 1);
+    }
+
+    #[test]
+    fn msix_page_is_served_from_the_table_and_the_rest_from_memory() {
+        let mut d = device();
+        // A write straddling the start of the MSI-X page.
+        let data: Vec<u8> = (1..=16).collect();
+        d.region_write(1, 2 * M - 8, &data).unwrap();
+        let mut out = [0; 16];
+        d.region_read(1, 2 * M - 8, &mut out).unwrap();
+        assert_eq!(out, *data);
+        let mut mem = [0; 8];
+        d.bar_memory(1).unwrap().read_at(2 * M, &mut mem).unwrap();
+        assert_eq!(mem, [0; 8], "table bytes must not reach the memfd");
+        let mut pba = [0xff; 8];
+        d.region_read(1, 2 * M + MSIX_PBA_DISTANCE, &mut pba)
+            .unwrap();
+        assert_eq!(pba, [0; 8]);
+        d.reset_state();
+        d.region_read(1, 2 * M - 8, &mut out).unwrap();
+        assert_eq!(out[..8], data[..8], "reset keeps BAR memory");
+        assert_eq!(out[8..], [0; 8], "reset restores the table");
+    }
+
+    #[test]
+    fn bad_accesses_are_errors() {
+        let mut d = device();
+        let mut b = [0; 4];
+        for (region, offset) in [
+            (3, 0),
+            (6, 0),
+            (8, 0),
+            (9, 0),
+            (7, 4094),
+            (1, 64 * M - 2),
+            (0, 2),
+        ] {
+            assert!(
+                d.region_read(region, offset, &mut b).is_err(),
+                "{region} {offset}"
+            );
+            assert!(
+                d.region_write(region, offset, &b).is_err(),
+                "{region} {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn dma_overlap_is_rejected() {
+        let mut d = device();
+        d.dma_map(DmaMapFlags::READ_WRITE, 0, 0x1000, 0x2000, None)
+            .unwrap();
+        assert!(d
+            .dma_map(DmaMapFlags::READ_WRITE, 0, 0x2000, 0x1000, None)
+            .is_err());
+        assert!(d
+            .dma_map(DmaMapFlags::READ_WRITE, 0, u64::MAX, 2, None)
+            .is_err());
+        assert!(d.dma_unmap(DmaUnmapFlags::empty(), 0x1000, 0x1000).is_err());
+        d.dma_unmap(DmaUnmapFlags::empty(), 0x1000, 0x2000).unwrap();
+        assert_eq!(d.dma_mappings(), 0);
+    }
+
+    #[test]
+    fn irq_eventfds_are_kept_and_ranges_checked() {
+        let mut d = device();
+        let fds = || (0..2).map(|_| tempfile::tempfile().unwrap()).collect();
+        let trigger_eventfd = VFIO_IRQ_SET_DATA_EVENTFD | 32;
+        d.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, trigger_eventfd, 6, 2, fds())
+            .unwrap();
+        assert_eq!(d.irq_fds(), 2);
+        assert!(d
+            .set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, trigger_eventfd, 7, 2, fds())
+            .is_err());
+        assert!(d
+            .set_irqs(VFIO_PCI_MSI_IRQ_INDEX, trigger_eventfd, 0, 1, fds())
+            .is_err());
+        assert!(d.set_irqs(9, trigger_eventfd, 0, 1, fds()).is_err());
+        // DATA_NONE | TRIGGER over the vectors disables them.
+        d.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, 1 | 32, 0, 0, Vec::new())
+            .unwrap();
+        assert_eq!(d.irq_fds(), 0);
+    }
+}
