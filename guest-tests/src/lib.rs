@@ -3,8 +3,14 @@
 //! The host-testable parts ([`model`], [`glob`], [`ktap`], [`harness`], [`isolate`],
 //! [`kernel`]) need no device; the rest talks to vfio-pci and the emulated device.
 
+pub mod device;
+pub mod faults;
 pub mod glob;
 pub mod harness;
 pub mod isolate;
+pub mod kernel;
 pub mod ktap;
+pub mod mapping;
 pub mod model;
+pub mod pci;
+pub mod vfio;
