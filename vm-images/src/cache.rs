@@ -1,0 +1,313 @@
+//! The on-disk cache: complete entries appear atomically, under a lock.
+//!
+//! Layout: `<root>/<category...>/<key>` is a complete entry (a directory),
+//! `<root>/<category...>/<key>.lock` serialises its creation, and
+//! `<root>/<category...>/.partial-<key>-*` are entries being filled. An entry is
+//! filled in a temporary directory next to its final place and renamed into place
+//! only once complete, so an interrupted fetch never looks complete.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Environment variable that overrides the cache root.
+pub const CACHE_ENV: &str = "BIGBAR_CACHE";
+
+/// Prefix of directories being filled.
+const PARTIAL_PREFIX: &str = ".partial-";
+
+/// A cache rooted at one directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// An exclusive advisory lock on a lock file, released on drop.
+#[derive(Debug)]
+pub struct CacheLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl CacheLock {
+    /// Blocks until the lock file at `path` is locked exclusively.
+    pub fn acquire(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).at("creating directory", parent)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .at("opening lock file", path)?;
+        // Called through the trait: std's inherent `File::lock` is newer than our MSRV.
+        fs4::FileExt::lock(&file).at("locking", path)?;
+        Ok(Self {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for CacheLock {
+    fn drop(&mut self) {
+        // Closing the file releases the lock anyway; unlocking first is only tidier.
+        let _ = fs4::FileExt::unlock(&self.file);
+    }
+}
+
+impl Cache {
+    /// A cache rooted at `root` (created on first use).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// A cache rooted at `$BIGBAR_CACHE` if set and non-empty, else at `default_root`.
+    pub fn from_env_or(default_root: impl Into<PathBuf>) -> Self {
+        Self::new(choose_root(
+            std::env::var_os(CACHE_ENV),
+            default_root.into(),
+        ))
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of a category, e.g. `["kernel", "debian-sid"]`.
+    pub fn category_dir(&self, category: &[&str]) -> PathBuf {
+        category.iter().fold(self.root.clone(), |p, c| p.join(c))
+    }
+
+    /// Locks the named lock file inside a category.
+    pub fn lock(&self, category: &[&str], name: &str) -> Result<CacheLock> {
+        let name = checked_key(name)?;
+        CacheLock::acquire(&self.category_dir(category).join(format!("{name}.lock")))
+    }
+
+    /// The path of a complete entry, if it exists.
+    pub fn existing(&self, category: &[&str], key: &str) -> Result<Option<PathBuf>> {
+        let path = self.category_dir(category).join(checked_key(key)?);
+        Ok(path.is_dir().then_some(path))
+    }
+
+    /// Returns the complete entry `key` of `category`, creating it with `fill` if absent.
+    ///
+    /// `fill` receives an empty temporary directory inside the category; when it returns
+    /// `Ok` the directory is renamed to the entry's final path. The entry's lock is held
+    /// throughout, so concurrent callers wait and then find the complete entry.
+    pub fn get_or_create(
+        &self,
+        category: &[&str],
+        key: &str,
+        fill: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let key = checked_key(key)?;
+        let dir = self.category_dir(category);
+        let _lock = self.lock(category, key)?;
+        let path = dir.join(key);
+        if path.is_dir() {
+            return Ok(path);
+        }
+        remove_stale_partials(&dir, key)?;
+        let partial = tempfile::Builder::new()
+            .prefix(&format!("{PARTIAL_PREFIX}{key}-"))
+            .tempdir_in(&dir)
+            .at("creating temporary directory in", &dir)?;
+        fill(partial.path())?;
+        let filled = partial.keep();
+        fs::rename(&filled, &path).at("renaming complete cache entry into", &path)?;
+        Ok(path)
+    }
+
+    /// Reads a small text record (e.g. which version is current) of a category.
+    pub fn read_record(&self, category: &[&str], name: &str) -> Result<Option<String>> {
+        let path = self.category_dir(category).join(checked_key(name)?);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at("reading", path),
+        }
+    }
+
+    /// Replaces a small text record atomically (write to a temporary file, then rename).
+    pub fn write_record(&self, category: &[&str], name: &str, value: &str) -> Result<()> {
+        let dir = self.category_dir(category);
+        let path = dir.join(checked_key(name)?);
+        fs::create_dir_all(&dir).at("creating directory", &dir)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!("{PARTIAL_PREFIX}{name}-"))
+            .tempfile_in(&dir)
+            .at("creating temporary file in", &dir)?;
+        writeln!(tmp, "{value}").at("writing", tmp.path().to_owned())?;
+        tmp.persist(&path)
+            .map_err(|e| e.error)
+            .at("replacing", &path)?;
+        Ok(())
+    }
+}
+
+/// The override wins when set and non-empty.
+fn choose_root(env_value: Option<std::ffi::OsString>, default_root: PathBuf) -> PathBuf {
+    match env_value {
+        Some(dir) if !dir.is_empty() => dir.into(),
+        _ => default_root,
+    }
+}
+
+/// Removes directories left by a fill that was interrupted (killed, power loss).
+fn remove_stale_partials(dir: &Path, key: &str) -> Result<()> {
+    let prefix = format!("{PARTIAL_PREFIX}{key}-");
+    for entry in fs::read_dir(dir).at("listing", dir)? {
+        let entry = entry.at("listing", dir)?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let path = entry.path();
+            if path.is_dir() {
+                fs::remove_dir_all(&path).at("removing stale partial entry", &path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Accepts a key usable as a single file name that cannot clash with partial entries.
+fn checked_key(key: &str) -> Result<&str> {
+    let ok_chars = key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._+~-".contains(c));
+    if key.is_empty() || key.starts_with('.') || !ok_chars {
+        return Err(Error::InvalidInput {
+            what: "cache key",
+            value: key.to_owned(),
+            reason: "must be non-empty, not start with '.', and use only ASCII letters, digits and . _ + ~ -".into(),
+        });
+    }
+    Ok(key)
+}
+
+/// Turns a Debian version (which may contain ':' for an epoch) into a cache key.
+pub fn key_from_version(version: &str) -> String {
+    version.replace(':', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn entry_is_created_once_and_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        let mut calls = 0;
+        let path = cache
+            .get_or_create(&["a", "b"], "v1", |dir| {
+                calls += 1;
+                fs::write(dir.join("f"), "x").map_err(|e| Error::Initramfs(e.to_string()))
+            })
+            .unwrap();
+        assert_eq!(path, tmp.path().join("a/b/v1"));
+        assert_eq!(fs::read_to_string(path.join("f")).unwrap(), "x");
+        let again = cache
+            .get_or_create(&["a", "b"], "v1", |_| panic!("must not refill"))
+            .unwrap();
+        assert_eq!(again, path);
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn failed_fill_leaves_no_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        let err = cache
+            .get_or_create(&["k"], "v", |dir| {
+                fs::write(dir.join("half"), "x").unwrap();
+                Err(Error::Initramfs("boom".into()))
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Initramfs(_)));
+        assert_eq!(cache.existing(&["k"], "v").unwrap(), None);
+        let leftovers: Vec<_> = fs::read_dir(tmp.path().join("k"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(leftovers, vec!["v.lock".to_owned()]);
+    }
+
+    #[test]
+    fn stale_partial_from_killed_fill_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        let stale = tmp.path().join("k/.partial-v-abc");
+        fs::create_dir_all(&stale).unwrap();
+        cache.get_or_create(&["k"], "v", |_| Ok(())).unwrap();
+        assert!(!stale.exists());
+        assert!(tmp.path().join("k/v").is_dir());
+    }
+
+    #[test]
+    fn concurrent_creators_fill_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_owned();
+        let fills = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (root, fills, barrier) = (root.clone(), fills.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Cache::new(root)
+                        .get_or_create(&["c"], "k", |dir| {
+                            fills.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            fs::write(dir.join("done"), "1").unwrap();
+                            Ok(())
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap().join("done").is_file());
+        }
+        assert_eq!(fills.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        assert_eq!(cache.read_record(&["q"], "current").unwrap(), None);
+        cache.write_record(&["q"], "current", "1_11.1").unwrap();
+        cache.write_record(&["q"], "current", "1_11.2").unwrap();
+        assert_eq!(
+            cache.read_record(&["q"], "current").unwrap().as_deref(),
+            Some("1_11.2")
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_rejected() {
+        for key in ["", ".hidden", "a/b", "1:2", "a b"] {
+            assert!(checked_key(key).is_err(), "{key:?} accepted");
+        }
+        assert_eq!(key_from_version("1:11.1.3+ds-1"), "1_11.1.3+ds-1");
+        assert!(checked_key(&key_from_version("1:11.1.3+ds-1")).is_ok());
+    }
+
+    #[test]
+    fn env_overrides_root_unless_empty() {
+        let d = PathBuf::from("/default");
+        assert_eq!(choose_root(None, d.clone()), d);
+        assert_eq!(choose_root(Some("".into()), d.clone()), d);
+        assert_eq!(choose_root(Some("/x".into()), d), PathBuf::from("/x"));
+    }
+}

@@ -1,0 +1,188 @@
+//! The crate's error type: every variant names what it was working on.
+
+use std::path::PathBuf;
+
+/// Errors of obtaining, caching and assembling boot artefacts.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file system operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "creating directory".
+        action: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A host program the crate runs is not installed.
+    #[error("`{program}` not found in PATH; install the Debian package `{package}`")]
+    ToolMissing {
+        /// The program looked for.
+        program: &'static str,
+        /// The Debian package that provides it.
+        package: &'static str,
+    },
+
+    /// A program could not be started.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A program ran and failed.
+    #[error("`{command}` failed ({status}):\n{stderr}")]
+    CommandFailed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The end of what it printed on stderr (and stdout when stderr was empty).
+        stderr: String,
+    },
+
+    /// apt could not verify a suite's Release file with the keyring it was given.
+    #[error("apt cannot verify the signature of Debian suite `{suite}` with {keyring}:\n{detail}")]
+    Signature {
+        /// The suite.
+        suite: String,
+        /// The keyring used.
+        keyring: PathBuf,
+        /// apt's messages.
+        detail: String,
+    },
+
+    /// No trusted keyring is available to start from.
+    #[error("no Debian archive keyring at {path}: install the Debian package `debian-archive-keyring` (needed to verify what is downloaded)")]
+    NoKeyring {
+        /// Where the keyring was expected.
+        path: PathBuf,
+    },
+
+    /// A package is not known in a suite.
+    #[error("package `{package}` has no candidate version in Debian suite `{suite}`")]
+    PackageNotFound {
+        /// The suite.
+        suite: String,
+        /// The package.
+        package: String,
+    },
+
+    /// A package's files do not contain what was expected.
+    #[error("{what} not found in {package}: looked for {looked_for}")]
+    MissingFromPackage {
+        /// What was looked for, e.g. "kernel image".
+        what: &'static str,
+        /// Package name and version.
+        package: String,
+        /// The paths tried.
+        looked_for: String,
+    },
+
+    /// Output of a tool or content of a file could not be understood.
+    #[error("cannot parse {what}: {detail}")]
+    Parse {
+        /// What was parsed.
+        what: String,
+        /// Why it failed.
+        detail: String,
+    },
+
+    /// A name given by the caller is not acceptable.
+    #[error("invalid {what} `{value}`: {reason}")]
+    InvalidInput {
+        /// What kind of value, e.g. "kernel spec".
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+
+    /// The request is understood but not implemented yet.
+    #[error("{what} `{value}` is not supported yet: {reason}")]
+    NotSupported {
+        /// What kind of value.
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// Details.
+        reason: String,
+    },
+
+    /// A QEMU binary is unusable for bigbar.
+    #[error("QEMU at {binary} (version {version}) is unusable: {reason}")]
+    QemuUnusable {
+        /// The binary.
+        binary: PathBuf,
+        /// Its version, as reported.
+        version: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A kernel module needed by the guest is neither a file nor built in.
+    #[error("kernel module `{module}` (needed by {needed_by}) not found for kernel {release}")]
+    ModuleNotFound {
+        /// The module name.
+        module: String,
+        /// The module that needs it, or "the guest".
+        needed_by: String,
+        /// The kernel release.
+        release: String,
+    },
+
+    /// Module dependencies form a cycle.
+    #[error("kernel module dependency cycle: {cycle}")]
+    ModuleCycle {
+        /// The modules in the cycle, arrow separated.
+        cycle: String,
+    },
+
+    /// A kernel module file could not be read.
+    #[error("kernel module {path}: {detail}")]
+    Module {
+        /// The module file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+
+    /// A cache entry exists but is not what it should be.
+    #[error("cache entry {path} is damaged ({detail}); delete it to fetch again")]
+    CacheEntry {
+        /// The entry.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+
+    /// The initramfs cannot be built from the given spec.
+    #[error("initramfs: {0}")]
+    Initramfs(String),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds the path and action to an I/O error.
+pub(crate) trait IoContext<T> {
+    /// Wraps the error as [`Error::Io`].
+    fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            action,
+            path: path.into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,277 @@
+//! The guest's initramfs: busybox, the generated `/init`, the modules and the tests,
+//! as an uncompressed newc cpio archive (the kernel accepts it as is).
+
+pub mod init_script;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use cpio::newc::{Builder, ModeFileType};
+
+pub use init_script::{EXIT_LINE_PREFIX, GUEST_TESTS_PATH, KTAP_TTY};
+
+use crate::error::{Error, IoContext, Result};
+
+/// What goes into the initramfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitramfsSpec {
+    /// A static busybox binary.
+    pub busybox: PathBuf,
+    /// The static test binary, installed as `/bin/guest-tests`.
+    pub guest_tests: PathBuf,
+    /// Kernel modules to load, in load order.
+    pub modules: Vec<PathBuf>,
+    /// Arguments for the test binary.
+    pub test_args: Vec<String>,
+    /// Start an interactive shell on the console instead of running the tests.
+    pub shell: bool,
+}
+
+/// Directories of the image.
+const DIRS: [&str; 7] = ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"];
+/// `/dev/console`: the kernel opens it for init's stdio before init mounts devtmpfs.
+const CONSOLE: (u32, u32) = (5, 1);
+
+/// Writes the initramfs for `spec` to `out` (atomically: a temporary file renamed).
+pub fn build(spec: &InitramfsSpec, out: &Path) -> Result<()> {
+    let module_paths = module_destinations(&spec.modules)?;
+    let script = init_script::generate(&module_paths, &spec.test_args, spec.shell)?;
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".initramfs-")
+        .tempfile_in(dir)
+        .at("creating temporary file in", dir)?;
+    let mut archive = Archive::new(BufWriter::new(tmp.as_file()));
+    for d in DIRS {
+        archive.dir(d).at("writing", out)?;
+    }
+    archive
+        .char_device("dev/console", 0o600, CONSOLE)
+        .at("writing", out)?;
+    archive
+        .file("bin/busybox", 0o755, &read(&spec.busybox)?)
+        .at("writing", out)?;
+    for applet in init_script::applets(spec.shell) {
+        archive
+            .symlink(&format!("bin/{applet}"), "busybox")
+            .at("writing", out)?;
+    }
+    archive
+        .file(
+            GUEST_TESTS_PATH.trim_start_matches('/'),
+            0o755,
+            &read(&spec.guest_tests)?,
+        )
+        .at("writing", out)?;
+    for (src, dest) in spec.modules.iter().zip(&module_paths) {
+        archive
+            .file(dest.trim_start_matches('/'), 0o644, &read(src)?)
+            .at("writing", out)?;
+    }
+    archive
+        .file("init", 0o755, script.as_bytes())
+        .at("writing", out)?;
+    archive.finish().at("writing", out)?;
+    tmp.persist(out).map_err(|e| e.error).at("replacing", out)?;
+    Ok(())
+}
+
+/// `/lib/modules/<file name>` for each module; names must be distinct.
+fn module_destinations(modules: &[PathBuf]) -> Result<Vec<String>> {
+    let mut seen = BTreeSet::new();
+    modules
+        .iter()
+        .map(|m| {
+            let name = m
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::Initramfs(format!("bad module path {}", m.display())))?;
+            if !seen.insert(name.to_owned()) {
+                return Err(Error::Initramfs(format!("two modules named {name}")));
+            }
+            Ok(format!("/lib/modules/{name}"))
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).at("reading initramfs input", path)
+}
+
+/// A newc writer that numbers inodes.
+struct Archive<W: Write> {
+    out: W,
+    next_ino: u32,
+}
+
+impl<W: Write> Archive<W> {
+    fn new(out: W) -> Self {
+        Self { out, next_ino: 1 }
+    }
+
+    fn entry(&mut self, name: &str, mode: u32, kind: ModeFileType) -> Builder {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        Builder::new(name)
+            .ino(ino)
+            .mode(mode)
+            .set_mode_file_type(kind)
+            .nlink(if mode & 0o040000 != 0 { 2 } else { 1 })
+    }
+
+    fn write(&mut self, builder: Builder, data: &[u8]) -> std::io::Result<()> {
+        let size = u32::try_from(data.len())
+            .map_err(|_| std::io::Error::other("file larger than 4 GiB"))?;
+        let mut writer = builder.write(&mut self.out, size);
+        writer.write_all(data)?;
+        writer.finish()?;
+        Ok(())
+    }
+
+    fn dir(&mut self, name: &str) -> std::io::Result<()> {
+        let b = self.entry(name, 0o755, ModeFileType::Directory).nlink(2);
+        self.write(b, &[])
+    }
+
+    fn file(&mut self, name: &str, mode: u32, data: &[u8]) -> std::io::Result<()> {
+        let b = self.entry(name, mode, ModeFileType::Regular);
+        self.write(b, data)
+    }
+
+    fn symlink(&mut self, name: &str, target: &str) -> std::io::Result<()> {
+        let b = self.entry(name, 0o777, ModeFileType::Symlink);
+        self.write(b, target.as_bytes())
+    }
+
+    fn char_device(
+        &mut self,
+        name: &str,
+        mode: u32,
+        (major, minor): (u32, u32),
+    ) -> std::io::Result<()> {
+        let b = self
+            .entry(name, mode, ModeFileType::Char)
+            .rdev_major(major)
+            .rdev_minor(minor);
+        self.write(b, &[])
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        cpio::newc::trailer(&mut self.out)?;
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::fs::File;
+    use std::io::Read;
+
+    /// One entry read back: mode, data, rdev.
+    type Entries = BTreeMap<String, (u32, Vec<u8>, (u32, u32))>;
+
+    fn read_back(path: &Path) -> Entries {
+        let mut entries = Entries::new();
+        let mut input = std::io::BufReader::new(File::open(path).unwrap());
+        loop {
+            let mut reader = cpio::NewcReader::new(input).unwrap();
+            if reader.entry().is_trailer() {
+                break;
+            }
+            let e = reader.entry().clone();
+            let mut data = Vec::new();
+            reader.read_to_end(&mut data).unwrap();
+            let old = entries.insert(
+                e.name().to_owned(),
+                (e.mode(), data, (e.rdev_major(), e.rdev_minor())),
+            );
+            assert!(old.is_none(), "duplicate entry {}", e.name());
+            input = reader.finish().unwrap();
+        }
+        entries
+    }
+
+    fn spec(tmp: &Path, shell: bool) -> InitramfsSpec {
+        let w = |name: &str, data: &[u8]| {
+            let p = tmp.join(name);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, data).unwrap();
+            p
+        };
+        InitramfsSpec {
+            busybox: w("bb", b"BUSYBOX"),
+            guest_tests: w("gt", b"TESTS"),
+            modules: vec![w("a/vfio.ko.xz", b"M1"), w("b/vfio-pci.ko.xz", b"M2")],
+            test_args: vec!["--list".into()],
+            shell,
+        }
+    }
+
+    #[test]
+    fn archive_holds_everything_with_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("initramfs.cpio");
+        build(&spec(tmp.path(), false), &out).unwrap();
+        let e = read_back(&out);
+        assert_eq!(e["init"].0, 0o100755);
+        let init = String::from_utf8(e["init"].1.clone()).unwrap();
+        assert!(init.contains("/bin/guest-tests --list >/dev/ttyS1 2>/dev/console"));
+        assert!(init.find("vfio.ko.xz").unwrap() < init.find("vfio-pci.ko.xz").unwrap());
+        assert_eq!(e["bin/busybox"], (0o100755, b"BUSYBOX".to_vec(), (0, 0)));
+        assert_eq!(e["bin/guest-tests"], (0o100755, b"TESTS".to_vec(), (0, 0)));
+        assert_eq!(
+            e["lib/modules/vfio.ko.xz"],
+            (0o100644, b"M1".to_vec(), (0, 0))
+        );
+        assert_eq!(e["lib/modules/vfio-pci.ko.xz"].1, b"M2");
+        assert_eq!(e["dev/console"], (0o020600, vec![], (5, 1)));
+        for applet in ["sh", "mount", "insmod", "poweroff"] {
+            assert_eq!(
+                e[&format!("bin/{applet}")],
+                (0o120777, b"busybox".to_vec(), (0, 0))
+            );
+        }
+        for d in DIRS {
+            assert_eq!(e[d].0, 0o040755, "{d}");
+        }
+        assert!(!e.contains_key("bin/cttyhack"));
+        // Only the output file is left: the temporary file was renamed.
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|d| d.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".initramfs-"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn shell_archive_has_shell_applets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("shell.cpio");
+        build(&spec(tmp.path(), true), &out).unwrap();
+        let e = read_back(&out);
+        assert!(e.contains_key("bin/cttyhack") && e.contains_key("bin/setsid"));
+        assert!(String::from_utf8_lossy(&e["init"].1).contains("setsid cttyhack sh"));
+    }
+
+    #[test]
+    fn duplicate_module_names_and_missing_inputs_fail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = spec(tmp.path(), false);
+        s.modules.push(tmp.path().join("a/vfio.ko.xz"));
+        let err = build(&s, &tmp.path().join("x")).unwrap_err().to_string();
+        assert!(err.contains("two modules named vfio.ko.xz"), "{err}");
+        let mut s = spec(tmp.path(), false);
+        s.guest_tests = tmp.path().join("absent");
+        let err = build(&s, &tmp.path().join("x")).unwrap_err().to_string();
+        assert!(err.contains("absent"), "{err}");
+        assert!(!tmp.path().join("x").exists());
+    }
+}

@@ -1,0 +1,98 @@
+//! What kernel to boot, as the user writes it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::debian::Suite;
+use crate::error::{Error, Result};
+
+/// A kernel to boot: `debian:<suite>` (e.g. `debian:sid`) or a path (later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum KernelSpec {
+    /// The current `linux-image-amd64` of a Debian suite.
+    Debian(Suite),
+    /// A kernel built locally (a bzImage or build tree); not supported yet.
+    Path(PathBuf),
+}
+
+impl FromStr for KernelSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidInput {
+            what: "kernel spec",
+            value: s.to_owned(),
+            reason,
+        };
+        if let Some(suite) = s.strip_prefix("debian:") {
+            if !Suite::KERNEL_SUITES.contains(&suite) {
+                return Err(invalid(format!(
+                    "unknown Debian suite `{suite}`; expected one of {}",
+                    Suite::KERNEL_SUITES.join(", ")
+                )));
+            }
+            return Ok(Self::Debian(Suite::new(suite)?));
+        }
+        if let Some(path) = s.strip_prefix("path:") {
+            return Ok(Self::Path(path.into()));
+        }
+        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
+            return Ok(Self::Path(s.into()));
+        }
+        Err(invalid(
+            "expected `debian:<suite>` (e.g. debian:sid) or a path to a kernel".into(),
+        ))
+    }
+}
+
+impl fmt::Display for KernelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Debian(suite) => write!(f, "debian:{suite}"),
+            Self::Path(path) => write!(f, "path:{}", path.display()),
+        }
+    }
+}
+
+impl TryFrom<String> for KernelSpec {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<KernelSpec> for String {
+    fn from(spec: KernelSpec) -> String {
+        spec.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rstest::rstest]
+    #[case("debian:sid", "debian:sid")]
+    #[case("debian:trixie", "debian:trixie")]
+    #[case("debian:bookworm", "debian:bookworm")]
+    #[case("/boot/vmlinuz", "path:/boot/vmlinuz")]
+    #[case("path:build/arch/x86/boot/bzImage", "path:build/arch/x86/boot/bzImage")]
+    fn parses_and_displays(#[case] text: &str, #[case] shown: &str) {
+        assert_eq!(text.parse::<KernelSpec>().unwrap().to_string(), shown);
+    }
+
+    #[rstest::rstest]
+    #[case("debian:", "unknown Debian suite")]
+    #[case("debian:sdi", "unknown Debian suite `sdi`")]
+    #[case("sid", "expected `debian:<suite>`")]
+    #[case("", "expected `debian:<suite>`")]
+    fn rejects(#[case] text: &str, #[case] message: &str) {
+        let err = text.parse::<KernelSpec>().unwrap_err().to_string();
+        assert!(err.contains(message), "{err}");
+    }
+}
