@@ -4,6 +4,27 @@
 //! Without the `server` feature only [`regs`] (the register ABI) and [`layout`]
 //! (the BAR layout syntax) are built; they depend on `std` alone so that the
 //! static guest binary can share them.
+//!
+//! # The device
+//!
+//! - BAR 0: the register BAR ([`regs`]), 4 KiB, trapped.
+//! - Memory BARs per [`layout::BarLayout`]: each a sparse memfd offered for mmap,
+//!   except the 4 KiB page holding the MSI-X table and PBA, which is trapped.
+//! - Config space: type 0 header, PCI Express (v2 endpoint) and MSI-X
+//!   ([`config_space::MSIX_VECTORS`] vectors) capabilities.
+//! - Interrupts: INTx, MSI-X, error and request eventfds are accepted and kept;
+//!   the device never raises one.
+//! - Device reset (vfio-user `DEVICE_RESET`) restores config space, registers
+//!   and MSI-X table; BAR memory keeps its contents.
+//! - A new client connection gets a powered-on device: reset state and BAR
+//!   memory released (reads as zeros).
+//!
+//! # Running it
+//!
+//! `device-emu --socket PATH [--bars SPEC] [--log-level FILTER] [--ready-fd FD]`
+//! prints `device-emu: listening on PATH` to stderr and writes one byte to `FD`
+//! (then closes it) once clients can connect; SIGTERM or SIGINT removes the
+//! socket and exits with status 0.
 
 pub mod layout;
 pub mod regs;

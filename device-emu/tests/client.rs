@@ -357,3 +357,44 @@ fn an_existing_socket_path_is_refused() {
         Ok(_) => panic!("bound over an existing file"),
     }
 }
+
+/// Sends a raw VERSION command, as QEMU does, and checks what QEMU's client
+/// insists on: major 0, minor not above its own (1), at most 16 fds per message.
+#[test]
+fn version_negotiation_reply_suits_qemu() {
+    use std::io::{Read, Write};
+    let running = Running::start(BarLayout::default());
+    let mut stream = std::os::unix::net::UnixStream::connect(&running.path).unwrap();
+    let json = b"{\"capabilities\":{\"max_msg_fds\":16,\"max_data_xfer_size\":1048576}}\0";
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&7u16.to_le_bytes()); // message id
+    msg.extend_from_slice(&1u16.to_le_bytes()); // VFIO_USER_VERSION
+    msg.extend_from_slice(&((20 + json.len()) as u32).to_le_bytes());
+    msg.extend_from_slice(&0u32.to_le_bytes()); // flags: command
+    msg.extend_from_slice(&0u32.to_le_bytes()); // error
+    msg.extend_from_slice(&0u16.to_le_bytes()); // major
+    msg.extend_from_slice(&1u16.to_le_bytes()); // minor
+    msg.extend_from_slice(json);
+    stream.write_all(&msg).unwrap();
+
+    let mut head = [0; 20];
+    stream.read_exact(&mut head).unwrap();
+    let u16_at = |i: usize| u16::from_le_bytes([head[i], head[i + 1]]);
+    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().unwrap());
+    assert_eq!(u16_at(0), 7, "message id echoed");
+    assert_eq!(u16_at(2), 1, "VERSION reply");
+    assert_eq!(u32_at(8) & 0xf, 1, "reply flag");
+    assert_eq!(u32_at(8) & 0x20, 0, "no error flag");
+    assert_eq!(u16_at(16), 0, "major");
+    assert!(u16_at(18) <= 1, "minor {}", u16_at(18));
+    let mut caps = vec![0; u32_at(4) as usize - 20];
+    stream.read_exact(&mut caps).unwrap();
+    let caps = String::from_utf8(caps).unwrap();
+    let fds: u32 = caps
+        .split("\"max_msg_fds\":")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no max_msg_fds in {caps}"));
+    assert!((1..=16).contains(&fds), "{caps}");
+}
