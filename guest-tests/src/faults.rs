@@ -28,9 +28,10 @@ pub unsafe fn touch_pages(start: *const u8, len: u64) -> u64 {
     let mut acc = 0u64;
     let mut off = 0u64;
     while off < len {
+        let word = start.wrapping_add(off as usize).cast::<u64>();
         // SAFETY: the caller guarantees [start, start + len) is mapped and readable;
         // `off < len` keeps the 8-byte read inside it (len is page aligned).
-        acc ^= unsafe { start.add(off as usize).cast::<u64>().read_volatile() };
+        acc ^= unsafe { word.read_volatile() };
         off += PAGE;
     }
     acc

@@ -71,6 +71,11 @@ pub fn run<F, W: Write>(
     setup: impl FnOnce() -> anyhow::Result<F>,
 ) -> io::Result<Totals> {
     let mut ktap = Ktap::start(out, tests.len())?;
+    if tests.is_empty() {
+        // Nothing to run: do not touch the device.
+        ktap.diag("no test selected")?;
+        return ktap.finish();
+    }
     match setup() {
         Ok(fixture) => {
             for test in tests {
@@ -272,6 +277,17 @@ mod tests {
         assert_eq!(totals.exit_code(), KSFT_PASS);
 
         let (_, totals) = run_to_string(&["dummy.skip"], || Ok(Fx { value: 1 }));
+        assert_eq!(totals.exit_code(), KSFT_SKIP);
+    }
+
+    #[test]
+    fn empty_selection_skips_setup() {
+        let (out, totals) = run_to_string(&["nothing*"], || panic!("setup must not run"));
+        assert_eq!(
+            out,
+            "TAP version 13\n1..0\n# no test selected\n\
+             # Totals: pass:0 fail:0 xfail:0 xpass:0 skip:0 error:0\n"
+        );
         assert_eq!(totals.exit_code(), KSFT_SKIP);
     }
 

@@ -5,6 +5,7 @@
 
 pub mod device;
 pub mod faults;
+pub mod fixture;
 pub mod glob;
 pub mod harness;
 pub mod isolate;

@@ -1,2 +1,101 @@
-//! The static guest test binary (placeholder).
-fn main() {}
+//! The static guest test binary: binds bigbar's device (or any device given with
+//! `--bdf`) to vfio-pci and checks how its BARs map, printing KTAP on stdout.
+//!
+//! Exit status follows kselftest: 0 all passed (skips allowed), 1 a test failed,
+//! 4 everything was skipped; 2 for a command-line error.
+
+mod suite;
+
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Parser;
+use device_emu::layout::BarLayout;
+use guest_tests::fixture::{Fixture, Options};
+use guest_tests::{harness, isolate};
+
+/// KTAP conformance tests for huge VFIO BAR mappings.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// PCI address of the device, e.g. 0000:00:03.0 [default: the device with
+    /// bigbar's vendor/device ID]
+    #[arg(long, env = "BIGBAR_BDF")]
+    bdf: Option<String>,
+    /// Expected BAR layout in device-emu's --bars syntax, or "none" to only report
+    /// [default: device-emu's default layout, or none when --bdf is given]
+    #[arg(long, value_name = "SPEC")]
+    bars: Option<String>,
+    /// List the test names (after --filter) and exit.
+    #[arg(long)]
+    list: bool,
+    /// Run only tests whose name matches GLOB (`*` matches anything); repeatable.
+    #[arg(long = "filter", value_name = "GLOB")]
+    filters: Vec<String>,
+    /// Seed for tags and random choices [default: from the clock, printed].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Root under which sys/, proc/ and dev/vfio are found.
+    #[arg(long, default_value = "/", hide = true)]
+    root: PathBuf,
+}
+
+const EXIT_USAGE: u8 = 2;
+
+fn expected_layout(cli: &Cli) -> anyhow::Result<Option<BarLayout>> {
+    match cli.bars.as_deref() {
+        Some("none") => Ok(None),
+        Some(spec) => spec
+            .parse()
+            .map(Some)
+            .with_context(|| format!("--bars {spec:?}")),
+        None if cli.bdf.is_some() => Ok(None),
+        None => Ok(Some(BarLayout::default())),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let tests = suite::all();
+    let selected = harness::select(&tests, &cli.filters);
+    if cli.list {
+        for t in &selected {
+            println!("{}", t.name);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let expected = match expected_layout(&cli) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("guest-tests: {e:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let seed = cli.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    let opts = Options {
+        root: cli.root.clone(),
+        bdf: cli.bdf.clone(),
+        expected,
+        seed,
+    };
+    let setup = || {
+        let fx = Fixture::open(&opts).context("opening the device")?;
+        isolate::diag(&fx.describe());
+        Ok(fx)
+    };
+    match harness::run(io::stdout(), &selected, setup) {
+        Ok(totals) => ExitCode::from(totals.exit_code() as u8),
+        Err(e) => {
+            eprintln!("guest-tests: writing KTAP: {e}");
+            ExitCode::from(guest_tests::ktap::KSFT_FAIL as u8)
+        }
+    }
+}
