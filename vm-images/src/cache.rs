@@ -149,11 +149,20 @@ impl Cache {
             .tempfile_in(&dir)
             .at("creating temporary file in", &dir)?;
         writeln!(tmp, "{value}").at("writing", tmp.path().to_owned())?;
+        // Temporary files are private (0600); a shared cache should be readable by all.
+        set_readable(tmp.as_file(), tmp.path())?;
         tmp.persist(&path)
             .map_err(|e| e.error)
             .at("replacing", &path)?;
         Ok(())
     }
+}
+
+/// Makes a file created by `tempfile` (mode 0600) readable by everyone (0644).
+pub(crate) fn set_readable(file: &File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+        .at("setting permissions of", path)
 }
 
 /// The override wins when set and non-empty.

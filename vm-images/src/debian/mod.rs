@@ -56,8 +56,8 @@ impl<'f> Archive<'f> {
     }
 
     /// Opens the tree with `keyring` (default: the one remembered for the suite, else
-    /// the host's), without updating.
-    pub(crate) fn open_with_keyring(
+    /// the host's), without updating; call [`Archive::update`] before querying.
+    pub fn open_with_keyring(
         fetcher: &'f Fetcher<'f>,
         suite: &Suite,
         keyring: Option<PathBuf>,
@@ -96,7 +96,7 @@ impl<'f> Archive<'f> {
     }
 
     /// Runs `apt-get update` unless this fetcher already did for this suite.
-    pub(crate) fn update(&self) -> Result<()> {
+    pub fn update(&self) -> Result<()> {
         if self.fetcher.was_updated(self.suite.as_str()) {
             return Ok(());
         }

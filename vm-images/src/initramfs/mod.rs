@@ -77,6 +77,7 @@ pub fn build(spec: &InitramfsSpec, out: &Path) -> Result<()> {
         .file("init", 0o755, script.as_bytes())
         .at("writing", out)?;
     archive.finish().at("writing", out)?;
+    crate::cache::set_readable(tmp.as_file(), tmp.path())?;
     tmp.persist(out).map_err(|e| e.error).at("replacing", out)?;
     Ok(())
 }
@@ -243,6 +244,11 @@ mod tests {
         }
         assert!(!e.contains_key("bin/cttyhack"));
         // Only the output file is left: the temporary file was renamed.
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         let names: Vec<_> = fs::read_dir(tmp.path())
             .unwrap()
             .map(|d| d.unwrap().file_name().into_string().unwrap())
