@@ -1,7 +1,7 @@
-//! Boots the cached debian:sid kernel with a given guest program and shows both serial
+//! Boots a (cached) Debian kernel with a given guest program and shows both serial
 //! streams: a manual check of the whole chain (fetch, initramfs, QEMU, modules, ttyS1).
 //!
-//! `cargo run -p vm-images --example boot -- GUEST_PROGRAM [--no-iommu] [--cache DIR] [--out DIR]`
+//! `cargo run -p vm-images --example boot -- GUEST_PROGRAM [--no-iommu] [--kernel SPEC] [--cache DIR] [--out DIR]`
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,23 +14,26 @@ fn main() -> Result<()> {
     let mut iommu = true;
     let mut cache_dir = PathBuf::from("target/bigbar-cache");
     let mut out: Option<PathBuf> = None;
+    let mut spec: vm_images::KernelSpec = "debian:sid".parse()?;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-iommu" => iommu = false,
             "--cache" => cache_dir = args.next().context("--cache needs a directory")?.into(),
+            "--kernel" => spec = args.next().context("--kernel needs a spec")?.parse()?,
             "--out" => out = Some(args.next().context("--out needs a directory")?.into()),
             _ if guest.is_none() => guest = Some(arg.into()),
             other => bail!("unexpected argument {other}"),
         }
     }
-    let guest =
-        guest.context("usage: boot GUEST_PROGRAM [--no-iommu] [--cache DIR] [--out DIR]")?;
+    let guest = guest.context(
+        "usage: boot GUEST_PROGRAM [--no-iommu] [--kernel SPEC] [--cache DIR] [--out DIR]",
+    )?;
     let cache = Cache::from_env_or(cache_dir);
     let progress = |m: &str| eprintln!("  .. {m}");
     let fetcher = Fetcher::new(&cache).progress(&progress);
     let q = qemu::obtain(&fetcher, None)?;
-    let k = kernel::obtain(&fetcher, &"debian:sid".parse()?)?;
+    let k = kernel::obtain(&fetcher, &spec)?;
     let b = busybox::obtain(&fetcher, &Suite::sid())?;
 
     let tmp = tempfile::tempdir()?;

@@ -27,7 +27,7 @@ pub struct Fetcher<'a> {
     cache: &'a Cache,
     refresh: Refresh,
     mirror: String,
-    progress: &'a (dyn Fn(&str) + Sync),
+    progress: &'a dyn Fn(&str),
     /// Suites already updated by this fetcher, so a run updates each at most once.
     updated: Mutex<BTreeSet<String>>,
 }
@@ -65,7 +65,7 @@ impl<'a> Fetcher<'a> {
     }
 
     /// Sets a callback that receives one line per stage ("apt-get update sid", ...).
-    pub fn progress(mut self, progress: &'a (dyn Fn(&str) + Sync)) -> Self {
+    pub fn progress(mut self, progress: &'a dyn Fn(&str)) -> Self {
         self.progress = progress;
         self
     }

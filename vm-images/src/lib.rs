@@ -7,6 +7,24 @@
 //! - [`kernel`]: guest kernels (`debian:<suite>`) with the vfio modules in load order.
 //! - [`busybox`]: Debian's static busybox.
 //! - [`initramfs`]: the guest's initramfs (newc cpio).
+//!
+//! Cache layout (below the root, default `<workspace>/target/bigbar-cache`, or
+//! `$BIGBAR_CACHE`):
+//!
+//! ```text
+//! apt/<suite>/                  private apt tree (sources, lists, state, apt.conf)
+//! apt/<suite>.lock              held while apt runs for the suite
+//! apt/<suite>.keyring           keyring fetched for the suite, if the host's failed
+//! keyrings/<version>/           a fetched debian-archive-keyring
+//! qemu/debian-sid/<version>/    prefix/ (unpacked closure) + qemu.json
+//! kernel/debian-<suite>/<release>_<version>/  vmlinuz, config, modules/, kernel.json
+//! busybox/debian-<suite>/<version>/busybox
+//! <category>/current            the entry used while the cache is not refreshed
+//! ```
+//!
+//! With [`Refresh::IfMissing`] a warm cache is used without running apt; with
+//! [`Refresh::Always`] apt resolves the suite's current versions and only new
+//! versions are downloaded.
 
 pub mod busybox;
 pub mod cache;

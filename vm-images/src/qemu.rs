@@ -290,7 +290,11 @@ pub fn obtain_debian(fetcher: &Fetcher<'_>, suite: &Suite) -> Result<Qemu> {
         let prefix = dir.join("prefix");
         deb::extract_all(&debs, &prefix)?;
         fs::remove_dir_all(dir.join("debs")).at("removing", dir.join("debs"))?;
-        let qemu = Qemu::from_prefix(&prefix, Origin::Explicit)?;
+        let origin = Origin::Debian {
+            suite: suite.to_string(),
+            package_version: version.clone(),
+        };
+        let qemu = Qemu::from_prefix(&prefix, origin)?;
         if let Some(reason) = qemu.unusable_reason()? {
             return Err(Error::QemuUnusable {
                 binary: qemu.binary,

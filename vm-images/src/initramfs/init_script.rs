@@ -40,7 +40,7 @@ pub fn generate(modules: &[String], test_args: &[String], shell: bool) -> Result
     }
     if shell {
         s.push_str(
-            "/bin/busybox --install -s /bin\n\
+            "/bin/busybox --install -s /bin 2>/dev/null\n\
              echo 'bigbar-init: interactive shell; exit it to power off'\n\
              setsid cttyhack sh\n",
         );
