@@ -1,0 +1,249 @@
+//! Parsing of the KTAP stream the guest test binary prints on its own serial port.
+//!
+//! The parser is incremental ([`Parser::feed_line`]) so the runner knows which
+//! test is in flight while the guest runs, and tolerant: a line it does not
+//! understand is kept as a diagnostic rather than aborting the run.
+
+use serde::Serialize;
+
+/// The verdict of one test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// `ok` without directive.
+    Pass,
+    /// `not ok` without directive.
+    Fail,
+    /// `# SKIP` directive.
+    Skip,
+    /// `not ok ... # XFAIL`: failed as expected.
+    Xfail,
+    /// `ok ... # XPASS` or `ok ... # XFAIL`: passed though a failure was expected.
+    Xpass,
+}
+
+impl Verdict {
+    /// Whether this verdict makes the run fail.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Verdict::Fail | Verdict::Xpass)
+    }
+}
+
+/// One parsed test result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TestResult {
+    /// Test number from the result line.
+    #[serde(skip)]
+    pub number: u32,
+    /// Test name.
+    pub name: String,
+    /// Verdict, directives applied.
+    pub result: Verdict,
+    /// Diagnostic lines printed before the result line, and the directive's reason.
+    pub diagnostic: String,
+}
+
+/// Incremental KTAP parser for the top-level test list.
+#[derive(Debug, Default)]
+pub struct Parser {
+    saw_version: bool,
+    plan: Option<u32>,
+    pending_diag: Vec<String>,
+    results: Vec<TestResult>,
+}
+
+impl Parser {
+    /// Creates an empty parser.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one line (without its newline). Returns the result it completed, if any.
+    pub fn feed_line(&mut self, raw: &str) -> Option<&TestResult> {
+        let line = raw.trim_end_matches(['\r', '\n']);
+        if line.starts_with("TAP version") || line.starts_with("KTAP version") {
+            self.saw_version = true;
+            return None;
+        }
+        if let Some(n) = line.strip_prefix("1..") {
+            self.plan = n.trim().parse().ok();
+            return None;
+        }
+        if let Some(diag) = line.strip_prefix('#') {
+            self.pending_diag.push(diag.trim_start().to_string());
+            return None;
+        }
+        // Subtest lines are indented; keep them as diagnostics of the enclosing test.
+        if line.starts_with(' ') || line.starts_with('\t') {
+            self.pending_diag.push(line.trim().to_string());
+            return None;
+        }
+        match parse_result_line(line) {
+            Some(mut result) => {
+                let mut diag = std::mem::take(&mut self.pending_diag);
+                if !result.diagnostic.is_empty() {
+                    diag.push(std::mem::take(&mut result.diagnostic));
+                }
+                result.diagnostic = diag.join("\n");
+                self.results.push(result);
+                self.results.last()
+            }
+            None => {
+                if !line.trim().is_empty() {
+                    self.pending_diag.push(line.to_string());
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether a `TAP version` / `KTAP version` header was seen.
+    pub fn saw_version(&self) -> bool {
+        self.saw_version
+    }
+
+    /// The announced plan (number of tests), if seen.
+    pub fn plan(&self) -> Option<u32> {
+        self.plan
+    }
+
+    /// Results so far, in order of arrival.
+    pub fn results(&self) -> &[TestResult] {
+        &self.results
+    }
+
+    /// Diagnostic lines seen after the last result (the test in flight, if any).
+    pub fn pending_diagnostics(&self) -> &[String] {
+        &self.pending_diag
+    }
+
+    /// Consumes the parser and returns the results.
+    pub fn into_results(self) -> Vec<TestResult> {
+        self.results
+    }
+}
+
+/// Parses `ok N name # DIRECTIVE reason` / `not ok N name ...`.
+fn parse_result_line(line: &str) -> Option<TestResult> {
+    let (ok, rest) = if let Some(r) = line.strip_prefix("not ok ") {
+        (false, r)
+    } else if let Some(r) = line.strip_prefix("ok ") {
+        (true, r)
+    } else {
+        return None;
+    };
+    let (num, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let number: u32 = num.parse().ok()?;
+    let (name, directive) = match rest.split_once(" # ") {
+        Some((n, d)) => (n.trim(), Some(d.trim())),
+        None => (rest.trim().trim_end_matches(" #"), None),
+    };
+    let name = name.strip_prefix("- ").unwrap_or(name).to_string();
+    let (result, reason) = apply_directive(ok, directive);
+    Some(TestResult {
+        number,
+        name,
+        result,
+        diagnostic: reason,
+    })
+}
+
+/// Maps the ok/not-ok flag and an optional directive to a verdict and reason.
+fn apply_directive(ok: bool, directive: Option<&str>) -> (Verdict, String) {
+    let Some(d) = directive else {
+        return (if ok { Verdict::Pass } else { Verdict::Fail }, String::new());
+    };
+    let (word, reason) = d.split_once(' ').unwrap_or((d, ""));
+    let verdict = match word.to_ascii_uppercase().as_str() {
+        "SKIP" => Verdict::Skip,
+        "XFAIL" if ok => Verdict::Xpass,
+        "XFAIL" => Verdict::Xfail,
+        "XPASS" => Verdict::Xpass,
+        // TODO marks a known failure in TAP: an expected failure.
+        "TODO" if !ok => Verdict::Xfail,
+        _ if ok => Verdict::Pass,
+        _ => Verdict::Fail,
+    };
+    let reason = if matches!(verdict, Verdict::Pass | Verdict::Fail) {
+        d.to_string()
+    } else {
+        reason.trim().to_string()
+    };
+    (verdict, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("ok 1 setup.bind_vfio", Verdict::Pass, "setup.bind_vfio", "")]
+    #[case("not ok 2 content.offset_tags", Verdict::Fail, "content.offset_tags", "")]
+    #[case("ok 3 a # SKIP no huge pfnmap", Verdict::Skip, "a", "no huge pfnmap")]
+    #[case("ok 3 a # skip lower case", Verdict::Skip, "a", "lower case")]
+    #[case("not ok 4 a3.msix_hole # XFAIL no placement", Verdict::Xfail, "a3.msix_hole", "no placement")]
+    #[case("ok 5 b # XFAIL fixed", Verdict::Xpass, "b", "fixed")]
+    #[case("ok 6 b # XPASS", Verdict::Xpass, "b", "")]
+    #[case("not ok 7 c # TIMEOUT after 60s", Verdict::Fail, "c", "TIMEOUT after 60s")]
+    #[case("ok 8 - dashed name", Verdict::Pass, "dashed name", "")]
+    #[case("not ok 9 d # TODO later", Verdict::Xfail, "d", "later")]
+    fn result_lines(
+        #[case] line: &str,
+        #[case] verdict: Verdict,
+        #[case] name: &str,
+        #[case] diag: &str,
+    ) {
+        let r = parse_result_line(line).expect("parses");
+        assert_eq!(r.result, verdict);
+        assert_eq!(r.name, name);
+        assert_eq!(r.diagnostic, diag);
+    }
+
+    #[rstest]
+    #[case("okay 1 x")]
+    #[case("ok x name")]
+    #[case("not ok")]
+    #[case("[    1.234] ok 1 fake")]
+    fn non_result_lines(#[case] line: &str) {
+        assert!(parse_result_line(line).is_none());
+    }
+
+    #[test]
+    fn stream_with_diagnostics_and_noise() {
+        let stream = "\
+TAP version 13
+1..3
+# setup: found 0000:00:03.0
+ok 1 setup.bind_vfio
+# expected 2 faults
+# actual 3 faults
+not ok 2 fault_order.pud_aligned
+garbage line
+  ok 1 sub
+ok 3 fault_order.unaligned # SKIP not supported
+";
+        let mut p = Parser::new();
+        for l in stream.lines() {
+            p.feed_line(l);
+        }
+        assert!(p.saw_version());
+        assert_eq!(p.plan(), Some(3));
+        let r = p.into_results();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].diagnostic, "setup: found 0000:00:03.0");
+        assert_eq!(r[1].result, Verdict::Fail);
+        assert_eq!(r[1].diagnostic, "expected 2 faults\nactual 3 faults");
+        assert_eq!(r[2].result, Verdict::Skip);
+        assert_eq!(r[2].diagnostic, "garbage line\nok 1 sub\nnot supported");
+    }
+
+    #[test]
+    fn in_flight_diagnostics_are_visible() {
+        let mut p = Parser::new();
+        p.feed_line("TAP version 13");
+        p.feed_line("# starting fault_order.pud_aligned");
+        assert_eq!(p.pending_diagnostics(), ["starting fault_order.pud_aligned"]);
+        assert!(p.results().is_empty());
+    }
+}

@@ -1,0 +1,171 @@
+//! One complete run: build, obtain QEMU and the kernel, assemble the initramfs,
+//! start the device, boot, and turn what happened into a [`Run`].
+
+use crate::report::{KernelInfo, QemuInfo, Run};
+use crate::session::{self, GuestConfig};
+use crate::{artefacts, device, stages};
+use anyhow::{Context, Result};
+use device_emu::layout::BarLayout;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vm_images::debian::Suite;
+use vm_images::{busybox, initramfs, kernel, qemu, Cache, Fetcher};
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `--kernel`.
+    pub kernel_spec: String,
+    /// `--qemu`.
+    pub qemu: Option<PathBuf>,
+    /// Cache root.
+    pub cache: PathBuf,
+    /// Device BAR layout.
+    pub layout: BarLayout,
+    /// `tcg` or `kvm`.
+    pub accel: String,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Whole-boot time limit.
+    pub timeout: Duration,
+    /// Echo the console.
+    pub echo_console: bool,
+}
+
+/// Smallest 64-bit PCI window offered to the guest (QEMU's own default).
+const MIN_HOLE64: u64 = 32 << 30;
+
+/// Size of the 64-bit PCI window that fits every 64-bit BAR of `layout`, each
+/// naturally aligned, with room to spare for the firmware's placement.
+pub fn pci_hole64(layout: &BarLayout) -> u64 {
+    let total: u64 = layout
+        .bars()
+        .iter()
+        .filter(|b| b.is_64bit())
+        .map(|b| b.size())
+        .sum();
+    total
+        .checked_next_power_of_two()
+        .and_then(|p| p.checked_mul(2))
+        .unwrap_or(u64::MAX)
+        .max(MIN_HOLE64)
+}
+
+/// Guest physical address bits for a 64-bit window of `hole64` bytes (at least
+/// 40, QEMU's TCG default).
+///
+/// SeaBIOS places the 64-bit window near the top of the physical address space;
+/// with 40 bits it leaves a 512 GiB BAR unmapped, with 44 it maps it. Sixteen
+/// times the window leaves that room for any size.
+pub fn phys_bits(hole64: u64) -> u32 {
+    let bits = 64 - hole64.saturating_sub(1).leading_zeros();
+    (bits + 4).clamp(40, 52)
+}
+
+/// Runs everything for one kernel and returns the run's record.
+pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
+    let cache = Cache::new(plan.cache.clone());
+    let fetcher = Fetcher::new(&cache);
+    let built = stages::run("build", |_| artefacts::build(root), |_| "device-emu, guest-tests".into())?;
+    let qemu = stages::run(
+        "qemu",
+        |_| qemu::obtain(&fetcher, plan.qemu.as_deref()).context("obtaining QEMU"),
+        |q| format!("QEMU {} ({})", q.version, q.binary.display()),
+    )?;
+    let spec: kernel::KernelSpec = plan.kernel_spec.parse().context("--kernel")?;
+    let kern = stages::run(
+        "kernel",
+        |_| kernel::obtain(&fetcher, &spec).context("obtaining the kernel"),
+        |k| format!("{} ({})", k.release, k.image.display()),
+    )?;
+    let bb = stages::run(
+        "busybox",
+        |_| busybox::obtain(&fetcher, &Suite::sid()).context("obtaining busybox"),
+        |b| format!("busybox-static {}", b.package_version),
+    )?;
+    let run_dir = tempfile::Builder::new()
+        .prefix("bigbar-run-")
+        .tempdir()
+        .context("creating the private run directory")?;
+    let initrd = run_dir.path().join("initramfs.cpio");
+    let spec_rd = initramfs::InitramfsSpec {
+        busybox: bb.binary,
+        guest_tests: built.guest_tests.clone(),
+        modules: kern.modules.clone(),
+        test_args: vec!["--bars".into(), plan.layout.to_string()],
+        shell: false,
+    };
+    stages::run(
+        "initramfs",
+        |_| initramfs::build(&spec_rd, &initrd).context("building the initramfs"),
+        |_| initrd.display().to_string(),
+    )?;
+    let (tx, rx) = session::event_channel()?;
+    let socket = run_dir.path().join("device.sock");
+    let dev = stages::run(
+        "device",
+        |_| {
+            device::start(
+                &built.device_emu,
+                &socket,
+                &plan.layout.to_string(),
+                &out.join("device-emu.log"),
+                tx.clone(),
+            )
+        },
+        |_| format!("bars {}", plan.layout),
+    )?;
+    let hole = pci_hole64(&plan.layout);
+    let cfg = GuestConfig {
+        kernel: kern.image.clone(),
+        initramfs: initrd,
+        append: String::new(),
+        accel: plan.accel.clone(),
+        iommu: true,
+        pci_hole64: hole,
+        phys_bits: phys_bits(hole),
+        device_socket: dev.socket.clone(),
+        memory_mib: plan.memory_mib,
+        timeout: plan.timeout,
+        echo_console: plan.echo_console,
+    };
+    let result = stages::run(
+        "boot and tests",
+        |_| session::run(&cfg, qemu.command(), out, run_dir.path(), (tx, &rx)),
+        |r| format!("{} results, {:.1} s guest wall time", r.tests.len(), r.guest_seconds),
+    )?;
+    drop(dev);
+    Ok(Run {
+        kernel: KernelInfo {
+            spec: plan.kernel_spec.clone(),
+            release: Some(kern.release.clone()),
+            package_version: Some(kern.package_version.clone()),
+        },
+        qemu: QemuInfo {
+            version: qemu.version.to_string(),
+            path: qemu.binary.display().to_string(),
+        },
+        accel: plan.accel.clone(),
+        bars: plan.layout.to_string(),
+        outcome: result.outcome,
+        guest_seconds: result.guest_seconds,
+        tests: result.tests,
+        kernel_reports: result.kernel_reports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("1=64M:32:msix@2M,2=16G,4=1G", 64 << 30, 40)]
+    #[case("2=512G", 1 << 40, 44)]
+    #[case("2=1G", 32 << 30, 40)]
+    fn window_and_address_bits(#[case] bars: &str, #[case] hole: u64, #[case] bits: u32) {
+        let layout: BarLayout = bars.parse().unwrap();
+        assert_eq!(pci_hole64(&layout), hole);
+        assert_eq!(phys_bits(hole), bits);
+    }
+}

@@ -1,0 +1,223 @@
+//! What a run produced, in the forms people and programs read: `results.json`,
+//! a per-test table and the closing summary line.
+
+use crate::console::KernelReport;
+use crate::ktap::{TestResult, Verdict};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// How the run itself ended, independent of the test verdicts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "reason")]
+pub enum Outcome {
+    /// The guest ran the test binary to its end and powered off.
+    Completed,
+    /// The kernel oopsed or panicked.
+    KernelCrashed(String),
+    /// Nothing was printed for longer than the timeout.
+    TimedOut(String),
+    /// QEMU, device-emu or a preparation step failed.
+    Infrastructure(String),
+}
+
+/// The kernel a run booted.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelInfo {
+    /// The `--kernel` spec, e.g. `debian:sid`.
+    pub spec: String,
+    /// The kernel release (`uname -r`), when known.
+    pub release: Option<String>,
+    /// The Debian package version, when the kernel came from Debian.
+    pub package_version: Option<String>,
+}
+
+/// The QEMU a run used.
+#[derive(Clone, Debug, Serialize)]
+pub struct QemuInfo {
+    /// `qemu-system-x86_64 -version` first line's version number.
+    pub version: String,
+    /// The binary.
+    pub path: String,
+}
+
+/// One boot of one kernel.
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    /// The kernel.
+    pub kernel: KernelInfo,
+    /// The emulator.
+    pub qemu: QemuInfo,
+    /// `tcg` or `kvm`.
+    pub accel: String,
+    /// The device's BAR layout (`--bars` syntax).
+    pub bars: String,
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// Seconds from QEMU start to QEMU exit.
+    pub guest_seconds: f64,
+    /// The KTAP results.
+    pub tests: Vec<TestResult>,
+    /// Oops, panic, warning and hung-task reports seen on the console.
+    pub kernel_reports: Vec<KernelReport>,
+}
+
+/// The whole `results.json` document.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Results {
+    /// One entry per boot.
+    pub runs: Vec<Run>,
+}
+
+impl Results {
+    /// Writes `results.json` (pretty printed) into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join("results.json");
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(&path, text + "\n")
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    }
+}
+
+/// Counts of verdicts over a set of tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Passed tests.
+    pub passed: usize,
+    /// Failed tests, including unexpected passes.
+    pub failed: usize,
+    /// Skipped tests.
+    pub skipped: usize,
+    /// Expected failures.
+    pub xfailed: usize,
+}
+
+impl Tally {
+    /// Counts the verdicts of `tests`.
+    pub fn of<'a>(tests: impl IntoIterator<Item = &'a TestResult>) -> Self {
+        let mut t = Tally::default();
+        for r in tests {
+            match r.result {
+                Verdict::Pass => t.passed += 1,
+                Verdict::Fail | Verdict::Xpass => t.failed += 1,
+                Verdict::Skip => t.skipped += 1,
+                Verdict::Xfail => t.xfailed += 1,
+            }
+        }
+        t
+    }
+
+    /// The closing line: `summary: N passed, N failed, N skipped`.
+    pub fn summary_line(&self) -> String {
+        let mut s = format!(
+            "summary: {} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.skipped
+        );
+        if self.xfailed > 0 {
+            let _ = write!(s, ", {} xfailed", self.xfailed);
+        }
+        s
+    }
+}
+
+/// Renders the per-test table of one run, first diagnostic line of failures included.
+pub fn table(run: &Run) -> String {
+    let width = run
+        .tests
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "kernel {} ({}), qemu {}, {}",
+        run.kernel.spec,
+        run.kernel.release.as_deref().unwrap_or("release unknown"),
+        run.qemu.version,
+        run.accel
+    );
+    let _ = writeln!(out, "  {:<width$}  result", "test");
+    for t in &run.tests {
+        let verdict = format!("{:?}", t.result).to_lowercase();
+        let _ = write!(out, "  {:<width$}  {verdict}", t.name);
+        if t.result != Verdict::Pass {
+            if let Some(last) = t.diagnostic.lines().last() {
+                let _ = write!(out, "  ({last})");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(name: &str, result: Verdict) -> TestResult {
+        TestResult {
+            number: 1,
+            name: name.into(),
+            result,
+            diagnostic: "why".into(),
+        }
+    }
+
+    #[test]
+    fn tally_and_summary() {
+        let tests = [
+            result("a", Verdict::Pass),
+            result("b", Verdict::Fail),
+            result("c", Verdict::Skip),
+            result("d", Verdict::Xfail),
+            result("e", Verdict::Xpass),
+        ];
+        let t = Tally::of(&tests);
+        assert_eq!(
+            t,
+            Tally {
+                passed: 1,
+                failed: 2,
+                skipped: 1,
+                xfailed: 1
+            }
+        );
+        assert_eq!(
+            t.summary_line(),
+            "summary: 1 passed, 2 failed, 1 skipped, 1 xfailed"
+        );
+    }
+
+    #[test]
+    fn json_shape() {
+        let run = Run {
+            kernel: KernelInfo {
+                spec: "debian:sid".into(),
+                release: Some("7.2.0-1-amd64".into()),
+                package_version: None,
+            },
+            qemu: QemuInfo {
+                version: "11.1.0".into(),
+                path: "/q".into(),
+            },
+            accel: "tcg".into(),
+            bars: "1=64M".into(),
+            outcome: Outcome::Completed,
+            guest_seconds: 1.5,
+            tests: vec![result("setup.bind_vfio", Verdict::Pass)],
+            kernel_reports: vec![],
+        };
+        let v = serde_json::to_value(Results { runs: vec![run] }).unwrap();
+        let r = &v["runs"][0];
+        assert_eq!(r["kernel"]["spec"], "debian:sid");
+        assert_eq!(r["kernel"]["release"], "7.2.0-1-amd64");
+        assert_eq!(r["qemu"]["version"], "11.1.0");
+        assert_eq!(r["accel"], "tcg");
+        assert_eq!(r["tests"][0]["name"], "setup.bind_vfio");
+        assert_eq!(r["tests"][0]["result"], "pass");
+        assert_eq!(r["tests"][0]["diagnostic"], "why");
+        assert_eq!(r["outcome"]["status"], "completed");
+    }
+}

@@ -1,0 +1,410 @@
+//! One guest boot: QEMU's command line, the two serial streams, and the event
+//! loop that decides how the boot ended.
+//!
+//! Serial port 0 carries the kernel console, serial port 1 only the KTAP
+//! stream of the test binary, so printk lines can never corrupt KTAP. The
+//! runner listens on both sockets before QEMU starts, so no line is lost and
+//! nothing waits by sleeping.
+
+use crate::console::{KernelReport, Watcher};
+use crate::device::tail;
+use crate::ktap::{Parser, TestResult};
+use crate::process::Supervised;
+use crate::report::Outcome;
+use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+/// Something that happened while the guest ran.
+#[derive(Debug)]
+pub enum Event {
+    /// A line on the kernel console (serial 0).
+    Console(String),
+    /// A line of KTAP (serial 1).
+    Ktap(String),
+    /// A serial stream reached its end (QEMU closed it).
+    StreamClosed(&'static str),
+    /// QEMU exited.
+    QemuExited(ExitStatus),
+    /// device-emu exited.
+    DeviceExited(ExitStatus),
+    /// The runner received SIGINT or SIGTERM.
+    Signal(i32),
+}
+
+/// Everything needed to boot the guest once.
+#[derive(Debug, Clone)]
+pub struct GuestConfig {
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initramfs: PathBuf,
+    /// Extra kernel command line.
+    pub append: String,
+    /// `tcg` or `kvm`.
+    pub accel: String,
+    /// Add an emulated Intel IOMMU (needed by kernels without VFIO no-IOMMU mode).
+    pub iommu: bool,
+    /// Size of the 64-bit PCI window QEMU must offer for the device's BARs.
+    pub pci_hole64: u64,
+    /// Guest physical address bits (large BAR layouts need more than the default).
+    pub phys_bits: u32,
+    /// The device's vfio-user socket.
+    pub device_socket: PathBuf,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Whole-boot time limit.
+    pub timeout: Duration,
+    /// Echo the kernel console to stderr as it arrives.
+    pub echo_console: bool,
+}
+
+/// How a boot ended, with what it produced.
+#[derive(Debug)]
+pub struct SessionResult {
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// KTAP results.
+    pub tests: Vec<TestResult>,
+    /// Kernel reports from the console.
+    pub kernel_reports: Vec<KernelReport>,
+    /// QEMU's wall time.
+    pub guest_seconds: f64,
+    /// Last console lines, for error messages.
+    pub console_tail: String,
+    /// Whether a KTAP plan line and version were seen.
+    pub ktap_complete: bool,
+}
+
+/// The kernel command line for a run.
+pub fn kernel_cmdline(cfg: &GuestConfig) -> String {
+    // panic=-1 reboots at once on panic, and -no-reboot turns that into QEMU's exit.
+    let mut s = String::from("console=ttyS0,115200 panic=-1 printk.time=1");
+    if cfg.iommu {
+        s.push_str(" intel_iommu=on");
+    }
+    if !cfg.append.is_empty() {
+        s.push(' ');
+        s.push_str(&cfg.append);
+    }
+    s
+}
+
+/// QEMU's arguments (after the prefix) for a run whose serial sockets are in `dir`.
+pub fn qemu_args(cfg: &GuestConfig, dir: &Path) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    let machine = if cfg.accel == "kvm" && cfg.iommu {
+        // KVM's in-kernel irqchip cannot do interrupt remapping for the IOMMU.
+        "q35,kernel-irqchip=split"
+    } else {
+        "q35"
+    };
+    let cpu = format!(
+        "{},phys-bits={}",
+        if cfg.accel == "kvm" { "host" } else { "max" },
+        cfg.phys_bits
+    );
+    let mem = cfg.memory_mib.to_string();
+    push(&["-machine", machine, "-accel", &cfg.accel, "-cpu", &cpu]);
+    push(&["-smp", "1", "-m", &mem, "-nodefaults", "-no-user-config"]);
+    push(&["-display", "none", "-no-reboot"]);
+    let hole = format!("q35-pcihost.pci-hole64-size={}", cfg.pci_hole64);
+    push(&["-global", &hole]);
+    let kernel = cfg.kernel.display().to_string();
+    let initrd = cfg.initramfs.display().to_string();
+    let cmdline = kernel_cmdline(cfg);
+    push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
+    for name in ["console", "ktap"] {
+        let chardev = format!(
+            "socket,id={name},path={}",
+            dir.join(format!("{name}.sock")).display()
+        );
+        push(&["-chardev", &chardev, "-serial", &format!("chardev:{name}")]);
+    }
+    if cfg.iommu {
+        push(&["-device", "intel-iommu,caching-mode=on"]);
+    }
+    let dev = serde_json::json!({
+        "driver": "vfio-user-pci",
+        "socket": {"type": "unix", "path": cfg.device_socket},
+    });
+    push(&["-device", &dev.to_string()]);
+    a
+}
+
+/// Listens on a serial socket and forwards each received line as an event.
+fn serve_serial(
+    listener: UnixListener,
+    name: &'static str,
+    log: File,
+    events: Sender<Event>,
+    make: fn(String) -> Event,
+) {
+    std::thread::spawn(move || {
+        let mut log = log;
+        if let Ok((stream, _)) = listener.accept() {
+            let mut reader = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                let _ = log.write_all(&buf);
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                buf.clear();
+                if events.send(make(line)).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = events.send(Event::StreamClosed(name));
+    });
+}
+
+/// Boots the guest and supervises it to the end.
+///
+/// `out` receives `console.log` and `results.ktap`; `run_dir` holds the sockets.
+pub fn run(
+    cfg: &GuestConfig,
+    mut qemu_cmd: Command,
+    out: &Path,
+    run_dir: &Path,
+    events: (Sender<Event>, &Receiver<Event>),
+) -> Result<SessionResult> {
+    let (tx, rx) = events;
+    for (name, file, make) in [
+        ("console", "console.log", Event::Console as fn(String) -> Event),
+        ("ktap", "results.ktap", Event::Ktap as fn(String) -> Event),
+    ] {
+        let sock = run_dir.join(format!("{name}.sock"));
+        let listener =
+            UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+        let log = File::create(out.join(file))
+            .with_context(|| format!("creating {}", out.join(file).display()))?;
+        serve_serial(listener, name, log, tx.clone(), make);
+    }
+    let qemu_log = out.join("qemu.log");
+    let qemu_err = File::create(&qemu_log).context("creating qemu.log")?;
+    qemu_cmd
+        .args(qemu_args(cfg, run_dir))
+        .stdin(Stdio::null())
+        .stdout(qemu_err.try_clone()?)
+        .stderr(qemu_err);
+    let start = Instant::now();
+    let qemu = Supervised::spawn("qemu", &mut qemu_cmd, tx, Event::QemuExited)?;
+    let mut state = LoopState::new(cfg.echo_console);
+    let outcome = state.drive(rx, &qemu, start + cfg.timeout, &qemu_log);
+    let guest_seconds = start.elapsed().as_secs_f64();
+    drop(qemu);
+    Ok(state.finish(outcome, guest_seconds))
+}
+
+/// The event loop's state while one guest runs.
+struct LoopState {
+    ktap: Parser,
+    watcher: Watcher,
+    console_tail: Vec<String>,
+    open_streams: u8,
+    echo: bool,
+}
+
+/// Console lines kept for error messages.
+const TAIL_LINES: usize = 40;
+
+impl LoopState {
+    fn new(echo: bool) -> Self {
+        Self {
+            ktap: Parser::new(),
+            watcher: Watcher::new(),
+            console_tail: Vec::new(),
+            open_streams: 2,
+            echo,
+        }
+    }
+
+    /// The test in flight: the one after the last completed result.
+    fn current_test(&self) -> Option<String> {
+        let last = self.ktap.results().last().map(|r| r.name.clone());
+        Some(match last {
+            Some(name) => format!("(the test after {name})"),
+            None if self.ktap.saw_version() => "(the first test)".into(),
+            None => return None,
+        })
+    }
+
+    fn on_console(&mut self, line: String) {
+        if self.echo {
+            eprintln!("| {line}");
+        }
+        let current = self.current_test();
+        self.watcher.feed_line(&line, current.as_deref());
+        if self.console_tail.len() == TAIL_LINES {
+            self.console_tail.remove(0);
+        }
+        self.console_tail.push(line);
+    }
+
+    /// Processes events until QEMU has exited and both streams are drained.
+    fn drive(
+        &mut self,
+        rx: &Receiver<Event>,
+        qemu: &Supervised,
+        deadline: Instant,
+        qemu_log: &Path,
+    ) -> Outcome {
+        let mut qemu_status: Option<ExitStatus> = None;
+        let mut forced: Option<Outcome> = None;
+        while qemu_status.is_none() || self.open_streams > 0 {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Event::Console(l)) => self.on_console(l),
+                Ok(Event::Ktap(l)) => {
+                    self.ktap.feed_line(&l);
+                }
+                Ok(Event::StreamClosed(_)) => self.open_streams = self.open_streams.saturating_sub(1),
+                Ok(Event::QemuExited(s)) => {
+                    qemu_status = Some(s);
+                    // If QEMU never connected a serial socket, nothing will close it.
+                    if self.console_tail.is_empty() && !self.ktap.saw_version() {
+                        self.open_streams = 0;
+                    }
+                }
+                Ok(Event::DeviceExited(s)) => {
+                    forced.get_or_insert(Outcome::Infrastructure(format!(
+                        "device-emu exited while the guest ran ({s})"
+                    )));
+                    qemu.signal(Signal::SIGKILL);
+                }
+                Ok(Event::Signal(sig)) => {
+                    forced.get_or_insert(Outcome::Infrastructure(format!(
+                        "interrupted by signal {sig}"
+                    )));
+                    qemu.signal(Signal::SIGKILL);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if qemu_status.is_some() {
+                        break; // QEMU gone; a stream that never closes is not worth waiting for.
+                    }
+                    let current = self.current_test().unwrap_or_else(|| "(boot)".into());
+                    forced.get_or_insert(Outcome::TimedOut(format!(
+                        "the guest did not finish in time; in flight: {current}"
+                    )));
+                    qemu.signal(Signal::SIGKILL);
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        forced.unwrap_or_else(|| self.judge(qemu_status, qemu_log))
+    }
+
+    /// Decides the outcome of a boot that ended by itself.
+    fn judge(&self, status: Option<ExitStatus>, qemu_log: &Path) -> Outcome {
+        if self.watcher.kernel_broke() {
+            let first = self
+                .watcher
+                .reports()
+                .find(|r| r.kind != crate::console::TroubleKind::Warning)
+                .map(|r| r.text.lines().next().unwrap_or("").to_string())
+                .unwrap_or_default();
+            return Outcome::KernelCrashed(first);
+        }
+        match status {
+            Some(s) if s.success() && self.ktap.saw_version() => Outcome::Completed,
+            Some(s) => {
+                let log = std::fs::read_to_string(qemu_log).unwrap_or_default();
+                let why = if s.success() {
+                    "the guest powered off without running the tests".to_string()
+                } else {
+                    format!("QEMU failed ({s})")
+                };
+                Outcome::Infrastructure(format!("{why}\nqemu.log:\n{}", tail(&log, 20)))
+            }
+            None => Outcome::Infrastructure("QEMU's exit was not observed".into()),
+        }
+    }
+
+    fn finish(self, outcome: Outcome, guest_seconds: f64) -> SessionResult {
+        let ktap_complete = self.ktap.saw_version()
+            && self
+                .ktap
+                .plan()
+                .is_some_and(|p| p as usize == self.ktap.results().len());
+        SessionResult {
+            outcome,
+            tests: self.ktap.into_results(),
+            kernel_reports: self.watcher.into_reports(),
+            guest_seconds,
+            console_tail: self.console_tail.join("\n"),
+            ktap_complete,
+        }
+    }
+}
+
+/// Creates the event channel and forwards SIGINT/SIGTERM into it.
+pub fn event_channel() -> Result<(Sender<Event>, Receiver<Event>)> {
+    let (tx, rx) = channel();
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+            .context("installing signal handlers")?;
+    let stx = tx.clone();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if stx.send(Event::Signal(sig)).is_err() {
+                return;
+            }
+        }
+    });
+    Ok((tx, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GuestConfig {
+        GuestConfig {
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+            append: "quiet".into(),
+            accel: "tcg".into(),
+            iommu: true,
+            pci_hole64: 1 << 36,
+            phys_bits: 40,
+            device_socket: "/d/dev.sock".into(),
+            memory_mib: 1024,
+            timeout: Duration::from_secs(1),
+            echo_console: false,
+        }
+    }
+
+    #[test]
+    fn iommu_precedes_the_device_and_serials_are_separate() {
+        let a = qemu_args(&cfg(), Path::new("/run"));
+        let iommu = a.iter().position(|s| s.starts_with("intel-iommu")).unwrap();
+        let dev = a.iter().position(|s| s.contains("vfio-user-pci")).unwrap();
+        assert!(iommu < dev);
+        assert!(a.contains(&"chardev:console".to_string()));
+        assert!(a.contains(&"chardev:ktap".to_string()));
+        assert!(a.contains(&"socket,id=ktap,path=/run/ktap.sock".to_string()));
+        assert!(a.contains(&"max,phys-bits=40".to_string()));
+        let dev_json: serde_json::Value = serde_json::from_str(&a[dev]).unwrap();
+        assert_eq!(dev_json["socket"]["path"], "/d/dev.sock");
+    }
+
+    #[test]
+    fn cmdline_has_console_iommu_and_extra() {
+        let c = kernel_cmdline(&cfg());
+        assert!(c.starts_with("console=ttyS0"));
+        assert!(c.contains("intel_iommu=on"));
+        assert!(c.ends_with(" quiet"));
+        let mut no = cfg();
+        no.iommu = false;
+        assert!(!kernel_cmdline(&no).contains("intel_iommu"));
+    }
+}
