@@ -20,12 +20,17 @@ const READY_TIMEOUT_MS: u16 = 30_000;
 /// A running device server.
 #[derive(Debug)]
 pub struct Device {
-    /// The supervised process.
-    pub process: Supervised,
+    /// The supervised process (killed when dropped).
+    process: Supervised,
     /// Its vfio-user socket.
     pub socket: PathBuf,
-    /// Where its log goes.
-    pub log: PathBuf,
+}
+
+impl Device {
+    /// Asks the server to shut down cleanly (it removes its socket and exits).
+    pub fn stop(self) {
+        self.process.signal(nix::sys::signal::Signal::SIGTERM);
+    }
 }
 
 /// Starts `binary` serving `bars` on `socket`, logging to `log`, and returns
@@ -47,13 +52,18 @@ pub fn start(
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
     let write_raw = ready_w.as_raw_fd();
-    // SAFETY: runs in the forked child before exec; dup2 is async-signal-safe and
-    // the fd it duplicates is open in the child (inherited from the parent).
+    let hook = move || {
+        // SAFETY: dup2 on two fd numbers; `write_raw` is open in the child
+        // (inherited from the parent), and dup2 is async-signal-safe.
+        if unsafe { nix::libc::dup2(write_raw, READY_FD) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec and only calls dup2;
+    // it takes no locks and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || {
-            nix::libc::dup2(write_raw, READY_FD);
-            Ok(())
-        });
+        cmd.pre_exec(hook);
     }
     let process = Supervised::spawn("device-emu", &mut cmd, events, Event::DeviceExited)?;
     // Only the child may hold the write end now, so its exit reads as EOF.
@@ -62,14 +72,14 @@ pub fn start(
     Ok(Device {
         process,
         socket: socket.to_path_buf(),
-        log: log.to_path_buf(),
     })
 }
 
 /// Waits for the one byte device-emu writes once it listens; EOF means it died.
 fn wait_ready(ready: OwnedFd, log: &Path) -> Result<()> {
     let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
-    let n = poll(&mut fds, PollTimeout::from(READY_TIMEOUT_MS)).context("waiting for device-emu")?;
+    let n =
+        poll(&mut fds, PollTimeout::from(READY_TIMEOUT_MS)).context("waiting for device-emu")?;
     if n == 0 {
         bail!(
             "device-emu did not start listening within {} s; log: {}",
@@ -81,7 +91,10 @@ fn wait_ready(ready: OwnedFd, log: &Path) -> Result<()> {
     let got = File::from(ready).read(&mut byte).unwrap_or(0);
     if got == 0 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        bail!("device-emu exited before it was ready:\n{}", tail(&text, 20));
+        bail!(
+            "device-emu exited before it was ready:\n{}",
+            tail(&text, 20)
+        );
     }
     Ok(())
 }

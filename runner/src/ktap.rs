@@ -22,13 +22,6 @@ pub enum Verdict {
     Xpass,
 }
 
-impl Verdict {
-    /// Whether this verdict makes the run fail.
-    pub fn is_failure(self) -> bool {
-        matches!(self, Verdict::Fail | Verdict::Xpass)
-    }
-}
-
 /// One parsed test result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TestResult {
@@ -112,11 +105,6 @@ impl Parser {
         &self.results
     }
 
-    /// Diagnostic lines seen after the last result (the test in flight, if any).
-    pub fn pending_diagnostics(&self) -> &[String] {
-        &self.pending_diag
-    }
-
     /// Consumes the parser and returns the results.
     pub fn into_results(self) -> Vec<TestResult> {
         self.results
@@ -151,7 +139,10 @@ fn parse_result_line(line: &str) -> Option<TestResult> {
 /// Maps the ok/not-ok flag and an optional directive to a verdict and reason.
 fn apply_directive(ok: bool, directive: Option<&str>) -> (Verdict, String) {
     let Some(d) = directive else {
-        return (if ok { Verdict::Pass } else { Verdict::Fail }, String::new());
+        return (
+            if ok { Verdict::Pass } else { Verdict::Fail },
+            String::new(),
+        );
     };
     let (word, reason) = d.split_once(' ').unwrap_or((d, ""));
     let verdict = match word.to_ascii_uppercase().as_str() {
@@ -179,13 +170,28 @@ mod tests {
 
     #[rstest]
     #[case("ok 1 setup.bind_vfio", Verdict::Pass, "setup.bind_vfio", "")]
-    #[case("not ok 2 content.offset_tags", Verdict::Fail, "content.offset_tags", "")]
+    #[case(
+        "not ok 2 content.offset_tags",
+        Verdict::Fail,
+        "content.offset_tags",
+        ""
+    )]
     #[case("ok 3 a # SKIP no huge pfnmap", Verdict::Skip, "a", "no huge pfnmap")]
     #[case("ok 3 a # skip lower case", Verdict::Skip, "a", "lower case")]
-    #[case("not ok 4 a3.msix_hole # XFAIL no placement", Verdict::Xfail, "a3.msix_hole", "no placement")]
+    #[case(
+        "not ok 4 a3.msix_hole # XFAIL no placement",
+        Verdict::Xfail,
+        "a3.msix_hole",
+        "no placement"
+    )]
     #[case("ok 5 b # XFAIL fixed", Verdict::Xpass, "b", "fixed")]
     #[case("ok 6 b # XPASS", Verdict::Xpass, "b", "")]
-    #[case("not ok 7 c # TIMEOUT after 60s", Verdict::Fail, "c", "TIMEOUT after 60s")]
+    #[case(
+        "not ok 7 c # TIMEOUT after 60s",
+        Verdict::Fail,
+        "c",
+        "TIMEOUT after 60s"
+    )]
     #[case("ok 8 - dashed name", Verdict::Pass, "dashed name", "")]
     #[case("not ok 9 d # TODO later", Verdict::Xfail, "d", "later")]
     fn result_lines(
@@ -236,14 +242,5 @@ ok 3 fault_order.unaligned # SKIP not supported
         assert_eq!(r[1].diagnostic, "expected 2 faults\nactual 3 faults");
         assert_eq!(r[2].result, Verdict::Skip);
         assert_eq!(r[2].diagnostic, "garbage line\nok 1 sub\nnot supported");
-    }
-
-    #[test]
-    fn in_flight_diagnostics_are_visible() {
-        let mut p = Parser::new();
-        p.feed_line("TAP version 13");
-        p.feed_line("# starting fault_order.pud_aligned");
-        assert_eq!(p.pending_diagnostics(), ["starting fault_order.pud_aligned"]);
-        assert!(p.results().is_empty());
     }
 }

@@ -30,6 +30,10 @@ pub struct Plan {
     pub timeout: Duration,
     /// Echo the console.
     pub echo_console: bool,
+    /// Extra arguments for the guest test binary.
+    pub guest_args: Vec<String>,
+    /// Extra kernel command line.
+    pub append: String,
 }
 
 /// Smallest 64-bit PCI window offered to the guest (QEMU's own default).
@@ -66,7 +70,11 @@ pub fn phys_bits(hole64: u64) -> u32 {
 pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
     let cache = Cache::new(plan.cache.clone());
     let fetcher = Fetcher::new(&cache);
-    let built = stages::run("build", |_| artefacts::build(root), |_| "device-emu, guest-tests".into())?;
+    let built = stages::run(
+        "build",
+        |_| artefacts::build(root),
+        |_| "device-emu, guest-tests".into(),
+    )?;
     let qemu = stages::run(
         "qemu",
         |_| qemu::obtain(&fetcher, plan.qemu.as_deref()).context("obtaining QEMU"),
@@ -92,7 +100,11 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
         busybox: bb.binary,
         guest_tests: built.guest_tests.clone(),
         modules: kern.modules.clone(),
-        test_args: vec!["--bars".into(), plan.layout.to_string()],
+        test_args: [
+            vec!["--bars".into(), plan.layout.to_string()],
+            plan.guest_args.clone(),
+        ]
+        .concat(),
         shell: false,
     };
     stages::run(
@@ -119,7 +131,7 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
     let cfg = GuestConfig {
         kernel: kern.image.clone(),
         initramfs: initrd,
-        append: String::new(),
+        append: plan.append.clone(),
         accel: plan.accel.clone(),
         iommu: true,
         pci_hole64: hole,
@@ -132,9 +144,18 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
     let result = stages::run(
         "boot and tests",
         |_| session::run(&cfg, qemu.command(), out, run_dir.path(), (tx, &rx)),
-        |r| format!("{} results, {:.1} s guest wall time", r.tests.len(), r.guest_seconds),
+        |r| {
+            format!(
+                "{} results, {:.1} s guest wall time",
+                r.tests.len(),
+                r.guest_seconds
+            )
+        },
     )?;
-    drop(dev);
+    dev.stop();
+    if result.outcome != crate::report::Outcome::Completed {
+        eprintln!("bigbar: last console lines:\n{}", result.console_tail);
+    }
     Ok(Run {
         kernel: KernelInfo {
             spec: plan.kernel_spec.clone(),

@@ -69,6 +69,16 @@ struct Cli {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 1024)]
     memory: u32,
+    /// Run only the guest tests whose name matches GLOB (`*` wildcards; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    filter: Vec<String>,
+    /// Pass ARG through to the guest test binary (repeatable), e.g.
+    /// `--guest-arg=--seed=42`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    guest_arg: Vec<String>,
+    /// Extra kernel command line arguments.
+    #[arg(long, default_value = "")]
+    append: String,
     /// Echo the guest's kernel console to stderr while it runs.
     #[arg(long, short)]
     verbose: bool,
@@ -135,6 +145,8 @@ fn run(cli: &Cli) -> Result<u8> {
         memory_mib: cli.memory,
         timeout: Duration::from_secs(cli.timeout),
         echo_console: cli.verbose,
+        guest_args: guest_args(cli),
+        append: cli.append.clone(),
     };
     let run = machine::boot_and_test(&root, &plan, &out)?;
     eprintln!();
@@ -159,6 +171,16 @@ fn run(cli: &Cli) -> Result<u8> {
     eprintln!("bigbar: results in {}", out.display());
     println!("{}", tally.summary_line());
     Ok(code)
+}
+
+/// The guest test binary's arguments for `--filter` and `--guest-arg`.
+fn guest_args(cli: &Cli) -> Vec<String> {
+    let mut args = Vec::new();
+    for f in &cli.filter {
+        args.extend(["--filter".to_string(), f.clone()]);
+    }
+    args.extend(cli.guest_arg.iter().cloned());
+    args
 }
 
 /// Maps how the run ended and what the tests said to the exit status.

@@ -15,7 +15,6 @@ use std::sync::mpsc::Sender;
 /// A child process that a waiter thread reaps; the exit is sent as an event.
 #[derive(Debug)]
 pub struct Supervised {
-    name: &'static str,
     pid: Pid,
 }
 
@@ -50,17 +49,7 @@ impl Supervised {
                 }
             })
             .context("spawning a waiter thread")?;
-        Ok(Self { name, pid })
-    }
-
-    /// The child's name as given to [`Supervised::spawn`].
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// The child's process id.
-    pub fn pid(&self) -> Pid {
-        self.pid
+        Ok(Self { pid })
     }
 
     /// Sends `sig` to the child's process group (it is the group leader).

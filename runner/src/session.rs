@@ -29,7 +29,7 @@ pub enum Event {
     /// A line of KTAP (serial 1).
     Ktap(String),
     /// A serial stream reached its end (QEMU closed it).
-    StreamClosed(&'static str),
+    StreamClosed,
     /// QEMU exited.
     QemuExited(ExitStatus),
     /// device-emu exited.
@@ -78,8 +78,6 @@ pub struct SessionResult {
     pub guest_seconds: f64,
     /// Last console lines, for error messages.
     pub console_tail: String,
-    /// Whether a KTAP plan line and version were seen.
-    pub ktap_complete: bool,
 }
 
 /// The kernel command line for a run.
@@ -147,24 +145,29 @@ fn serve_serial(
     events: Sender<Event>,
     make: fn(String) -> Event,
 ) {
-    std::thread::spawn(move || {
-        let mut log = log;
-        if let Ok((stream, _)) = listener.accept() {
-            let mut reader = BufReader::new(stream);
-            let mut buf = Vec::new();
-            while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
-                let _ = log.write_all(&buf);
-                let line = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
-                buf.clear();
-                if events.send(make(line)).is_err() {
-                    return;
+    let spawned = std::thread::Builder::new()
+        .name(format!("serial-{name}"))
+        .spawn(move || {
+            let mut log = log;
+            if let Ok((stream, _)) = listener.accept() {
+                let mut reader = BufReader::new(stream);
+                let mut buf = Vec::new();
+                while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                    let _ = log.write_all(&buf);
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
+                    buf.clear();
+                    if events.send(make(line)).is_err() {
+                        return;
+                    }
                 }
             }
-        }
-        let _ = events.send(Event::StreamClosed(name));
-    });
+            let _ = events.send(Event::StreamClosed);
+        });
+    if let Err(e) = spawned {
+        eprintln!("bigbar: cannot read serial port {name}: {e}");
+    }
 }
 
 /// Boots the guest and supervises it to the end.
@@ -179,7 +182,11 @@ pub fn run(
 ) -> Result<SessionResult> {
     let (tx, rx) = events;
     for (name, file, make) in [
-        ("console", "console.log", Event::Console as fn(String) -> Event),
+        (
+            "console",
+            "console.log",
+            Event::Console as fn(String) -> Event,
+        ),
         ("ktap", "results.ktap", Event::Ktap as fn(String) -> Event),
     ] {
         let sock = run_dir.join(format!("{name}.sock"));
@@ -267,7 +274,7 @@ impl LoopState {
                 Ok(Event::Ktap(l)) => {
                     self.ktap.feed_line(&l);
                 }
-                Ok(Event::StreamClosed(_)) => self.open_streams = self.open_streams.saturating_sub(1),
+                Ok(Event::StreamClosed) => self.open_streams = self.open_streams.saturating_sub(1),
                 Ok(Event::QemuExited(s)) => {
                     qemu_status = Some(s);
                     // If QEMU never connected a serial socket, nothing will close it.
@@ -315,7 +322,15 @@ impl LoopState {
             return Outcome::KernelCrashed(first);
         }
         match status {
-            Some(s) if s.success() && self.ktap.saw_version() => Outcome::Completed,
+            Some(s) if s.success() && self.ktap.saw_version() => {
+                let done = self.ktap.results().len();
+                match self.ktap.plan() {
+                    Some(plan) if plan as usize != done => Outcome::Infrastructure(format!(
+                        "the KTAP stream ended after {done} of {plan} planned tests"
+                    )),
+                    _ => Outcome::Completed,
+                }
+            }
             Some(s) => {
                 let log = std::fs::read_to_string(qemu_log).unwrap_or_default();
                 let why = if s.success() {
@@ -330,18 +345,12 @@ impl LoopState {
     }
 
     fn finish(self, outcome: Outcome, guest_seconds: f64) -> SessionResult {
-        let ktap_complete = self.ktap.saw_version()
-            && self
-                .ktap
-                .plan()
-                .is_some_and(|p| p as usize == self.ktap.results().len());
         SessionResult {
             outcome,
             tests: self.ktap.into_results(),
             kernel_reports: self.watcher.into_reports(),
             guest_seconds,
             console_tail: self.console_tail.join("\n"),
-            ktap_complete,
         }
     }
 }
@@ -349,9 +358,11 @@ impl LoopState {
 /// Creates the event channel and forwards SIGINT/SIGTERM into it.
 pub fn event_channel() -> Result<(Sender<Event>, Receiver<Event>)> {
     let (tx, rx) = channel();
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-            .context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing signal handlers")?;
     let stx = tx.clone();
     std::thread::spawn(move || {
         for sig in signals.forever() {

@@ -35,14 +35,6 @@ impl Stage {
         }
     }
 
-    /// Updates the detail shown next to the stage name.
-    pub fn detail(&self, detail: &str) {
-        match &self.spinner {
-            Some(pb) => pb.set_message(format!("{}: {detail}", self.name)),
-            None => eprintln!("bigbar:   {detail}"),
-        }
-    }
-
     /// Ends the stage successfully, with a short result text.
     pub fn done(self, what: &str) -> Duration {
         self.end("done", what)

@@ -22,12 +22,14 @@ fn debian_sid_runs_the_first_tests() {
         .arg(out.path())
         .status()
         .expect("runner starts");
-    let json = std::fs::read_to_string(out.path().join("results.json"))
-        .expect("results.json written");
+    let json =
+        std::fs::read_to_string(out.path().join("results.json")).expect("results.json written");
     let results: Value = serde_json::from_str(&json).expect("results.json is JSON");
     let run = &results["runs"][0];
     assert_eq!(run["kernel"]["spec"], "debian:sid");
-    assert!(run["kernel"]["release"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(run["kernel"]["release"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
     assert_eq!(run["outcome"]["status"], "completed", "{json}");
     let tests = run["tests"].as_array().expect("tests array");
     for name in REQUIRED {
