@@ -49,6 +49,12 @@ pub struct Options {
     pub expected: Option<BarLayout>,
     /// Seed for tags and random choices.
     pub seed: u64,
+    /// Make the placement tests (A1–A5) mandatory: fail instead of XFAIL on a
+    /// kernel without offset-aware placement.
+    pub require_placement: bool,
+    /// Also run the tests that may oops the kernel (splits and moves of a
+    /// PUD-mapped block that are not 2 MiB aligned).
+    pub risky: bool,
 }
 
 /// One implemented BAR.
@@ -96,6 +102,10 @@ pub struct Fixture {
     pub caps: KernelCaps,
     /// The run's seed.
     pub seed: u64,
+    /// See [`Options::require_placement`].
+    pub require_placement: bool,
+    /// See [`Options::risky`].
+    pub risky: bool,
 }
 
 fn read_id(path: &Path) -> Option<u16> {
@@ -146,6 +156,8 @@ impl Fixture {
             expected: opts.expected.clone(),
             caps,
             seed: opts.seed,
+            require_placement: opts.require_placement,
+            risky: opts.risky,
         })
     }
 
@@ -157,6 +169,18 @@ impl Fixture {
     /// The implemented BAR `index`, if any.
     pub fn bar(&self, index: u32) -> Option<&Bar> {
         self.bars.iter().find(|b| b.index == index)
+    }
+
+    /// The mmap-able BARs, smallest first.
+    pub fn mappable_bars(&self) -> Vec<&Bar> {
+        let mut bars: Vec<&Bar> = self.bars.iter().filter(|b| b.region.mmappable()).collect();
+        bars.sort_by_key(|b| b.size());
+        bars
+    }
+
+    /// The smallest mmap-able BAR of at least `size` bytes (cheapest to test).
+    pub fn smallest_bar_of(&self, size: u64) -> Option<&Bar> {
+        self.mappable_bars().into_iter().find(|b| b.size() >= size)
     }
 
     /// The largest mmap-able BAR (the first of equals).

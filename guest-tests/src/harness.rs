@@ -9,7 +9,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use crate::isolate::{self, End, Finished, RecordKind};
-use crate::ktap::{Ktap, Totals, Verdict, KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
+use crate::ktap::{Ktap, Totals, Verdict, KSFT_FAIL, KSFT_PASS, KSFT_SKIP, KSFT_XFAIL};
 
 /// Deadline of a test unless it says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -21,6 +21,16 @@ pub enum Outcome {
     Pass,
     /// The test does not apply here; the reason says why.
     Skip(String),
+    /// A check failed that this kernel is known not to satisfy (for example
+    /// placement rules of a series it lacks); the reason says what was measured.
+    Xfail(String),
+}
+
+/// How [`run`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Print each test's wall time as a diagnostic after its result.
+    pub times: bool,
 }
 
 /// The signature of a test body.
@@ -68,6 +78,7 @@ pub fn select<'a, F>(tests: &'a [TestCase<F>], filters: &[String]) -> Vec<&'a Te
 pub fn run<F, W: Write>(
     out: W,
     tests: &[&TestCase<F>],
+    opts: RunOptions,
     setup: impl FnOnce() -> anyhow::Result<F>,
 ) -> io::Result<Totals> {
     let mut ktap = Ktap::start(out, tests.len())?;
@@ -79,7 +90,7 @@ pub fn run<F, W: Write>(
     match setup() {
         Ok(fixture) => {
             for test in tests {
-                run_one(&mut ktap, test, &fixture)?;
+                run_one(&mut ktap, test, &fixture, opts)?;
             }
         }
         Err(e) => {
@@ -92,15 +103,23 @@ pub fn run<F, W: Write>(
     ktap.finish()
 }
 
-fn run_one<F, W: Write>(ktap: &mut Ktap<W>, test: &TestCase<F>, fixture: &F) -> io::Result<()> {
+fn run_one<F, W: Write>(
+    ktap: &mut Ktap<W>,
+    test: &TestCase<F>,
+    fixture: &F,
+    opts: RunOptions,
+) -> io::Result<()> {
     let finished = isolate::run(test.timeout, || child_body(test, fixture));
-    let verdict = match finished {
-        Ok(f) => report(ktap, test, &f)?,
+    let (verdict, elapsed) = match finished {
+        Ok(f) => (report(ktap, test, &f)?, Some(f.elapsed)),
         Err(e) => {
             ktap.diag(&format!("{}: could not run: {e}", test.name))?;
-            Verdict::Fail
+            (Verdict::Fail, None)
         }
     };
+    if let (true, Some(t)) = (opts.times, elapsed) {
+        ktap.diag(&format!("{}: {:.3} s", test.name, t.as_secs_f64()))?;
+    }
     ktap.result(test.name, &verdict)
 }
 
@@ -111,6 +130,10 @@ fn child_body<F>(test: &TestCase<F>, fixture: &F) -> i32 {
         Ok(Ok(Outcome::Skip(reason))) => {
             isolate::message(&reason);
             KSFT_SKIP
+        }
+        Ok(Ok(Outcome::Xfail(reason))) => {
+            isolate::message(&reason);
+            KSFT_XFAIL
         }
         Ok(Err(e)) => {
             isolate::message(&format!("{e:#}"));
@@ -146,6 +169,7 @@ fn report<F, W: Write>(
     let verdict = match f.end {
         End::Exited(KSFT_PASS) => Verdict::Pass,
         End::Exited(KSFT_SKIP) => Verdict::Skip(message.replace('\n', "; ")),
+        End::Exited(KSFT_XFAIL) => Verdict::Xfail(message.replace('\n', "; ")),
         End::Exited(KSFT_FAIL) => {
             ktap.diag(&format!("{name}: {message}"))?;
             Verdict::Fail
@@ -199,6 +223,9 @@ mod tests {
     fn skip(_: &Fx) -> anyhow::Result<Outcome> {
         Ok(Outcome::Skip("kernel lacks huge pfnmap".into()))
     }
+    fn xfail(_: &Fx) -> anyhow::Result<Outcome> {
+        Ok(Outcome::Xfail("placed at 4 KiB".into()))
+    }
     fn panics(_: &Fx) -> anyhow::Result<Outcome> {
         panic!("boom {}", 7);
     }
@@ -224,6 +251,7 @@ mod tests {
             TestCase::new("dummy.sigbus", sigbus),
             TestCase::new("dummy.hang", hangs).with_timeout(Duration::from_millis(400)),
             TestCase::new("dummy.exit", exits),
+            TestCase::new("dummy.xfail", xfail),
         ]
     }
 
@@ -235,7 +263,7 @@ mod tests {
         let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
         let selected = select(&tests, &filters);
         let mut buf = Vec::new();
-        let totals = run(&mut buf, &selected, setup).unwrap();
+        let totals = run(&mut buf, &selected, RunOptions::default(), setup).unwrap();
         (String::from_utf8(buf).unwrap(), totals)
     }
 
@@ -243,7 +271,7 @@ mod tests {
     fn every_kind_of_ending_is_one_result() {
         let (out, totals) = run_to_string(&[], || Ok(Fx { value: 42 }));
         let want = "TAP version 13\n\
-            1..7\n\
+            1..8\n\
             # value is 42\n\
             ok 1 dummy.pass\n\
             # dummy.fail: touching the PMD block: expected 1 fault, got 512\n\
@@ -257,7 +285,8 @@ mod tests {
             not ok 6 dummy.hang # TIMEOUT\n\
             # dummy.exit: child exited with unexpected status 9\n\
             not ok 7 dummy.exit\n\
-            # Totals: pass:1 fail:5 xfail:0 xpass:0 skip:1 error:0\n";
+            not ok 8 dummy.xfail # XFAIL placed at 4 KiB\n\
+            # Totals: pass:1 fail:5 xfail:1 xpass:0 skip:1 error:0\n";
         assert_eq!(out, want);
         assert_eq!(totals.exit_code(), KSFT_FAIL);
     }
@@ -271,7 +300,8 @@ mod tests {
             Totals {
                 pass: 1,
                 fail: 0,
-                skip: 1
+                skip: 1,
+                xfail: 0
             }
         );
         assert_eq!(totals.exit_code(), KSFT_PASS);

@@ -43,6 +43,31 @@ pub fn parse_thp_mode(text: &str) -> Option<ThpMode> {
     }
 }
 
+/// Whether a kallsyms line (`address type name [module]`) names a function of an
+/// offset-aware placement hook for VFIO: a `get_mapping_order` file operation
+/// (the series' v2, seed 004) or a `get_unmapped_area` hook (v1, seed 002) in a
+/// vfio module or with vfio in its name. Returns the symbol name.
+pub fn placement_symbol(line: &str) -> Option<&str> {
+    let mut fields = line.split_whitespace();
+    let name = fields.nth(2)?;
+    let module = fields.next().unwrap_or("");
+    let vfio = name.contains("vfio") || module.contains("vfio");
+    let hook = name.contains("mapping_order") || name.contains("get_unmapped_area");
+    (vfio && hook).then_some(name)
+}
+
+/// The placement hook symbols of a kallsyms listing.
+pub fn placement_symbols(listing: impl BufRead) -> io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    for line in listing.lines() {
+        let line = line?;
+        if let Some(name) = placement_symbol(&line) {
+            found.push(name.to_owned());
+        }
+    }
+    Ok(found)
+}
+
 /// Whether a kallsyms listing names `symbol` (third field, any module).
 pub fn kallsyms_has(listing: impl BufRead, symbol: &str) -> io::Result<bool> {
     for line in listing.lines() {
@@ -64,23 +89,22 @@ pub struct KernelCaps {
     pub thp: Option<ThpMode>,
     /// `prctl(PR_GET_THP_DISABLE)` for this process.
     pub thp_disabled_by_prctl: bool,
+    /// Placement hook symbols of VFIO in kallsyms (see [`placement_symbol`]).
+    pub placement_symbols: Vec<String>,
 }
 
 impl KernelCaps {
     /// Detects the capabilities from `/proc` and `/sys` under `root` (normally `/`).
     pub fn detect(root: &Path) -> Result<Self, KernelError> {
         let kallsyms = root.join("proc/kallsyms");
-        let file = File::open(&kallsyms).map_err(|source| KernelError {
+        let err = |source| KernelError {
             path: kallsyms.clone(),
             source,
-        })?;
-        let huge_pfnmap =
-            kallsyms_has(BufReader::new(file), HUGE_FAULT_SYMBOL).map_err(|source| {
-                KernelError {
-                    path: kallsyms,
-                    source,
-                }
-            })?;
+        };
+        let file = File::open(&kallsyms).map_err(err)?;
+        let huge_pfnmap = kallsyms_has(BufReader::new(file), HUGE_FAULT_SYMBOL).map_err(err)?;
+        let file = File::open(&kallsyms).map_err(err)?;
+        let placement_symbols = placement_symbols(BufReader::new(file)).map_err(err)?;
         let thp_path = root.join("sys/kernel/mm/transparent_hugepage/enabled");
         let thp = std::fs::read_to_string(&thp_path)
             .ok()
@@ -93,6 +117,7 @@ impl KernelCaps {
             huge_pfnmap,
             thp,
             thp_disabled_by_prctl: nix::sys::prctl::get_thp_disable().unwrap_or(false),
+            placement_symbols,
         })
     }
 
@@ -163,7 +188,29 @@ mod tests {
             huge_pfnmap: huge,
             thp,
             thp_disabled_by_prctl: prctl,
+            placement_symbols: Vec::new(),
         }
+    }
+
+    #[rstest]
+    #[case(
+        "ffffffffc0a01000 t vfio_pci_core_get_mapping_order\t[vfio_pci_core]",
+        Some("vfio_pci_core_get_mapping_order")
+    )]
+    #[case(
+        "ffffffffc0a01000 t get_mapping_order\t[vfio]",
+        Some("get_mapping_order")
+    )]
+    #[case(
+        "ffffffffc0a01000 T vfio_device_get_unmapped_area\t[vfio]",
+        Some("vfio_device_get_unmapped_area")
+    )]
+    #[case("ffffffff81000000 T mm_get_unmapped_area", None)]
+    #[case("ffffffff81000000 T thp_get_unmapped_area", None)]
+    #[case("ffffffffc0a01000 t vfio_pci_mmap_huge_fault\t[vfio_pci_core]", None)]
+    #[case("garbage", None)]
+    fn placement_symbols_are_recognised(#[case] line: &str, #[case] want: Option<&str>) {
+        assert_eq!(placement_symbol(line), want);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::io::{self, Write};
 pub const KSFT_PASS: i32 = 0;
 /// kselftest exit code: at least one test failed.
 pub const KSFT_FAIL: i32 = 1;
+/// kselftest exit code of a test that failed as expected (`KSFT_XFAIL`).
+pub const KSFT_XFAIL: i32 = 2;
 /// kselftest exit code: nothing ran to a pass or a failure; everything skipped.
 pub const KSFT_SKIP: i32 = 4;
 
@@ -22,6 +24,9 @@ pub enum Verdict {
     Fail,
     /// `not ok N name # TIMEOUT`.
     Timeout,
+    /// `not ok N name # XFAIL reason`: failed as expected (the reason says why
+    /// a failure is expected here).
+    Xfail(String),
 }
 
 /// Counts of each verdict.
@@ -33,6 +38,8 @@ pub struct Totals {
     pub fail: usize,
     /// Tests that were skipped.
     pub skip: usize,
+    /// Tests that failed as expected.
+    pub xfail: usize,
 }
 
 impl Totals {
@@ -40,7 +47,7 @@ impl Totals {
     pub fn exit_code(&self) -> i32 {
         if self.fail > 0 {
             KSFT_FAIL
-        } else if self.pass == 0 {
+        } else if self.pass == 0 && self.xfail == 0 {
             KSFT_SKIP
         } else {
             KSFT_PASS
@@ -105,6 +112,11 @@ impl<W: Write> Ktap<W> {
                 self.totals.fail += 1;
                 format!("not ok {n} {name} # TIMEOUT")
             }
+            Verdict::Xfail(reason) => {
+                self.totals.xfail += 1;
+                let reason = reason.lines().next().unwrap_or("");
+                format!("not ok {n} {name} # XFAIL {reason}")
+            }
         };
         self.line(&line)
     }
@@ -113,8 +125,8 @@ impl<W: Write> Ktap<W> {
     pub fn finish(mut self) -> io::Result<Totals> {
         let t = self.totals;
         self.line(&format!(
-            "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
-            t.pass, t.fail, t.skip
+            "# Totals: pass:{} fail:{} xfail:{} xpass:0 skip:{} error:0",
+            t.pass, t.fail, t.xfail, t.skip
         ))?;
         Ok(t)
     }
@@ -127,38 +139,54 @@ mod tests {
     #[test]
     fn document_shape() {
         let mut buf = Vec::new();
-        let mut k = Ktap::start(&mut buf, 4).unwrap();
+        let mut k = Ktap::start(&mut buf, 5).unwrap();
         k.diag("two\nlines").unwrap();
         k.result("a.pass", &Verdict::Pass).unwrap();
         k.result("a.skip", &Verdict::Skip("no device\nmore".into()))
             .unwrap();
         k.result("a.fail", &Verdict::Fail).unwrap();
         k.result("a.hang", &Verdict::Timeout).unwrap();
+        k.result("a.place", &Verdict::Xfail("no placement\nmore".into()))
+            .unwrap();
         let t = k.finish().unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),
-            "TAP version 13\n1..4\n# two\n# lines\nok 1 a.pass\nok 2 a.skip # SKIP no device\n\
-             not ok 3 a.fail\nnot ok 4 a.hang # TIMEOUT\n\
-             # Totals: pass:1 fail:2 xfail:0 xpass:0 skip:1 error:0\n"
+            "TAP version 13\n1..5\n# two\n# lines\nok 1 a.pass\nok 2 a.skip # SKIP no device\n\
+             not ok 3 a.fail\nnot ok 4 a.hang # TIMEOUT\nnot ok 5 a.place # XFAIL no placement\n\
+             # Totals: pass:1 fail:2 xfail:1 xpass:0 skip:1 error:0\n"
         );
         assert_eq!(
             t,
             Totals {
                 pass: 1,
                 fail: 2,
-                skip: 1
+                skip: 1,
+                xfail: 1
             }
         );
     }
 
     #[test]
     fn exit_codes_follow_kselftest() {
-        let t = |pass, fail, skip| Totals { pass, fail, skip }.exit_code();
+        let t = |pass, fail, skip| {
+            Totals {
+                pass,
+                fail,
+                skip,
+                xfail: 0,
+            }
+            .exit_code()
+        };
         assert_eq!(t(3, 0, 0), KSFT_PASS);
         assert_eq!(t(3, 0, 2), KSFT_PASS);
         assert_eq!(t(3, 1, 2), KSFT_FAIL);
         assert_eq!(t(0, 1, 0), KSFT_FAIL);
         assert_eq!(t(0, 0, 2), KSFT_SKIP);
         assert_eq!(t(0, 0, 0), KSFT_SKIP);
+        let only_xfail = Totals {
+            xfail: 1,
+            ..Totals::default()
+        };
+        assert_eq!(only_xfail.exit_code(), KSFT_PASS);
     }
 }

@@ -14,4 +14,6 @@ pub mod ktap;
 pub mod mapping;
 pub mod model;
 pub mod pci;
+pub mod placement;
+pub mod remap;
 pub mod vfio;

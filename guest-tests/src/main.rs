@@ -38,6 +38,14 @@ struct Cli {
     /// Seed for tags and random choices [default: from the clock, printed].
     #[arg(long)]
     seed: Option<u64>,
+    /// Make the placement tests (a1–a5) mandatory: fail instead of XFAIL when the
+    /// kernel does not implement offset-aware placement (for testing a patch).
+    #[arg(long)]
+    require_placement: bool,
+    /// Skip the tests that may oops the kernel (non-2 MiB splits and moves of a
+    /// PUD-mapped block; they run last).
+    #[arg(long)]
+    no_risky: bool,
     /// Root under which sys/, proc/ and dev/vfio are found.
     #[arg(long, default_value = "/", hide = true)]
     root: PathBuf,
@@ -85,13 +93,20 @@ fn main() -> ExitCode {
         bdf: cli.bdf.clone(),
         expected,
         seed,
+        require_placement: cli.require_placement,
+        risky: !cli.no_risky,
     };
     let setup = || {
         let fx = Fixture::open(&opts).context("opening the device")?;
         isolate::diag(&fx.describe());
         Ok(fx)
     };
-    match harness::run(io::stdout(), &selected, setup) {
+    match harness::run(
+        io::stdout(),
+        &selected,
+        harness::RunOptions { times: true },
+        setup,
+    ) {
         Ok(totals) => ExitCode::from(totals.exit_code() as u8),
         Err(e) => {
             eprintln!("guest-tests: writing KTAP: {e}");

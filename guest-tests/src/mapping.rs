@@ -150,6 +150,61 @@ impl Mapping {
         Ok(mapping)
     }
 
+    /// Maps `len` bytes at `file_offset` with `flags` (MAP_SHARED or MAP_PRIVATE,
+    /// plus any other flag) and an optional address hint (MAP_FIXED in `flags`
+    /// makes it binding).
+    pub fn with_flags(
+        fd: impl AsFd,
+        file_offset: u64,
+        len: u64,
+        hint: Option<u64>,
+        flags: MapFlags,
+    ) -> Result<Self, MapError> {
+        let n = size("length", len)?;
+        let off = i64::try_from(file_offset).map_err(|_| MapError::TooLarge {
+            what: "file offset",
+            value: file_offset,
+        })?;
+        let at = hint.and_then(|h| NonZeroUsize::new(h as usize));
+        // SAFETY: callers pass MAP_FIXED only for address space they own (a
+        // reservation of their own); otherwise the kernel replaces nothing.
+        let addr = unsafe { mmap(at, n, rw(), flags, fd, off) }.map_err(sys_err(
+            "mmap",
+            hint.unwrap_or(0),
+            len,
+            file_offset,
+        ))?;
+        Ok(Mapping {
+            addr,
+            len: n.get(),
+            file_offset,
+        })
+    }
+
+    /// Takes over `[start, start + len)`, a mapping of `file_offset` made by other
+    /// means (for example mremap); it is unmapped on drop.
+    ///
+    /// # Safety
+    /// The range must be a live mapping owned by the caller and by nothing else.
+    pub unsafe fn from_raw(start: u64, len: u64, file_offset: u64) -> Result<Self, MapError> {
+        let addr = NonNull::new(start as *mut c_void).ok_or(MapError::TooLarge {
+            what: "start address",
+            value: start,
+        })?;
+        Ok(Mapping {
+            addr,
+            len: size("length", len)?.get(),
+            file_offset,
+        })
+    }
+
+    /// Gives up ownership: the range stays mapped and is not unmapped on drop.
+    pub fn into_raw(self) -> (u64, u64) {
+        let r = (self.start(), self.len());
+        std::mem::forget(self);
+        r
+    }
+
     /// First address of the mapping (the VMA start `s`).
     pub fn start(&self) -> u64 {
         self.addr.as_ptr() as u64
@@ -235,6 +290,44 @@ fn sys_err(call: &'static str, addr: u64, len: u64, offset: u64) -> impl FnOnce(
         offset,
         source,
     }
+}
+
+/// Reserves `len` bytes of PROT_NONE address space starting at an address `s`
+/// with `s % modulus == residue % modulus`, and returns `s`. The caller owns the
+/// reservation: it may map over it with MAP_FIXED or unmap it.
+pub fn reserve_congruent(len: u64, modulus: u64, residue: u64) -> Result<u64, MapError> {
+    if !modulus.is_power_of_two() {
+        return Err(MapError::BadModulus(modulus));
+    }
+    let reserve_len = len.checked_add(modulus).ok_or(MapError::TooLarge {
+        what: "length + alignment",
+        value: len,
+    })?;
+    let n = size("reservation", reserve_len)?;
+    let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE;
+    // SAFETY: a new anonymous PROT_NONE mapping without MAP_FIXED replaces nothing.
+    let reserve = unsafe { mmap_anonymous(None, n, ProtFlags::PROT_NONE, flags) }
+        .map_err(sys_err("mmap reservation", 0, reserve_len, 0))?;
+    let base = reserve.as_ptr() as u64;
+    let start = align_up_congruent(base, modulus, residue).ok_or(MapError::TooLarge {
+        what: "aligned start",
+        value: base,
+    })?;
+    // SAFETY: head and tail are unused parts of the reservation just made.
+    unsafe {
+        unmap_raw(base, start - base)?;
+        unmap_raw(start + len, base + reserve_len - start - len)?;
+    }
+    Ok(start)
+}
+
+/// Unmaps `[addr, addr + len)` if `len` is not zero.
+///
+/// # Safety
+/// The range must belong to the caller and nothing may use it afterwards.
+pub unsafe fn unmap_range(addr: u64, len: u64) -> Result<(), MapError> {
+    // SAFETY: forwarded from the caller.
+    unsafe { unmap_raw(addr, len) }
 }
 
 /// Unmaps `[addr, addr + len)` if `len` is not zero.

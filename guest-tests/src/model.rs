@@ -150,6 +150,13 @@ pub enum ModelError {
         /// Size of the BAR.
         bar_size: u64,
     },
+    /// A block the model would map fresh is partly covered by entries still
+    /// installed, so its fault order is not predictable (F6/F8 inputs).
+    #[error("the entry at {at:#x} is partly covered by surviving entries")]
+    PartlyMapped {
+        /// Virtual address of the fresh entry.
+        at: u64,
+    },
     /// An address computation overflows 64 bits.
     #[error("{what} overflows 64 bits")]
     Overflow {
@@ -193,6 +200,30 @@ impl Plan {
             .filter(|r| r.order == order)
             .map(|r| r.count)
             .sum()
+    }
+
+    /// The entry (start address and order) that maps virtual address `va`.
+    pub fn entry_at(&self, va: u64) -> Option<(u64, Order)> {
+        let run = self.runs.iter().find(|r| r.start <= va && va < r.end())?;
+        let size = run.order.size();
+        Some((run.start + (va - run.start) / size * size, run.order))
+    }
+
+    /// Minor faults taken when the addresses `touches` of a fresh mapping are
+    /// touched in order (F2): one per distinct entry hit with the huge fault
+    /// handler, one in all with 6.1's whole-VMA remap. Addresses outside the
+    /// VMA are ignored.
+    pub fn touch_faults(&self, behaviour: Behaviour, touches: &[u64]) -> u64 {
+        let mut hit: Vec<(u64, Order)> =
+            touches.iter().filter_map(|&va| self.entry_at(va)).collect();
+        match behaviour {
+            Behaviour::RemapWholeVma => u64::from(!hit.is_empty()),
+            Behaviour::HugeFault(_) => {
+                hit.sort();
+                hit.dedup();
+                hit.len() as u64
+            }
+        }
     }
 
     /// The order of the entry that maps virtual address `va`, if it is mapped.
@@ -320,6 +351,23 @@ fn huge_fault_plan(p: &Placement, orders: Orders) -> Plan {
     }
     let faults = runs.iter().map(|r| r.count).sum();
     Plan { runs, faults }
+}
+
+/// Why an mmap of a BAR must fail with EINVAL (F9), or `None` when it must work.
+///
+/// vfio-pci refuses private mappings and ranges past the page-aligned end of the
+/// BAR (`vfio_pci_core_mmap`); the core refuses an empty length.
+pub fn mmap_refusal(shared: bool, bar_size: u64, offset: u64, len: u64) -> Option<&'static str> {
+    let mappable = bar_size.div_ceil(PAGE).saturating_mul(PAGE);
+    if len == 0 {
+        Some("empty length")
+    } else if !shared {
+        Some("MAP_PRIVATE")
+    } else if offset.checked_add(len).is_none_or(|end| end > mappable) {
+        Some("beyond the page-aligned BAR end")
+    } else {
+        None
+    }
 }
 
 /// The residue `s mod block` that lets blocks of size `block` map huge:
@@ -480,6 +528,31 @@ mod tests {
         );
     }
 
+    #[rstest]
+    // Middle of the first PMD, then every other page of it: one fault.
+    #[case::one_pmd(&[MIB, 0, 2 * MIB - 4 * KIB], 1)]
+    // One page in each of two PMD blocks.
+    #[case::two_pmds(&[4 * KIB, 2 * MIB + 8 * KIB], 2)]
+    // Neighbouring 4 KiB pages of the PTE tail: one fault each (no fault-around).
+    #[case::pte_neighbours(&[4 * MIB, 4 * MIB + 4 * KIB, 4 * MIB], 2)]
+    // Outside the VMA: nothing.
+    #[case::outside(&[8 * MIB], 0)]
+    fn touch_faults_count_distinct_entries(#[case] rel: &[u64], #[case] want: u64) {
+        // [0, 4M) PMD-mapped, [4M, 4M + 64K) PTE-mapped.
+        let p = place(BIG_BASE, 16 * GIB, 0, VA, 4 * MIB + 64 * KIB);
+        let pl = plan(&p, Behaviour::HugeFault(Orders::ALL_HUGE)).unwrap();
+        let touches: Vec<u64> = rel.iter().map(|r| VA + r).collect();
+        assert_eq!(
+            pl.touch_faults(Behaviour::HugeFault(Orders::ALL_HUGE), &touches),
+            want
+        );
+        let legacy = plan(&p, Behaviour::RemapWholeVma).unwrap();
+        assert_eq!(
+            legacy.touch_faults(Behaviour::RemapWholeVma, &touches),
+            u64::from(want > 0)
+        );
+    }
+
     #[test]
     fn remap_whole_vma_costs_one_fault() {
         let p = place(BIG_BASE, 16 * GIB, 0, VA, 2 * GIB);
@@ -522,6 +595,31 @@ mod tests {
                 .faults,
             1
         );
+    }
+
+    #[rstest]
+    #[case::whole(true, GIB, 0, GIB, None)]
+    #[case::last_page(true, GIB, GIB - PAGE, PAGE, None)]
+    #[case::private(false, GIB, 0, PAGE, Some("MAP_PRIVATE"))]
+    #[case::one_page_past(true, GIB, GIB - PAGE, 2 * PAGE, Some("beyond the page-aligned BAR end"))]
+    #[case::at_end(true, GIB, GIB, PAGE, Some("beyond the page-aligned BAR end"))]
+    #[case::small_bar_page(true, 256, 0, PAGE, None)]
+    #[case::small_bar_two(true, 256, 0, 2 * PAGE, Some("beyond the page-aligned BAR end"))]
+    #[case::empty(true, GIB, 0, 0, Some("empty length"))]
+    #[case::overflow(true, GIB, u64::MAX - PAGE + 1, PAGE, Some("beyond the page-aligned BAR end"))]
+    fn f9_mmap_validity(
+        #[case] shared: bool,
+        #[case] bar_size: u64,
+        #[case] offset: u64,
+        #[case] len: u64,
+        #[case] want: Option<&str>,
+    ) {
+        assert_eq!(mmap_refusal(shared, bar_size, offset, len), want);
+        // For shared mappings, the F1 model accepts exactly the ranges vfio-pci maps.
+        if len > 0 && shared {
+            let p = place(0, bar_size, offset, VA, len);
+            assert_eq!(p.validate().is_ok(), want.is_none());
+        }
     }
 
     #[rstest]

@@ -60,6 +60,10 @@ mod ioctls {
         request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 7),
         sys::vfio_device_info
     );
+    ioctl_none_bad!(
+        device_reset,
+        request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 11)
+    );
     ioctl_readwrite_bad!(
         device_get_region_info,
         request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 8),
@@ -181,6 +185,7 @@ pub struct VfioDevice {
     group: u32,
     bdf: String,
     num_regions: u32,
+    flags: u32,
 }
 
 fn ioctl_err(ioctl: &'static str, what: impl Into<String>) -> impl FnOnce(Errno) -> VfioError {
@@ -281,6 +286,7 @@ impl VfioDevice {
             group,
             bdf: bdf.to_owned(),
             num_regions: info.num_regions,
+            flags: info.flags,
         })
     }
 
@@ -307,6 +313,39 @@ impl VfioDevice {
     /// Number of regions the device reports.
     pub fn num_regions(&self) -> u32 {
         self.num_regions
+    }
+
+    /// `VFIO_DEVICE_FLAGS_*` of the device.
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// Whether the device supports `VFIO_DEVICE_RESET`.
+    pub fn can_reset(&self) -> bool {
+        self.flags & sys::VFIO_DEVICE_FLAGS_RESET != 0
+    }
+
+    /// Resets the device (`VFIO_DEVICE_RESET`); vfio-pci zaps every BAR mapping.
+    pub fn reset(&self) -> Result<(), VfioError> {
+        // SAFETY: the ioctl takes no argument; the fd is an open device.
+        unsafe { ioctls::device_reset(self.device.as_raw_fd()) }
+            .map(drop)
+            .map_err(ioctl_err("VFIO_DEVICE_RESET", &self.bdf))
+    }
+
+    /// Reads the command register as vfio-pci virtualises it.
+    pub fn command(&self) -> Result<u16, VfioError> {
+        let config = self.region_info(sys::VFIO_PCI_CONFIG_REGION_INDEX)?;
+        let mut cmd = [0u8; 2];
+        self.read(&config, PCI_COMMAND, &mut cmd)?;
+        Ok(u16::from_le_bytes(cmd))
+    }
+
+    /// Writes the command register (clearing PCI_COMMAND_MEMORY zaps the BAR
+    /// mappings; faults then get SIGBUS until it is set again).
+    pub fn set_command(&self, value: u16) -> Result<(), VfioError> {
+        let config = self.region_info(sys::VFIO_PCI_CONFIG_REGION_INDEX)?;
+        self.write(&config, PCI_COMMAND, &value.to_le_bytes())
     }
 
     /// Information about region `index`.
