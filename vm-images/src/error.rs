@@ -163,9 +163,79 @@ pub enum Error {
         detail: String,
     },
 
+    /// Programs or headers needed to build a kernel are not installed.
+    #[error(
+        "cannot build a kernel: missing {missing}; install them with `apt-get install {packages}`"
+    )]
+    BuildToolsMissing {
+        /// What is missing, comma separated.
+        missing: String,
+        /// The Debian packages providing them, space separated.
+        packages: String,
+    },
+
+    /// A patch of a series does not apply to the kernel source.
+    #[error(
+        "patch {position}/{count} {} does not apply to {source_version} (the series is based on {based_on}):\n{}",
+        patch.display(),
+        render_lines(problems)
+    )]
+    PatchFailed {
+        /// The patch file.
+        patch: PathBuf,
+        /// Its position in the series (from 1).
+        position: usize,
+        /// How many patches the series has.
+        count: usize,
+        /// The Debian source package and version patched.
+        source_version: String,
+        /// The source the series was written against.
+        based_on: String,
+        /// What failed, hunk by hunk.
+        problems: Vec<crate::kernel::patches::PatchProblem>,
+    },
+
+    /// A built kernel's `.config` lacks options the fragment requires.
+    #[error(
+        "kernel configuration {} does not honour {} (a Kconfig dependency is missing, or the option was renamed):\n{}",
+        config.display(),
+        fragment.display(),
+        render_lines(mismatches)
+    )]
+    KernelConfig {
+        /// The `.config` produced.
+        config: PathBuf,
+        /// The fragment applied.
+        fragment: PathBuf,
+        /// The options that differ.
+        mismatches: Vec<crate::kernel::kconfig::Mismatch>,
+    },
+
+    /// A step of a kernel build failed.
+    #[error("kernel build failed at `{command}` ({status}); full log {}:\n{tail}", log.display())]
+    KernelBuild {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The build log.
+        log: PathBuf,
+        /// The end of the log.
+        tail: String,
+    },
+
     /// The initramfs cannot be built from the given spec.
     #[error("initramfs: {0}")]
     Initramfs(String),
+}
+
+/// One item per line, indented, for multi-line error messages.
+fn render_lines<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| format!("  {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The crate's result type.

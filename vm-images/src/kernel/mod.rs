@@ -1,7 +1,11 @@
 //! Guest kernels: the image, its configuration and the modules the guest loads.
 
+pub mod build;
+pub mod kconfig;
 pub mod modinfo;
 pub mod modules;
+pub mod patches;
+pub mod source;
 mod spec;
 
 use std::fs;
@@ -41,9 +45,17 @@ pub struct Kernel {
 }
 
 /// Obtains the kernel `spec` names, from the cache if it holds it.
+///
+/// `debian:<suite>` downloads the suite's kernel packages; `stock` and `reference`
+/// build Debian sid's `linux-source` (see [`build`]), which takes minutes the first
+/// time and is then cached until the source, the fragment or the patches change.
 pub fn obtain(fetcher: &Fetcher<'_>, spec: &KernelSpec) -> Result<Kernel> {
     match spec {
         KernelSpec::Debian(suite) => obtain_debian(fetcher, suite),
+        KernelSpec::Stock | KernelSpec::Reference => {
+            let recipe = build::Recipe::for_spec(spec)?.expect("stock and reference have recipes");
+            build::obtain(fetcher, spec, &recipe)
+        }
         KernelSpec::Path(path) => Err(Error::NotSupported {
             what: "kernel spec",
             value: spec.to_string(),

@@ -9,12 +9,19 @@ use serde::{Deserialize, Serialize};
 use crate::debian::Suite;
 use crate::error::{Error, Result};
 
-/// A kernel to boot: `debian:<suite>` (e.g. `debian:sid`) or a path (later).
+/// A kernel to boot: `debian:<suite>` (e.g. `debian:sid`), `stock`, `reference`, or a
+/// path (later).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum KernelSpec {
     /// The current `linux-image-amd64` of a Debian suite.
     Debian(Suite),
+    /// Built by bigbar from Debian sid's `linux-source` with the minimal configuration
+    /// fragment, unchanged: the control for [`KernelSpec::Reference`].
+    Stock,
+    /// Like [`KernelSpec::Stock`] plus the patch series in `vm-images/patches`, which
+    /// implements the proposed mmap placement (`get_mapping_order`).
+    Reference,
     /// A kernel built locally (a bzImage or build tree); not supported yet.
     Path(PathBuf),
 }
@@ -37,6 +44,11 @@ impl FromStr for KernelSpec {
             }
             return Ok(Self::Debian(Suite::new(suite)?));
         }
+        match s {
+            "stock" => return Ok(Self::Stock),
+            "reference" => return Ok(Self::Reference),
+            _ => {}
+        }
         if let Some(path) = s.strip_prefix("path:") {
             return Ok(Self::Path(path.into()));
         }
@@ -44,7 +56,8 @@ impl FromStr for KernelSpec {
             return Ok(Self::Path(s.into()));
         }
         Err(invalid(
-            "expected `debian:<suite>` (e.g. debian:sid) or a path to a kernel".into(),
+            "expected `debian:<suite>` (e.g. debian:sid), `stock`, `reference` or a path to a kernel"
+                .into(),
         ))
     }
 }
@@ -53,6 +66,8 @@ impl fmt::Display for KernelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Debian(suite) => write!(f, "debian:{suite}"),
+            Self::Stock => f.write_str("stock"),
+            Self::Reference => f.write_str("reference"),
             Self::Path(path) => write!(f, "path:{}", path.display()),
         }
     }
@@ -80,6 +95,8 @@ mod tests {
     #[case("debian:sid", "debian:sid")]
     #[case("debian:trixie", "debian:trixie")]
     #[case("debian:bookworm", "debian:bookworm")]
+    #[case("stock", "stock")]
+    #[case("reference", "reference")]
     #[case("/boot/vmlinuz", "path:/boot/vmlinuz")]
     #[case("path:build/arch/x86/boot/bzImage", "path:build/arch/x86/boot/bzImage")]
     fn parses_and_displays(#[case] text: &str, #[case] shown: &str) {
@@ -91,6 +108,8 @@ mod tests {
     #[case("debian:sdi", "unknown Debian suite `sdi`")]
     #[case("sid", "expected `debian:<suite>`")]
     #[case("", "expected `debian:<suite>`")]
+    #[case("Stock", "`stock`, `reference`")]
+    #[case("reference:x", "`stock`, `reference`")]
     fn rejects(#[case] text: &str, #[case] message: &str) {
         let err = text.parse::<KernelSpec>().unwrap_err().to_string();
         assert!(err.contains(message), "{err}");

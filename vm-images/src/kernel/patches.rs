@@ -1,0 +1,361 @@
+//! The patch series a built kernel applies, and why a patch did not apply.
+//!
+//! A series is a directory holding `.patch` files (`patch -p1` / `git apply` format)
+//! and a `series` file naming them in order, one per line. Comment lines start with
+//! `#`; the header line `# based-on: <package> <version>` records the Debian source
+//! the series was written against, so a failure can say that a newer upload moved
+//! the code.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::command::{display, require_tool, run_unchecked};
+use crate::error::{Error, IoContext, Result};
+
+/// The name of the file listing the patches in order.
+pub const SERIES_FILE: &str = "series";
+
+/// A patch series read from its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Series {
+    /// The directory holding `series` and the patches.
+    pub dir: PathBuf,
+    /// The Debian source the series was written against (`package version`).
+    pub based_on: Option<String>,
+    /// The patch files, in order.
+    pub patches: Vec<PathBuf>,
+}
+
+impl Series {
+    /// Reads `dir/series`; every patch it names must exist.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(SERIES_FILE);
+        let text = fs::read_to_string(&path).at("reading patch series", &path)?;
+        let series = Self::parse(dir, &text);
+        if let Some(missing) = series.patches.iter().find(|p| !p.is_file()) {
+            return Err(Error::Parse {
+                what: format!("patch series {}", path.display()),
+                detail: format!("{} is listed but missing", missing.display()),
+            });
+        }
+        Ok(series)
+    }
+
+    /// Parses the text of a `series` file of the directory `dir`.
+    pub fn parse(dir: &Path, text: &str) -> Self {
+        let mut based_on = None;
+        let mut patches = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(comment) = line.strip_prefix('#') {
+                if let Some(base) = comment.trim().strip_prefix("based-on:") {
+                    based_on = Some(base.trim().to_owned());
+                }
+            } else if !line.is_empty() {
+                // quilt allows options after the name (e.g. -p1); we only take -p1.
+                let name = line.split_whitespace().next().unwrap_or(line);
+                patches.push(dir.join(name));
+            }
+        }
+        Self {
+            dir: dir.to_owned(),
+            based_on,
+            patches,
+        }
+    }
+
+    /// The bytes that identify the series for cache keys: each patch's name and
+    /// content, in order.
+    pub fn fingerprint_parts(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.patches
+            .iter()
+            .map(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                Ok((name.into_owned(), fs::read(p).at("reading patch", p)?))
+            })
+            .collect()
+    }
+
+    /// Applies the series to the source tree `tree`, in order, with `patch -p1`
+    /// and no fuzz (a hunk applies only where its context matches exactly, possibly
+    /// at an offset). `source` names the tree's Debian source for errors.
+    pub fn apply(&self, tree: &Path, source: &str, progress: &dyn Fn(&str)) -> Result<()> {
+        let program = require_tool("patch", "patch")?;
+        for (i, patch) in self.patches.iter().enumerate() {
+            let name = patch.file_name().unwrap_or_default().to_string_lossy();
+            progress(&format!(
+                "applying patch {}/{}: {name}",
+                i + 1,
+                self.patches.len()
+            ));
+            let mut cmd = Command::new(&program);
+            cmd.args(["-p1", "--forward", "--batch", "--fuzz=0"])
+                .args(["--no-backup-if-mismatch", "--reject-file=-"])
+                .arg("-d")
+                .arg(tree)
+                .arg("-i")
+                .arg(patch)
+                .env("LC_ALL", "C");
+            let output = run_unchecked(&mut cmd)?;
+            if output.status.success() {
+                continue;
+            }
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let mut problems = problems(&text);
+            if problems.is_empty() {
+                problems.push(PatchProblem::Other {
+                    detail: format!("`{}` failed: {}", display(&cmd), text.trim()),
+                });
+            }
+            return Err(Error::PatchFailed {
+                patch: patch.clone(),
+                position: i + 1,
+                count: self.patches.len(),
+                source_version: source.to_owned(),
+                based_on: self.based_on.clone().unwrap_or_else(|| "unknown".into()),
+                problems,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One reason a patch did not apply, from GNU patch's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatchProblem {
+    /// A hunk's context was not found.
+    HunkFailed {
+        /// The file patched.
+        file: String,
+        /// The hunk's number in that file's part of the patch (from 1).
+        hunk: u32,
+        /// The line the hunk's header gives for it in the file the series was
+        /// written against.
+        line: u32,
+    },
+    /// The file the patch changes does not exist in the tree.
+    FileMissing {
+        /// The file, as the patch names it.
+        file: String,
+    },
+    /// The change is already in the tree (or the patch is reversed).
+    AlreadyApplied {
+        /// The file patched.
+        file: String,
+    },
+    /// Anything else patch complained about (malformed patch...).
+    Other {
+        /// patch's message.
+        detail: String,
+    },
+}
+
+impl fmt::Display for PatchProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::HunkFailed { file, hunk, line } => {
+                write!(
+                    f,
+                    "{file}: hunk #{hunk} does not apply (expected at line {line})"
+                )
+            }
+            Self::FileMissing { file } => write!(f, "{file}: no such file in the source"),
+            Self::AlreadyApplied { file } => {
+                write!(f, "{file}: already applied (or reversed)")
+            }
+            Self::Other { detail } => f.write_str(detail),
+        }
+    }
+}
+
+/// The problems GNU patch reports in `output` (its stdout and stderr).
+pub fn problems(output: &str) -> Vec<PatchProblem> {
+    let mut found = Vec::new();
+    let mut file = String::new();
+    // The file named by the diff header patch echoes before "can't find file".
+    let mut header_file = String::new();
+    for line in output.lines() {
+        if let Some(f) = line.strip_prefix("patching file ") {
+            file = unquote(f);
+        } else if let Some(f) = line
+            .strip_prefix("|+++ ")
+            .or_else(|| line.strip_prefix("|--- "))
+        {
+            let name = f.split('\t').next().unwrap_or(f).trim();
+            if name != "/dev/null" {
+                header_file = strip_one_component(name);
+            }
+        } else if let Some(rest) = line.strip_prefix("Hunk #") {
+            if let Some((hunk, line_no)) = parse_failed_hunk(rest) {
+                found.push(PatchProblem::HunkFailed {
+                    file: file.clone(),
+                    hunk,
+                    line: line_no,
+                });
+            }
+        } else if line.starts_with("can't find file to patch") {
+            header_file.clear();
+        } else if line.starts_with("No file to patch.") {
+            found.push(PatchProblem::FileMissing {
+                file: header_file.clone(),
+            });
+        } else if line.starts_with("Reversed (or previously applied) patch detected") {
+            found.push(PatchProblem::AlreadyApplied { file: file.clone() });
+        } else if let Some(detail) = line.strip_prefix("patch: **** ") {
+            found.push(PatchProblem::Other {
+                detail: detail.to_owned(),
+            });
+        }
+    }
+    found
+}
+
+/// `N FAILED at L.` (after "Hunk #") into `(N, L)`.
+fn parse_failed_hunk(rest: &str) -> Option<(u32, u32)> {
+    let (number, rest) = rest.split_once(' ')?;
+    let at = rest.strip_prefix("FAILED at ")?;
+    let line = at.trim_end_matches('.').split_whitespace().next()?;
+    Some((number.parse().ok()?, line.parse().ok()?))
+}
+
+/// patch quotes names with unusual characters: `patching file 'a b'`.
+fn unquote(name: &str) -> String {
+    name.trim()
+        .trim_matches(|c| c == '\'' || c == '"')
+        .to_owned()
+}
+
+/// `a/mm/mmap.c` → `mm/mmap.c` (what `-p1` strips).
+fn strip_one_component(name: &str) -> String {
+    name.split_once('/')
+        .map_or(name, |(_, rest)| rest)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_reads_base_and_order() {
+        let s = Series::parse(
+            Path::new("/p"),
+            "# title\n# based-on: linux-source-7.2 7.2.13-1\n\n0002-b.patch\n0001-a.patch -p1\n",
+        );
+        assert_eq!(s.based_on.as_deref(), Some("linux-source-7.2 7.2.13-1"));
+        assert_eq!(
+            s.patches,
+            [PathBuf::from("/p/0002-b.patch"), "/p/0001-a.patch".into()]
+        );
+    }
+
+    #[test]
+    fn shipped_series_is_complete() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("patches");
+        let s = Series::read(&dir).unwrap();
+        assert!(s.based_on.unwrap().starts_with("linux-source-"));
+        assert!(s.patches.len() >= 4);
+    }
+
+    const FAILED_HUNK: &str = "\
+patching file include/linux/fs.h
+patching file mm/mmap.c
+Hunk #1 succeeded at 701 (offset 11 lines).
+Hunk #2 FAILED at 813.
+Hunk #3 FAILED at 852.
+2 out of 3 hunks FAILED
+";
+
+    const MISSING_FILE: &str = "\
+can't find file to patch at input line 5
+Perhaps you used the wrong -p or --strip option?
+The text leading up to this was:
+--------------------------
+|diff --git a/drivers/vfio/vfio_main.c b/drivers/vfio/vfio_main.c
+|index ed538ae..58d1060 100644
+|--- a/drivers/vfio/vfio_main.c
+|+++ b/drivers/vfio/vfio_main.c
+--------------------------
+No file to patch.  Skipping patch.
+1 out of 1 hunk ignored
+";
+
+    #[rstest::rstest]
+    #[case(FAILED_HUNK, vec![
+        PatchProblem::HunkFailed { file: "mm/mmap.c".into(), hunk: 2, line: 813 },
+        PatchProblem::HunkFailed { file: "mm/mmap.c".into(), hunk: 3, line: 852 },
+    ])]
+    #[case(MISSING_FILE, vec![
+        PatchProblem::FileMissing { file: "drivers/vfio/vfio_main.c".into() },
+    ])]
+    #[case(
+        "patching file mm/mmap.c\nReversed (or previously applied) patch detected!  Skipping patch.\n1 out of 1 hunk ignored\n",
+        vec![PatchProblem::AlreadyApplied { file: "mm/mmap.c".into() }]
+    )]
+    #[case(
+        "patch: **** malformed patch at line 12: @@ -1 +1 @@ x\n",
+        vec![PatchProblem::Other { detail: "malformed patch at line 12: @@ -1 +1 @@ x".into() }]
+    )]
+    #[case("patching file mm/mmap.c\nHunk #1 succeeded at 3 (offset 1 line).\n", vec![])]
+    fn patch_output_is_understood(#[case] output: &str, #[case] expected: Vec<PatchProblem>) {
+        assert_eq!(problems(output), expected);
+    }
+
+    /// Applies real patches with GNU patch to a small tree: one that applies, one
+    /// whose second hunk no longer matches, and checks the error names both.
+    #[test]
+    fn failing_patch_is_named_with_its_hunk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("src");
+        fs::create_dir_all(tree.join("mm")).unwrap();
+        let lines: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+        fs::write(tree.join("mm/a.c"), &lines).unwrap();
+        let dir = tmp.path().join("patches");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("series"),
+            "# based-on: linux-source-9.9 9.9.1-1\n1.patch\n2.patch\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("1.patch"),
+            "--- a/mm/a.c\n+++ b/mm/a.c\n@@ -1,3 +1,4 @@\n line 1\n+added\n line 2\n line 3\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("2.patch"),
+            "--- a/mm/a.c\n+++ b/mm/a.c\n@@ -5,3 +5,3 @@\n line 4\n-line 5\n+LINE 5\n line 6\n\
+             @@ -30,3 +30,3 @@\n line 29\n-line XX\n+line 30\n line 31\n",
+        )
+        .unwrap();
+        let series = Series::read(&dir).unwrap();
+        let err = series
+            .apply(&tree, "linux-source-9.9 9.9.2-1", &|_| {})
+            .unwrap_err();
+        let Error::PatchFailed {
+            position, problems, ..
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*position, 2);
+        assert_eq!(
+            problems,
+            &[PatchProblem::HunkFailed {
+                file: "mm/a.c".into(),
+                hunk: 2,
+                line: 30
+            }]
+        );
+        let text = err.to_string();
+        for part in ["2.patch", "2/2", "mm/a.c: hunk #2", "9.9.2-1", "9.9.1-1"] {
+            assert!(text.contains(part), "{part} not in: {text}");
+        }
+        assert!(!tree.join("mm/a.c.orig").exists() && !tree.join("mm/a.c.rej").exists());
+    }
+}
