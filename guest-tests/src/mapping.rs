@@ -271,6 +271,14 @@ impl Mapping {
     }
 }
 
+// SAFETY: a Mapping is an address range of a shared device mapping; all access
+// goes through volatile word reads and writes, which any thread may do at the
+// same time (the memory is device memory, not Rust-owned data), and unmapping
+// happens only on drop, which needs ownership.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` only offers volatile accesses and madvise.
+unsafe impl Sync for Mapping {}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the mapping is ours and nothing borrows it past `self`.
@@ -313,11 +321,10 @@ pub fn reserve_congruent(len: u64, modulus: u64, residue: u64) -> Result<u64, Ma
         what: "aligned start",
         value: base,
     })?;
-    // SAFETY: head and tail are unused parts of the reservation just made.
-    unsafe {
-        unmap_raw(base, start - base)?;
-        unmap_raw(start + len, base + reserve_len - start - len)?;
-    }
+    // SAFETY: the head is an unused part of the reservation just made.
+    unsafe { unmap_raw(base, start - base) }?;
+    // SAFETY: as above, for the tail.
+    unsafe { unmap_raw(start + len, base + reserve_len - start - len) }?;
     Ok(start)
 }
 

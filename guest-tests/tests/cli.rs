@@ -26,6 +26,14 @@ fn missing_device_fails_every_test_with_the_reason() {
     let out = bin()
         .env_remove("BIGBAR_BDF")
         .args(["--root", root.path().to_str().unwrap(), "--seed", "3"])
+        .args([
+            "--filter",
+            "setup.*",
+            "--filter",
+            "content.*",
+            "--filter",
+            "fault_order.*",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
@@ -66,4 +74,24 @@ fn bad_layout_is_a_usage_error() {
         "{err}"
     );
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn list_has_every_rule_of_rules_md() {
+    let out = bin().arg("--list").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = text.lines().collect();
+    let rules = (1..=9)
+        .map(|i| format!("f{i}."))
+        .chain((1..=5).map(|i| format!("a{i}.")));
+    for rule in rules {
+        assert!(
+            names.iter().any(|n| n.starts_with(&rule)),
+            "no test for rule {rule} in {names:?}"
+        );
+    }
+    // The risky tests come last, so that an oops costs nothing else.
+    let risky = ["f6.munmap_pud_unaligned", "f8.mremap_move_pud_incongruent"];
+    assert_eq!(names[names.len() - 2..], risky);
 }

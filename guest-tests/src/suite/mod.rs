@@ -1,9 +1,20 @@
 //! The registered tests. Each group lives in its own module; add a test by
 //! writing a `fn(&Fixture) -> anyhow::Result<Outcome>` and listing it in [`all`].
 
+mod check;
 mod content;
 mod fault_order;
+mod fork;
+mod kprobe;
+mod msix;
+mod orders;
+mod place;
+mod race;
 mod setup;
+mod split;
+mod thp;
+mod validity;
+mod zap;
 
 use anyhow::{bail, Result};
 use guest_tests::device::Regs;
@@ -19,6 +30,54 @@ pub fn all() -> Vec<TestCase<Fixture>> {
         TestCase::new("fault_order.pud_aligned", fault_order::pud_aligned),
         TestCase::new("fault_order.pmd_aligned", fault_order::pmd_aligned),
         TestCase::new("fault_order.unaligned", fault_order::unaligned),
+        TestCase::new("f1.case_table", orders::case_table),
+        TestCase::new("f1.random", orders::random),
+        TestCase::new("f1.kprobe_orders", kprobe::kprobe_orders),
+        TestCase::new("f2.one_entry_per_fault", orders::one_entry_per_fault),
+        TestCase::new("f2.race_pmd", race::race_pmd),
+        TestCase::new("f2.race_pud", race::race_pud),
+        TestCase::new("f3.madv_nohugepage", thp::madv_nohugepage),
+        TestCase::new("f3.madv_hugepage", thp::madv_hugepage),
+        TestCase::new("f3.prctl_thp_disable", thp::prctl_thp_disable),
+        TestCase::new("f3.sysfs_enabled", thp::sysfs_enabled),
+        TestCase::new("f4.refault_after_reset", zap::refault_after_reset),
+        TestCase::new("f4.sigbus_memory_disabled", zap::sigbus_memory_disabled),
+        TestCase::new("f5.map_fixed", orders::map_fixed),
+        TestCase::new("f6.munmap_pmd_cut", split::munmap_pmd_cut),
+        TestCase::new("f6.mprotect_pmd_cut", split::mprotect_pmd_cut),
+        TestCase::new("f6.mremap_shrink_cut", split::mremap_shrink_cut),
+        TestCase::new("f6.munmap_pud_pmd_boundary", split::munmap_pud_pmd_boundary),
+        TestCase::new(
+            "f6.mprotect_pud_pmd_boundary",
+            split::mprotect_pud_pmd_boundary,
+        ),
+        TestCase::new("f7.fork_copies_entries", fork::fork_copies_entries),
+        TestCase::new("f7.dontfork_hides_vma", fork::dontfork_hides_vma),
+        TestCase::new("f7.madvise_refused", fork::madvise_refused),
+        TestCase::new("f8.mremap_grow_fails", split::mremap_grow_fails),
+        TestCase::new("f8.mremap_shrink_keeps", split::mremap_shrink_keeps),
+        TestCase::new("f8.mremap_move_congruent", split::mremap_move_congruent),
+        TestCase::new(
+            "f8.mremap_move_pmd_congruent",
+            split::mremap_move_pmd_congruent,
+        ),
+        TestCase::new("f8.mremap_move_incongruent", split::mremap_move_incongruent),
+        TestCase::new("f9.map_private_einval", validity::map_private),
+        TestCase::new("f9.out_of_range_einval", validity::out_of_range),
+        TestCase::new("a1.whole_bar", place::whole_bar),
+        TestCase::new("a2.offset_ranges", place::offset_ranges),
+        TestCase::new("a3.msix_hole", msix::msix_hole),
+        TestCase::new("a3.qemu_strategy", msix::qemu_strategy),
+        TestCase::new("a3.dpdk_strategy", msix::dpdk_strategy),
+        TestCase::new("a3.selftests_strategy", msix::selftests_strategy),
+        TestCase::new("a4.fallback_fragmented", place::fallback_fragmented),
+        TestCase::new("a5.free_hint_kept", place::free_hint_kept),
+        // Risky last: they may oops the kernel (RULES.md F6, "possibly a kernel bug").
+        TestCase::new("f6.munmap_pud_unaligned", split::munmap_pud_unaligned),
+        TestCase::new(
+            "f8.mremap_move_pud_incongruent",
+            split::mremap_move_pud_incongruent,
+        ),
     ]
 }
 

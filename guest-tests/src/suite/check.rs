@@ -1,0 +1,318 @@
+//! What most catalogue tests do: place a mapping, predict with the model, count
+//! faults, and prove with the device's pattern commands that accesses landed at
+//! the right BAR offsets.
+
+use anyhow::{bail, ensure, Context, Result};
+use device_emu::regs::{tag, Command, Status};
+use guest_tests::device::{Args, Regs};
+use guest_tests::faults::count_touch_faults;
+use guest_tests::fixture::{Bar, Fixture};
+use guest_tests::harness::Outcome;
+use guest_tests::isolate::diag;
+use guest_tests::mapping::Mapping;
+use guest_tests::model::{self, Behaviour, Placement, Plan, PAGE};
+use nix::sys::mman::MmapAdvise;
+
+use super::Rng;
+
+/// Words sampled per data check: enough to hit every block of a small range,
+/// few enough to stay cheap under TCG.
+const SAMPLES: u64 = 64;
+
+/// The skip for tests that need the huge fault handler.
+pub fn need_huge(fx: &Fixture) -> Option<Outcome> {
+    (!fx.caps.huge_pfnmap).then(|| {
+        Outcome::Skip(format!(
+            "no {} in /proc/kallsyms: no huge pfnmap on this kernel (its one-fault-per-VMA \
+             behaviour is checked by f1.*/f2.*)",
+            guest_tests::kernel::HUGE_FAULT_SYMBOL
+        ))
+    })
+}
+
+/// The smallest mmap-able BAR of at least `size` bytes, or a skip naming what
+/// the device has (PUD tests on a device without a 1 GiB BAR, for example).
+pub fn bar_of(fx: &Fixture, size: u64) -> std::result::Result<&Bar, Outcome> {
+    fx.smallest_bar_of(size).ok_or_else(|| {
+        let have: Vec<String> = fx
+            .mappable_bars()
+            .iter()
+            .map(|b| format!("BAR {} {:#x}", b.index, b.size()))
+            .collect();
+        Outcome::Skip(format!(
+            "needs an mmap-able BAR of at least {size:#x} bytes; the device has {}",
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
+        ))
+    })
+}
+
+/// Maps `[offset, offset + len)` of `bar` at `s ≡ phys + shift (mod modulus)`.
+pub fn place(
+    fx: &Fixture,
+    bar: &Bar,
+    offset: u64,
+    len: u64,
+    modulus: u64,
+    shift: u64,
+) -> Result<Mapping> {
+    let residue = (bar.phys() + offset + shift) % modulus;
+    Mapping::placed(
+        fx.dev.file(),
+        bar.region.offset + offset,
+        len,
+        modulus,
+        residue,
+    )
+    .with_context(|| format!("placing BAR {} [{offset:#x}, +{len:#x})", bar.index))
+}
+
+/// Applies MADV_HUGEPAGE (needed when THP is in madvise mode) and returns the
+/// behaviour the model must assume, or a skip.
+pub fn advise_huge(fx: &Fixture, map: &Mapping) -> std::result::Result<Behaviour, Outcome> {
+    let madvised = match map.advise(MmapAdvise::MADV_HUGEPAGE) {
+        Ok(()) => true,
+        Err(e) => {
+            diag(&format!("MADV_HUGEPAGE refused: {e:#}"));
+            false
+        }
+    };
+    fx.caps.fault_behaviour(madvised).map_err(Outcome::Skip)
+}
+
+/// The model's placement of `map` (a mapping of `bar` at BAR offset `offset`).
+pub fn placement(bar: &Bar, offset: u64, map: &Mapping) -> Placement {
+    Placement {
+        bar_base: bar.phys(),
+        bar_size: bar.size(),
+        offset,
+        start: map.start(),
+        len: map.len(),
+    }
+}
+
+/// The model's plan for `map`.
+pub fn plan_of(bar: &Bar, offset: u64, map: &Mapping, behaviour: Behaviour) -> Result<Plan> {
+    model::plan(&placement(bar, offset, map), behaviour).context("model")
+}
+
+/// Minor faults for touching every page of `map` once.
+pub fn touch(map: &Mapping) -> Result<u64> {
+    // SAFETY: `map` is a live readable mapping of `map.len()` bytes.
+    unsafe { count_touch_faults(map.as_ptr(), map.len()) }.context("counting faults")
+}
+
+/// Minor faults for touching every page of `[start, start + len)`, part of a
+/// live mapping.
+pub fn touch_range(map: &Mapping, from: u64, len: u64) -> Result<u64> {
+    ensure!(
+        from + len <= map.len(),
+        "range [{from:#x}, +{len:#x}) outside the mapping"
+    );
+    let p = map.as_ptr().wrapping_add(from as usize);
+    // SAFETY: the range lies inside the live readable mapping `map`.
+    unsafe { count_touch_faults(p, len) }.context("counting faults")
+}
+
+/// Touches every page of a fresh mapping twice: the first pass must cost what
+/// the model predicts, the second nothing.
+pub fn expect_plan(map: &Mapping, plan: &Plan, what: &str) -> Result<()> {
+    let first = touch(map)?;
+    let second = touch(map)?;
+    diag(&format!(
+        "{what}: VA {:#x} len {:#x}: expect {plan}; counted {first}, then {second}",
+        map.start(),
+        map.len()
+    ));
+    ensure!(
+        first == plan.faults,
+        "{what}: expected {plan}, counted {first} faults"
+    );
+    ensure!(
+        second == 0,
+        "{what}: second pass over mapped pages took {second} faults"
+    );
+    Ok(())
+}
+
+/// Checks that a mapping's reads and writes reach the BAR offsets it maps, and
+/// gives the host memory back when dropped. A device without bigbar's register
+/// interface gets no data check (said once in the diagnostics).
+pub struct Data<'a> {
+    regs: Option<Regs<'a>>,
+    bar: u32,
+    offset: u64,
+    len: u64,
+    rng: Rng,
+}
+
+impl<'a> Data<'a> {
+    /// The data checker for `[offset, offset + len)` of `bar`; discards that range
+    /// when dropped (declare it before the mappings so they go first).
+    pub fn new(fx: &'a Fixture, bar: &Bar, offset: u64, len: u64) -> Result<Self> {
+        let regs = if fx.is_bigbar {
+            Some(fx.regs()?)
+        } else {
+            diag("not bigbar's device: data checks skipped");
+            None
+        };
+        Ok(Data {
+            regs,
+            bar: bar.index,
+            offset,
+            len,
+            rng: Rng::new(fx.seed ^ offset.rotate_left(7) ^ u64::from(bar.index)),
+        })
+    }
+
+    /// Device-filled tags read through `map` (which maps BAR offset `map_offset`
+    /// at its start) at sampled words, then guest-written tags verified by the
+    /// device. `map`'s pages should already be mapped (faults were counted).
+    pub fn check(&mut self, map: &Mapping, map_offset: u64) -> Result<()> {
+        self.check_window(map, 0, map_offset, map.len())
+    }
+
+    /// As [`Data::check`] for `len` bytes at byte `from` of `map`, which hold BAR
+    /// offset `bar_offset`.
+    pub fn check_window(
+        &mut self,
+        map: &Mapping,
+        from: u64,
+        bar_offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        let Some(regs) = &self.regs else {
+            return Ok(());
+        };
+        let stride = (len / SAMPLES).max(PAGE).next_power_of_two();
+        let words = len.div_ceil(stride);
+        let args = |seed| Args {
+            bar: self.bar,
+            offset: bar_offset,
+            length: (words - 1) * stride + 8,
+            stride,
+            seed,
+        };
+        let seed = self.rng.next();
+        regs.run_ok(Command::Fill, &args(seed))?;
+        let mut wrong = Vec::new();
+        for k in 0..words {
+            let at = k * stride;
+            let want = tag(seed, self.bar, bar_offset + at);
+            let got = map.read_u64(from + at);
+            if got != want && wrong.len() < 4 {
+                wrong.push(format!(
+                    "BAR offset {:#x} (VA {:#x}): read {got:#018x}, device wrote {want:#018x}",
+                    bar_offset + at,
+                    map.start() + from + at
+                ));
+            }
+        }
+        if !wrong.is_empty() {
+            bail!("reads through the mapping differ: {}", wrong.join("; "));
+        }
+        let seed2 = self.rng.next();
+        for k in 0..words {
+            let at = k * stride;
+            map.write_u64(from + at, tag(seed2, self.bar, bar_offset + at));
+        }
+        let v = regs.verify(&args(seed2))?;
+        ensure!(
+            v.status == Status::Ok && v.mismatches == 0,
+            "device found {} of {words} guest-written words wrong (first at BAR offset {:#x}: {:#018x})",
+            v.mismatches,
+            v.first_offset,
+            v.first_value
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Data<'_> {
+    fn drop(&mut self) {
+        let Some(regs) = &self.regs else { return };
+        if let Err(e) = regs.discard(self.bar, self.offset, self.len) {
+            diag(&format!(
+                "discarding BAR {} [{:#x}, +{:#x}) failed: {e:#}",
+                self.bar, self.offset, self.len
+            ));
+        }
+    }
+}
+
+/// A value, or the skip that replaces the test.
+pub type OrSkip<T> = std::result::Result<T, Outcome>;
+
+/// A mapping of part of a BAR, touched once, with its plan.
+pub struct Mapped<'a> {
+    /// The BAR.
+    pub bar: &'a Bar,
+    /// Offset of the mapping in the BAR.
+    pub offset: u64,
+    /// The mapping.
+    pub map: Mapping,
+    /// What the model predicted for it.
+    pub plan: Plan,
+}
+
+/// Maps a range of the largest BAR holding every order it allows (PUD, PMD and
+/// PTE on a BAR of 2 GiB or more, PMD and PTE otherwise), 1 GiB congruent, and
+/// checks the first touch.
+pub fn mapped_mixed(fx: &Fixture) -> Result<OrSkip<Mapped<'_>>> {
+    let bar = match bar_of(fx, 4 * model::PMD) {
+        Ok(_) => fx.largest_bar().context("no BAR")?,
+        Err(skip) => return Ok(Err(skip)),
+    };
+    let (offset, len) = mixed_range(bar);
+    let map = place(fx, bar, offset, len, model::PUD, 0)?;
+    let behaviour = match advise_huge(fx, &map) {
+        Ok(b) => b,
+        Err(skip) => return Ok(Err(skip)),
+    };
+    let plan = plan_of(bar, offset, &map, behaviour)?;
+    expect_plan(&map, &plan, "first touch")?;
+    Ok(Ok(Mapped {
+        bar,
+        offset,
+        map,
+        plan,
+    }))
+}
+
+/// The range [`mapped_mixed`] uses on `bar`.
+pub fn mixed_range(bar: &Bar) -> (u64, u64) {
+    use model::{PMD, PUD};
+    if bar.size() >= 2 * PUD {
+        (PUD - PMD - 2 * PAGE, PUD + 2 * PMD + 4 * PAGE)
+    } else {
+        (PMD - 2 * PAGE, 2 * PMD + 4 * PAGE)
+    }
+}
+
+/// Maps, predicts, counts twice and checks the data: the core of f1/f5 cases.
+pub fn run_case(
+    fx: &Fixture,
+    bar: &Bar,
+    offset: u64,
+    len: u64,
+    modulus: u64,
+    shift: u64,
+) -> Result<()> {
+    let mut data = Data::new(fx, bar, offset, len)?;
+    let map = place(fx, bar, offset, len, modulus, shift)?;
+    let behaviour = match advise_huge(fx, &map) {
+        Ok(b) => b,
+        Err(Outcome::Skip(why)) => bail!("cannot predict: {why}"),
+        Err(other) => bail!("cannot predict: {other:?}"),
+    };
+    let plan = plan_of(bar, offset, &map, behaviour)?;
+    let what = format!(
+        "BAR {} [{offset:#x}, +{len:#x}) at s ≡ phys + {shift:#x} (mod {modulus:#x})",
+        bar.index
+    );
+    expect_plan(&map, &plan, &what)?;
+    data.check(&map, offset)
+}

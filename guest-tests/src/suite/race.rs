@@ -1,0 +1,124 @@
+//! F2 under concurrency: two threads fault the first and the last page of the
+//! same huge block at the same time; exactly the expected entry results.
+
+use std::sync::Barrier;
+
+use anyhow::{bail, ensure, Context, Result};
+use device_emu::regs::{tag, Command};
+use guest_tests::device::Args;
+use guest_tests::faults::minor_faults;
+use guest_tests::fixture::Fixture;
+use guest_tests::harness::Outcome;
+use guest_tests::isolate::diag;
+use guest_tests::mapping::Mapping;
+use guest_tests::model::{Order, PMD, PUD};
+
+use super::check::{advise_huge, bar_of, need_huge, place, plan_of, touch};
+use super::Rng;
+
+/// Rounds per block size: each maps afresh and races once.
+const ROUNDS: usize = 16;
+
+/// Reads the word at `at` of `map` in this thread and returns it with the minor
+/// faults the read cost, after meeting the other thread at `barrier`.
+fn racer(map: &Mapping, at: u64, barrier: &Barrier) -> Result<(u64, u64)> {
+    // Bring this thread's stack and the counter's code in before the race.
+    minor_faults()?;
+    barrier.wait();
+    let before = minor_faults()?;
+    let v = map.read_u64(at);
+    let after = minor_faults()?;
+    Ok((v, after - before))
+}
+
+fn race(fx: &Fixture, block: u64) -> Result<Outcome> {
+    if let Some(skip) = need_huge(fx) {
+        return Ok(skip);
+    }
+    let bar = match bar_of(fx, block) {
+        Ok(b) => b,
+        Err(skip) => return Ok(skip),
+    };
+    let regs = if fx.is_bigbar { Some(fx.regs()?) } else { None };
+    diag("the guest has one vCPU under TCG: the threads interleave on it rather than run in parallel");
+    let mut rng = Rng::new(fx.seed ^ block);
+    let mut totals = [0u64; 3];
+    let blocks = (bar.size() / block).min(16);
+    for round in 0..ROUNDS {
+        let offset = rng.below(blocks) * block;
+        let last = block - 8;
+        let seed = rng.next();
+        if let Some(r) = &regs {
+            let args = Args {
+                bar: bar.index,
+                offset,
+                length: block,
+                stride: last,
+                seed,
+            };
+            r.run_ok(Command::Fill, &args)?;
+        }
+        let map = place(fx, bar, offset, block, PUD, 0)?;
+        let behaviour = match advise_huge(fx, &map) {
+            Ok(b) => b,
+            Err(skip) => return Ok(skip),
+        };
+        let plan = plan_of(bar, offset, &map, behaviour)?;
+        let order = if block == PUD { Order::Pud } else { Order::Pmd };
+        ensure!(
+            plan.faults == 1 && plan.count(order) == 1,
+            "model expects {plan} for one aligned block"
+        );
+        let barrier = Barrier::new(2);
+        let (first, second) = std::thread::scope(|s| {
+            let a = s.spawn(|| racer(&map, 0, &barrier));
+            let b = s.spawn(|| racer(&map, last, &barrier));
+            (a.join(), b.join())
+        });
+        let (Ok(first), Ok(second)) = (first, second) else {
+            bail!("round {round}: a racing thread panicked");
+        };
+        let ((v0, f0), (v1, f1)) = (first.context("first page")?, second.context("last page")?);
+        let total = f0 + f1;
+        ensure!(
+            (1..=2).contains(&total),
+            "round {round}: the two first touches took {total} faults ({f0} + {f1}); one entry \
+             means 1 (or 2 when the second thread faulted on the entry the first installed)"
+        );
+        totals[total as usize] += 1;
+        let rest = touch(&map)?;
+        ensure!(
+            rest == 0,
+            "round {round}: {rest} more faults after the race: not one {order} entry"
+        );
+        if regs.is_some() {
+            let (w0, w1) = (
+                tag(seed, bar.index, offset),
+                tag(seed, bar.index, offset + last),
+            );
+            ensure!(
+                v0 == w0 && v1 == w1,
+                "round {round}: read {v0:#x}/{v1:#x}, device wrote {w0:#x}/{w1:#x}"
+            );
+        }
+        drop(map);
+        if let Some(r) = &regs {
+            r.discard(bar.index, offset, block)?;
+        }
+    }
+    diag(&format!(
+        "{ROUNDS} rounds: {} with one fault, {} with two",
+        totals[1], totals[2]
+    ));
+    Ok(Outcome::Pass)
+}
+
+/// f2.race_pmd: first and last page of one PMD block at once.
+pub fn race_pmd(fx: &Fixture) -> Result<Outcome> {
+    race(fx, PMD)
+}
+
+/// f2.race_pud: first and last page of one PUD block at once.
+pub fn race_pud(fx: &Fixture) -> Result<Outcome> {
+    race(fx, PUD)
+}

@@ -1,0 +1,342 @@
+//! F6 and F8: splitting a huge-mapped range (munmap, mprotect, mremap of a
+//! part) and moving it (mremap). The model in `remap` predicts which entries
+//! survive and what touching the result costs.
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+use anyhow::{ensure, Context, Result};
+use guest_tests::fixture::{Bar, Fixture};
+use guest_tests::harness::Outcome;
+use guest_tests::isolate::diag;
+use guest_tests::mapping::{reserve_congruent, unmap_range, Mapping};
+use guest_tests::model::{self, Behaviour, Placement, Plan, PAGE, PMD, PUD};
+use guest_tests::remap::{self, Entry};
+use nix::errno::Errno;
+use nix::sys::mman::{mprotect, mremap, MRemapFlags, ProtFlags};
+
+use super::check::{advise_huge, bar_of, expect_plan, need_huge, place, plan_of, touch, Data};
+
+/// How a part of the mapping is cut off or changed.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// munmap `[from, to)` (relative to the VMA start).
+    Munmap(u64, u64),
+    /// mprotect `[from, to)` read-only.
+    Protect(u64, u64),
+    /// mremap to a smaller length.
+    Shrink(u64),
+}
+
+/// A mapped, touched range with its plan.
+struct Split<'a> {
+    bar: &'a Bar,
+    offset: u64,
+    map: Mapping,
+    behaviour: Behaviour,
+    plan: Plan,
+}
+
+/// Maps `[offset, offset + len)` of the smallest BAR of at least `need` bytes,
+/// congruent modulo 1 GiB, and touches it.
+fn mapped(
+    fx: &Fixture,
+    need: u64,
+    offset: u64,
+    len: u64,
+) -> Result<std::result::Result<Split<'_>, Outcome>> {
+    if let Some(skip) = need_huge(fx) {
+        return Ok(Err(skip));
+    }
+    let bar = match bar_of(fx, need) {
+        Ok(b) => b,
+        Err(skip) => return Ok(Err(skip)),
+    };
+    let map = place(fx, bar, offset, len, PUD, 0)?;
+    let behaviour = match advise_huge(fx, &map) {
+        Ok(b) => b,
+        Err(skip) => return Ok(Err(skip)),
+    };
+    let plan = plan_of(bar, offset, &map, behaviour)?;
+    expect_plan(&map, &plan, "before the split")?;
+    Ok(Ok(Split {
+        bar,
+        offset,
+        map,
+        behaviour,
+        plan,
+    }))
+}
+
+fn placement_part(m: &Split, from: u64, to: u64) -> Placement {
+    Placement {
+        bar_base: m.bar.phys(),
+        bar_size: m.bar.size(),
+        offset: m.offset + from,
+        start: m.map.start() + from,
+        len: to - from,
+    }
+}
+
+/// Applies `cut` and checks that touching what remains costs what the model
+/// says; then checks the data of the remaining parts.
+fn split(fx: &Fixture, need: u64, offset: u64, len: u64, cut: Cut) -> Result<Outcome> {
+    let m = match mapped(fx, need, offset, len)? {
+        Ok(m) => m,
+        Err(skip) => return Ok(skip),
+    };
+    let mut data = Data::new(fx, m.bar, offset, len)?;
+    let s = m.map.start();
+    // The VMAs that remain (relative ranges) and the new boundaries.
+    let (parts, cuts): (Vec<(u64, u64)>, Vec<u64>) = match cut {
+        Cut::Munmap(a, b) => {
+            // SAFETY: [s + a, s + b) is part of our own mapping; nothing uses it after.
+            unsafe { unmap_range(s + a, b - a) }?;
+            let parts = [(0, a), (b, len)]
+                .into_iter()
+                .filter(|(x, y)| x < y)
+                .collect();
+            (parts, vec![s + a, s + b])
+        }
+        Cut::Protect(a, b) => {
+            let p = NonNull::new((s + a) as *mut c_void).context("null")?;
+            // SAFETY: the range is part of our own mapping; read-only is only
+            // read afterwards (until restored below).
+            unsafe { mprotect(p, (b - a) as usize, ProtFlags::PROT_READ) }.context("mprotect")?;
+            (vec![(0, a), (a, b), (b, len)], vec![s + a, s + b])
+        }
+        Cut::Shrink(to) => {
+            let p = NonNull::new(s as *mut c_void).context("null")?;
+            // SAFETY: shrinking in place keeps the start; the tail is ours.
+            let q = unsafe { mremap(p, len as usize, to as usize, MRemapFlags::empty(), None) }
+                .context("mremap shrink")?;
+            ensure!(q.as_ptr() as u64 == s, "shrinking mremap moved the mapping");
+            (vec![(0, to)], vec![s + to])
+        }
+    };
+    let survivors = remap::after_split(&remap::entries(&m.plan), &cuts);
+    let fresh: Vec<Plan> = parts
+        .iter()
+        .map(|&(a, b)| model::plan(&placement_part(&m, a, b), m.behaviour))
+        .collect::<Result<_, _>>()?;
+    let want = remap::refaults(&survivors, &fresh)?;
+    let mut got = 0;
+    for &(a, b) in &parts {
+        got += super::check::touch_range(&m.map, a, b - a)?;
+    }
+    diag(&format!("{cut:?}: expected {want} refaults, counted {got}"));
+    ensure!(
+        got == want,
+        "{cut:?}: expected {want} refaults, counted {got}"
+    );
+    if let Cut::Protect(a, b) = cut {
+        let p = NonNull::new((s + a) as *mut c_void).context("null")?;
+        // SAFETY: restoring the original protection of our own mapping.
+        unsafe {
+            mprotect(
+                p,
+                (b - a) as usize,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            )
+        }
+        .context("mprotect back")?;
+    }
+    for &(a, b) in &parts {
+        data.check_window(&m.map, a, offset + a, b - a)?;
+    }
+    Ok(Outcome::Pass)
+}
+
+/// f6.munmap_pmd_cut: munmap of the last 3 MiB of 8 MiB of PMDs clears the PMD
+/// holding the cut; only its remaining half refaults, at 4 KiB.
+pub fn munmap_pmd_cut(fx: &Fixture) -> Result<Outcome> {
+    split(fx, 4 * PMD, 0, 4 * PMD, Cut::Munmap(5 * PMD / 2, 4 * PMD))
+}
+
+/// f6.mprotect_pmd_cut: mprotect of `[3 MiB, 5 MiB)` clears the two PMDs it cuts.
+pub fn mprotect_pmd_cut(fx: &Fixture) -> Result<Outcome> {
+    split(
+        fx,
+        4 * PMD,
+        0,
+        4 * PMD,
+        Cut::Protect(3 * PMD / 2, 5 * PMD / 2),
+    )
+}
+
+/// f6.mremap_shrink_cut: shrinking mremap to 5 MiB clears the PMD at the new end.
+pub fn mremap_shrink_cut(fx: &Fixture) -> Result<Outcome> {
+    split(fx, 4 * PMD, 0, 4 * PMD, Cut::Shrink(5 * PMD / 2))
+}
+
+/// f6.munmap_pud_pmd_boundary: munmap of the last 2 MiB of a PUD clears it; the
+/// rest refaults as 511 PMDs.
+pub fn munmap_pud_pmd_boundary(fx: &Fixture) -> Result<Outcome> {
+    split(fx, PUD, 0, PUD, Cut::Munmap(PUD - PMD, PUD))
+}
+
+/// f6.mprotect_pud_pmd_boundary: mprotect of `[2 MiB, 4 MiB)` of a PUD.
+pub fn mprotect_pud_pmd_boundary(fx: &Fixture) -> Result<Outcome> {
+    split(fx, PUD, 0, PUD, Cut::Protect(PMD, 2 * PMD))
+}
+
+/// The skip for risky tests when they are switched off.
+fn risky_off(fx: &Fixture) -> Option<Outcome> {
+    (!fx.risky).then(|| Outcome::Skip("risky test switched off (--no-risky)".into()))
+}
+
+/// f6.munmap_pud_unaligned (risky, runs last): munmap of the last 1 MiB of a
+/// PUD-mapped GiB. The VMA split looks for a PMD at the cut, and 7.2's
+/// `mm_find_pmd` does not stop at a leaf PUD: it may walk device memory as a
+/// page table. Expected if the kernel survives: 511 PMDs + 256 PTEs refault.
+pub fn munmap_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
+    if let Some(skip) = risky_off(fx) {
+        return Ok(skip);
+    }
+    split(fx, PUD, 0, PUD, Cut::Munmap(PUD - PMD / 2, PUD))
+}
+
+/// f8.mremap_grow_fails: growing a BAR mapping fails with EFAULT (VM_PFNMAP and
+/// VM_DONTEXPAND), in place or moving, and leaves it intact.
+pub fn mremap_grow_fails(fx: &Fixture) -> Result<Outcome> {
+    let m = match mapped(fx, 4 * PMD, 0, 2 * PMD) {
+        Ok(Ok(m)) => m,
+        Ok(Err(skip)) => return Ok(skip),
+        Err(e) => return Err(e),
+    };
+    let p = NonNull::new(m.map.start() as *mut c_void).context("null")?;
+    for flags in [MRemapFlags::empty(), MRemapFlags::MREMAP_MAYMOVE] {
+        // SAFETY: a failing mremap changes nothing; a succeeding one is a finding,
+        // and the mapping is then released by the process exit.
+        let r = unsafe { mremap(p, m.map.len() as usize, (3 * PMD) as usize, flags, None) };
+        ensure!(
+            r == Err(Errno::EFAULT),
+            "growing mremap ({flags:?}) returned {r:?}, expected EFAULT"
+        );
+    }
+    let again = touch(&m.map)?;
+    ensure!(
+        again == 0,
+        "the mapping took {again} faults after the refused mremaps"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// f8.mremap_shrink_keeps: shrinking at a 2 MiB boundary keeps every remaining
+/// entry (no refault).
+pub fn mremap_shrink_keeps(fx: &Fixture) -> Result<Outcome> {
+    split(fx, 4 * PMD, 0, 4 * PMD, Cut::Shrink(3 * PMD))
+}
+
+/// Moves the touched mapping by `delta` (to a reserved address) and checks the
+/// refaults against the model.
+fn moved(
+    fx: &Fixture,
+    need: u64,
+    offset: u64,
+    len: u64,
+    delta_mod: u64,
+    delta_rem: u64,
+) -> Result<Outcome> {
+    let m = match mapped(fx, need, offset, len)? {
+        Ok(m) => m,
+        Err(skip) => return Ok(skip),
+    };
+    let mut data = Data::new(fx, m.bar, offset, len)?;
+    let s = m.map.start();
+    let before = remap::entries(&m.plan);
+    let target = reserve_congruent(len, delta_mod, (s + delta_rem) % delta_mod)?;
+    let delta = target.wrapping_sub(s) as i64;
+    if remap::move_splits_pud(&before, delta) && !fx.risky {
+        // SAFETY: the reservation is ours and unused.
+        unsafe { unmap_range(target, len) }?;
+        return risky_off(fx).context("risky");
+    }
+    let p = NonNull::new(s as *mut c_void).context("null")?;
+    let t = NonNull::new(target as *mut c_void);
+    let file_offset = m.map_file_offset();
+    let (bar, behaviour) = (m.bar, m.behaviour);
+    let (start, _) = m.map.into_raw();
+    // SAFETY: moves our own mapping over our own reservation (MREMAP_FIXED).
+    let q = unsafe {
+        mremap(
+            p,
+            len as usize,
+            len as usize,
+            MRemapFlags::MREMAP_MAYMOVE | MRemapFlags::MREMAP_FIXED,
+            t,
+        )
+    };
+    let q = match q {
+        Ok(q) => q,
+        Err(e) => {
+            // SAFETY: the old range is ours.
+            unsafe { unmap_range(start, len) }?;
+            // SAFETY: the reservation is ours.
+            unsafe { unmap_range(target, len) }?;
+            return Err(e).context("mremap move");
+        }
+    };
+    ensure!(
+        q.as_ptr() as u64 == target,
+        "mremap moved to {:p}, asked {target:#x}",
+        q.as_ptr()
+    );
+    // SAFETY: the moved mapping is ours alone.
+    let map = unsafe { Mapping::from_raw(target, len, file_offset) }?;
+    let survivors: Vec<Entry> = remap::after_move(&before, delta);
+    let fresh = model::plan(
+        &Placement {
+            bar_base: bar.phys(),
+            bar_size: bar.size(),
+            offset,
+            start: target,
+            len,
+        },
+        behaviour,
+    )?;
+    let want = remap::refaults(&survivors, std::slice::from_ref(&fresh))?;
+    let got = touch(&map)?;
+    diag(&format!(
+        "moved {len:#x} bytes by {delta:#x}: expected {want} refaults (fresh plan {fresh}), counted {got}"
+    ));
+    ensure!(
+        got == want,
+        "after moving by {delta:#x}: expected {want} faults, counted {got}"
+    );
+    data.check(&map, offset)?;
+    Ok(Outcome::Pass)
+}
+
+impl Split<'_> {
+    fn map_file_offset(&self) -> u64 {
+        self.bar.region.offset + self.offset
+    }
+}
+
+/// f8.mremap_move_congruent: moving PUD, PMD and PTE entries by a multiple of
+/// 1 GiB keeps all of them: no fault afterwards.
+pub fn mremap_move_congruent(fx: &Fixture) -> Result<Outcome> {
+    let (offset, len) = (PUD - PMD - 2 * PAGE, PUD + 2 * PMD + 4 * PAGE);
+    moved(fx, offset + len, offset, len, PUD, 0)
+}
+
+/// f8.mremap_move_pmd_congruent: PMDs moved by 2 MiB modulo 1 GiB are kept.
+pub fn mremap_move_pmd_congruent(fx: &Fixture) -> Result<Outcome> {
+    moved(fx, 4 * PMD, 0, 4 * PMD, PUD, PMD)
+}
+
+/// f8.mremap_move_incongruent: PMDs moved by 4 KiB modulo 2 MiB are split; the
+/// moved range refaults at 4 KiB.
+pub fn mremap_move_incongruent(fx: &Fixture) -> Result<Outcome> {
+    moved(fx, 4 * PMD, 0, 2 * PMD, PMD, PAGE)
+}
+
+/// f8.mremap_move_pud_incongruent (risky, runs last): a PUD moved by 2 MiB
+/// modulo 1 GiB; 7.2's move_page_tables then looks up a PMD under the leaf PUD.
+pub fn mremap_move_pud_incongruent(fx: &Fixture) -> Result<Outcome> {
+    if let Some(skip) = risky_off(fx) {
+        return Ok(skip);
+    }
+    moved(fx, PUD, 0, PUD, PUD, PMD)
+}
