@@ -4,7 +4,8 @@
 //! - [`Fetcher`]: cache + refresh policy + Debian mirror + progress callback.
 //! - [`debian`]: private apt configuration per suite, .deb download and unpacking.
 //! - [`qemu`]: a QEMU with the vfio-user client (host's or Debian sid's).
-//! - [`kernel`]: guest kernels (`debian:<suite>`) with the vfio modules in load order.
+//! - [`kernel`]: guest kernels: `debian:<suite>` with the vfio modules in load order, and
+//!   `stock` / `reference` built from Debian's `linux-source` ([`kernel::build`]).
 //! - [`busybox`]: Debian's static busybox.
 //! - [`initramfs`]: the guest's initramfs (newc cpio).
 //!
@@ -18,6 +19,10 @@
 //! keyrings/<version>/           a fetched debian-archive-keyring
 //! qemu/debian-sid/<version>/    prefix/ (unpacked closure) + qemu.json
 //! kernel/debian-<suite>/<release>_<version>/  vmlinuz, config, modules/, kernel.json
+//! kernel-source/debian-sid/<package>_<version>/  unpacked linux-source tree + source.json
+//! kernel/built/<stock|reference>-<version>-<hash>/  bzImage, config, System.map,
+//!                               build.log, kernel.json, build.json
+//! kernel/built/build.lock       held while a kernel builds (one build at a time)
 //! busybox/debian-<suite>/<version>/busybox
 //! <category>/current            the entry used while the cache is not refreshed
 //! ```
