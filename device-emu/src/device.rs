@@ -71,6 +71,21 @@ pub enum AccessError {
     },
 }
 
+impl AccessError {
+    /// The errno a vfio-user error reply carries for this refusal (those of
+    /// the kernel's VFIO type1 driver for DMA).
+    pub fn errno(&self) -> nix::errno::Errno {
+        use crate::dma::DmaError;
+        use nix::errno::Errno;
+        match self {
+            Self::Dma(DmaError::Overlap { .. }) => Errno::EEXIST,
+            Self::Dma(DmaError::TooMany { .. }) => Errno::ENOSPC,
+            Self::UnmapFlags(_) => Errno::ENOTSUP,
+            _ => Errno::EINVAL,
+        }
+    }
+}
+
 impl From<AccessError> for io::Error {
     fn from(e: AccessError) -> Self {
         log::warn!("rejected: {e}");

@@ -6,6 +6,10 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 
+/// Most live mappings: the default `dma_entry_limit` of the kernel's VFIO
+/// type1 driver and vfio-user's default `max_dma_maps`.
+pub const MAX_MAPPINGS: usize = 65535;
+
 /// A rejected DMA map or unmap request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DmaError {
@@ -32,6 +36,12 @@ pub enum DmaError {
         size: u64,
         /// Start of the mapping it overlaps.
         existing: u64,
+    },
+    /// [`MAX_MAPPINGS`] mappings are live already.
+    #[error("DMA map at {address:#x}: {MAX_MAPPINGS} mappings are live already")]
+    TooMany {
+        /// Start of the refused range.
+        address: u64,
     },
     /// An unmap covers only part of a mapping.
     #[error("DMA unmap at {address:#x} of {size:#x} bytes splits the mapping at {existing:#x}")]
@@ -95,6 +105,9 @@ impl DmaMappings {
                 size,
                 existing,
             });
+        }
+        if self.maps.len() >= MAX_MAPPINGS {
+            return Err(DmaError::TooMany { address });
         }
         self.maps.insert(
             address,
@@ -181,6 +194,21 @@ mod tests {
         let mut m = with_two();
         assert_eq!(m.map(address, size, 0, 3, None).err(), error);
         assert_eq!(m.len(), 2 + usize::from(error.is_none()));
+    }
+
+    #[test]
+    fn the_number_of_mappings_is_limited() {
+        let mut m = DmaMappings::default();
+        for i in 0..MAX_MAPPINGS as u64 {
+            m.map(i * K, K, 0, 3, None).unwrap();
+        }
+        let address = MAX_MAPPINGS as u64 * K;
+        assert_eq!(
+            m.map(address, K, 0, 3, None),
+            Err(DmaError::TooMany { address })
+        );
+        m.unmap(0, K).unwrap();
+        m.map(address, K, 0, 3, None).unwrap();
     }
 
     #[rstest]

@@ -32,6 +32,8 @@ pub mod regs;
 #[cfg(feature = "server")]
 pub mod bar_memory;
 #[cfg(feature = "server")]
+pub mod capabilities;
+#[cfg(feature = "server")]
 pub mod commands;
 #[cfg(feature = "server")]
 pub mod config_space;
@@ -45,6 +47,12 @@ pub mod msix;
 pub mod registers;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod session;
+#[cfg(feature = "server")]
+pub mod transport;
+#[cfg(feature = "server")]
+pub mod wire;
 
 /// Formats an error with all of its sources, for logs.
 #[cfg(feature = "server")]

@@ -4,22 +4,28 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{FromRawFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use device_emu::layout::{BarLayout, DEFAULT_SPEC};
-use device_emu::server::EmuServer;
+use device_emu::server::{EmuServer, SocketFile};
 use nix::fcntl::{fcntl, FcntlArg};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+
+/// Environment variable naming a directory to record every client message in
+/// (one file per connection, in the fuzz corpus format of
+/// `device_emu::transport`).
+const RECORD_ENV: &str = "BIGBAR_DEVICE_RECORD";
 
 /// vfio-user server emulating a PCI device with large memfd-backed BARs.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Path of the vfio-user socket to create (must not exist).
+    /// Path of the vfio-user socket to create (must not exist; its directory
+    /// must belong to this user and be closed to others, mode 0700).
     #[arg(long, value_name = "PATH")]
     socket: PathBuf,
     /// BAR layout: comma-separated INDEX=SIZE[:32][:np][:msix@OFFSET] entries.
@@ -45,14 +51,21 @@ fn main() -> Result<()> {
 
     // Install the handler before the socket exists, so that no signal can
     // leave it behind; it removes the socket only once we created it.
-    let bound: Arc<OnceLock<PathBuf>> = Arc::default();
+    let bound: Arc<OnceLock<SocketFile>> = Arc::default();
     spawn_signal_handler(Arc::clone(&bound))?;
 
     let mut server = EmuServer::bind(&args.socket, args.bars.clone())
         .with_context(|| format!("starting the device with BAR layout {}", args.bars))?;
     bound
-        .set(server.path().to_owned())
+        .set(server.socket().clone())
         .expect("the socket is bound once");
+    if let Some(dir) = std::env::var_os(RECORD_ENV) {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the {RECORD_ENV} directory {}", dir.display()))?;
+        log::info!("recording client messages to {}", dir.display());
+        server.record_to(dir);
+    }
     log::info!("BAR layout {}", args.bars);
     eprintln!("device-emu: listening on {}", args.socket.display());
     if let Some(mut ready) = ready {
@@ -88,25 +101,19 @@ fn take_ready_fd(fd: RawFd) -> Result<File> {
 /// and that crate offers no way to interrupt it, so the signal thread ends the
 /// process itself. Nothing needs flushing: the device state lives in memfds
 /// that vanish with the process.
-fn spawn_signal_handler(bound: Arc<OnceLock<PathBuf>>) -> Result<()> {
+fn spawn_signal_handler(bound: Arc<OnceLock<SocketFile>>) -> Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 log::info!("signal {signal}: shutting down");
-                if let Some(path) = bound.get() {
-                    remove_socket(path);
+                if let Some(socket) = bound.get() {
+                    socket.remove_if_ours();
                 }
                 std::process::exit(0);
             }
         })
         .context("starting the signal thread")?;
     Ok(())
-}
-
-fn remove_socket(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        log::warn!("removing socket {}: {e}", path.display());
-    }
 }

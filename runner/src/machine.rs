@@ -3,7 +3,7 @@
 
 use crate::report::{KernelInfo, QemuInfo, Run};
 use crate::session::{self, GuestConfig};
-use crate::{artefacts, device, stages};
+use crate::{accel, artefacts, device, stages};
 use anyhow::{Context, Result};
 use device_emu::layout::BarLayout;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ pub struct Plan {
     pub cache: PathBuf,
     /// Device BAR layout.
     pub layout: BarLayout,
-    /// `tcg` or `kvm`.
+    /// `auto`, `tcg` or `kvm`.
     pub accel: String,
     /// Guest memory in MiB.
     pub memory_mib: u32,
@@ -91,6 +91,20 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
         |_| busybox::obtain(&fetcher, &Suite::sid()).context("obtaining busybox"),
         |b| format!("busybox-static {}", b.package_version),
     )?;
+    let accel = stages::run(
+        "accelerator",
+        |_| {
+            let version = qemu.version.to_string();
+            accel::choose(
+                &plan.accel,
+                || qemu.command(),
+                &version,
+                &kern.image,
+                &plan.cache,
+            )
+        },
+        |c| format!("{} ({})", c.accel, c.reason),
+    )?;
     let run_dir = tempfile::Builder::new()
         .prefix("bigbar-run-")
         .tempdir()
@@ -132,7 +146,7 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
         kernel: kern.image.clone(),
         initramfs: initrd,
         append: plan.append.clone(),
-        accel: plan.accel.clone(),
+        accel: accel.accel.clone(),
         iommu: true,
         pci_hole64: hole,
         phys_bits: phys_bits(hole),
@@ -166,7 +180,8 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
             version: qemu.version.to_string(),
             path: qemu.binary.display().to_string(),
         },
-        accel: plan.accel.clone(),
+        accel: accel.accel,
+        accel_reason: accel.reason,
         bars: plan.layout.to_string(),
         outcome: result.outcome,
         guest_seconds: result.guest_seconds,

@@ -1,6 +1,7 @@
 //! `runner`: builds bigbar, boots a guest with the emulated large-BAR device,
 //! collects the KTAP results of the guest tests and reports them.
 
+mod accel;
 mod artefacts;
 mod console;
 mod device;
@@ -63,8 +64,8 @@ struct Cli {
     /// BAR layout of the emulated device (device-emu's --bars syntax).
     #[arg(long, default_value_t = device_emu::layout::BarLayout::default().to_string())]
     bars: String,
-    /// Accelerator: `tcg` (works everywhere) or `kvm`.
-    #[arg(long, default_value = "tcg", value_parser = ["tcg", "kvm"])]
+    /// Accelerator: `auto` (KVM if a probe boot shows it works, else TCG), `tcg` or `kvm`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tcg", "kvm"])]
     accel: String,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 1024)]

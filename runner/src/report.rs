@@ -50,6 +50,8 @@ pub struct Run {
     pub qemu: QemuInfo,
     /// `tcg` or `kvm`.
     pub accel: String,
+    /// Why that accelerator was used.
+    pub accel_reason: String,
     /// The device's BAR layout (`--bars` syntax).
     pub bars: String,
     /// How the run ended.
@@ -203,6 +205,7 @@ mod tests {
                 path: "/q".into(),
             },
             accel: "tcg".into(),
+            accel_reason: "requested".into(),
             bars: "1=64M".into(),
             outcome: Outcome::Completed,
             guest_seconds: 1.5,

@@ -1,0 +1,221 @@
+//! Choosing the accelerator: KVM where it really runs a Linux guest, TCG otherwise.
+//!
+//! `/dev/kvm` existing proves little: on some hosts (nested virtualisation
+//! without VMX features) KVM starts and then stops the guest with "KVM internal
+//! error ... emulation failure". So the probe boots the real kernel under KVM
+//! with no initramfs: reaching the root-mount panic proves KVM works; an
+//! internal error, an early exit or silence means TCG. The verdict is cached per
+//! host CPU and QEMU version, so the probe runs once per machine.
+
+use anyhow::{Context, Result};
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// How long the probe boot may take before KVM is declared unusable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The accelerator chosen, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// `tcg` or `kvm`.
+    pub accel: String,
+    /// Why it was chosen.
+    pub reason: String,
+}
+
+impl Choice {
+    fn new(accel: &str, reason: impl Into<String>) -> Self {
+        Self {
+            accel: accel.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Resolves `requested` (`tcg`, `kvm` or `auto`) to an accelerator.
+pub fn choose(
+    requested: &str,
+    qemu: impl Fn() -> Command,
+    qemu_version: &str,
+    kernel: &Path,
+    cache_dir: &Path,
+) -> Result<Choice> {
+    match requested {
+        "tcg" | "kvm" => Ok(Choice::new(requested, "requested")),
+        _ => {
+            if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+                return Ok(Choice::new("tcg", format!("/dev/kvm not usable: {e}")));
+            }
+            let record = cache_dir
+                .join("accel-probe")
+                .join(format!("{}-{qemu_version}", host_cpu_key()));
+            if let Some(c) = read_record(&record) {
+                return Ok(c);
+            }
+            let choice = probe(qemu(), kernel)?;
+            write_record(&record, &choice);
+            Ok(choice)
+        }
+    }
+}
+
+/// Boots `kernel` under KVM without an initramfs and watches how far it gets.
+fn probe(mut qemu: Command, kernel: &Path) -> Result<Choice> {
+    qemu.args([
+        "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256",
+    ])
+    .args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+    ])
+    .arg("-kernel")
+    .arg(kernel)
+    .args(["-append", "console=ttyS0 panic=-1"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = qemu.spawn().context("starting QEMU for the KVM probe")?;
+    let (tx, rx) = channel::<String>();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let verdict = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                if let Some(v) = judge_line(&line) {
+                    break v;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                break Choice::new("tcg", "KVM probe boot made no progress in 30 s")
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                break Choice::new("tcg", "QEMU exited during the KVM probe boot")
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(verdict)
+}
+
+/// What one line of the probe boot's output says about KVM, if anything.
+fn judge_line(line: &str) -> Option<Choice> {
+    if line.contains("KVM internal error") || line.contains("emulation failure") {
+        Some(Choice::new(
+            "tcg",
+            format!("KVM cannot run the guest here: {line}"),
+        ))
+    } else if line.contains("Kernel panic") || line.contains("VFS: Unable to mount root") {
+        Some(Choice::new(
+            "kvm",
+            "a KVM probe boot reached the root mount",
+        ))
+    } else {
+        None
+    }
+}
+
+/// Identifies the host CPU (model and flags) so a cached verdict follows the machine.
+fn host_cpu_key() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let relevant: String = info
+        .lines()
+        .filter(|l| l.starts_with("model name") || l.starts_with("flags"))
+        .take(2)
+        .collect();
+    // FNV-1a: a stable, dependency-free fingerprint (not a security boundary).
+    let hash = relevant.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+fn read_record(path: &Path) -> Option<Choice> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (accel, reason) = text.trim_end().split_once('\n')?;
+    matches!(accel, "tcg" | "kvm").then(|| Choice::new(accel, format!("{reason} (cached)")))
+}
+
+fn write_record(path: &Path, choice: &Choice) {
+    // A lost record only means probing again next time.
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, format!("{}\n{}\n", choice.accel, choice.reason)).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("KVM internal error. Suberror: 1", Some("tcg"))]
+    #[case("emulation failure", Some("tcg"))]
+    #[case(
+        "[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs",
+        Some("kvm")
+    )]
+    #[case("[    0.0] Linux version 7.2.13", None)]
+    fn probe_lines(#[case] line: &str, #[case] accel: Option<&str>) {
+        assert_eq!(judge_line(line).map(|c| c.accel), accel.map(String::from));
+    }
+
+    #[test]
+    fn explicit_choice_needs_no_probe() {
+        let c = choose(
+            "tcg",
+            || Command::new("false"),
+            "1",
+            Path::new("/k"),
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        assert_eq!(c, Choice::new("tcg", "requested"));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a").join("rec");
+        write_record(&p, &Choice::new("tcg", "because"));
+        let c = read_record(&p).unwrap();
+        assert_eq!(c.accel, "tcg");
+        assert_eq!(c.reason, "because (cached)");
+        std::fs::write(&p, "bogus\nx\n").unwrap();
+        assert!(read_record(&p).is_none());
+    }
+}
