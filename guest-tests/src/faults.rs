@@ -68,6 +68,37 @@ pub unsafe fn count_touch_faults(start: *const u8, len: u64) -> Result<u64, Errn
     Ok(after.saturating_sub(before))
 }
 
+/// Reads the first word of the page at each of `offsets` from `base`, in order.
+///
+/// # Safety
+/// Every `base + offset` must be the start of a mapped readable page.
+#[inline(never)]
+pub unsafe fn touch_offsets(base: *const u8, offsets: &[u64]) -> u64 {
+    let mut acc = 0u64;
+    for &off in offsets {
+        let word = base.wrapping_add(off as usize).cast::<u64>();
+        // SAFETY: the caller guarantees the page at `off` is mapped and readable.
+        acc ^= unsafe { word.read_volatile() };
+    }
+    acc
+}
+
+/// Touches the pages at `offsets` from `base` once each, in order, and returns
+/// the minor faults that cost. `offsets` must already be in memory (a slice the
+/// caller built before), so reading it costs no fault.
+///
+/// # Safety
+/// As for [`touch_offsets`].
+pub unsafe fn count_offset_faults(base: *const u8, offsets: &[u64]) -> Result<u64, Errno> {
+    warm_up()?;
+    black_box(offsets.iter().sum::<u64>());
+    let before = minor_faults()?;
+    // SAFETY: forwarded from the caller.
+    black_box(unsafe { touch_offsets(base, offsets) });
+    let after = minor_faults()?;
+    Ok(after.saturating_sub(before))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +124,23 @@ mod tests {
         // SAFETY: our mapping, unused afterwards.
         unsafe { munmap(p, len.get()) }.unwrap();
         assert_eq!((first, second), (pages, 0));
+    }
+
+    #[test]
+    fn offsets_cost_one_fault_per_new_page() {
+        let pages = 16u64;
+        let len = NonZeroUsize::new((pages * PAGE) as usize).unwrap();
+        // SAFETY: a fresh anonymous mapping replaces nothing.
+        let p = unsafe { mmap_anonymous(None, len, ProtFlags::PROT_READ, MapFlags::MAP_PRIVATE) }
+            .unwrap();
+        // SAFETY: advice on our own fresh mapping.
+        unsafe { madvise(p, len.get(), MmapAdvise::MADV_NOHUGEPAGE) }.unwrap();
+        let base = p.as_ptr() as *const u8;
+        let offsets = [0, 3 * PAGE, 3 * PAGE, 15 * PAGE];
+        // SAFETY: every offset is a page of the readable mapping.
+        let got = unsafe { count_offset_faults(base, &offsets) }.unwrap();
+        // SAFETY: our mapping, unused afterwards.
+        unsafe { munmap(p, len.get()) }.unwrap();
+        assert_eq!(got, 3);
     }
 }

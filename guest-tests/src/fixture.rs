@@ -171,9 +171,14 @@ impl Fixture {
         self.bars.iter().find(|b| b.index == index)
     }
 
-    /// The mmap-able BARs, smallest first.
+    /// The mmap-able BARs, smallest first (bigbar's register BAR excluded: it is
+    /// trapped, not memory).
     pub fn mappable_bars(&self) -> Vec<&Bar> {
-        let mut bars: Vec<&Bar> = self.bars.iter().filter(|b| b.region.mmappable()).collect();
+        let mut bars: Vec<&Bar> = self
+            .bars
+            .iter()
+            .filter(|b| b.region.mmappable() && !(self.is_bigbar && b.index == regs::REGS_BAR))
+            .collect();
         bars.sort_by_key(|b| b.size());
         bars
     }
@@ -185,9 +190,8 @@ impl Fixture {
 
     /// The largest mmap-able BAR (the first of equals).
     pub fn largest_bar(&self) -> Option<&Bar> {
-        self.bars
-            .iter()
-            .filter(|b| b.region.mmappable())
+        self.mappable_bars()
+            .into_iter()
             .fold(None, |best: Option<&Bar>, b| match best {
                 Some(x) if x.size() >= b.size() => Some(x),
                 _ => Some(b),

@@ -226,6 +226,29 @@ impl Plan {
         }
     }
 
+    /// Addresses to touch to observe this plan cheaply (huge blocks cost TCG a
+    /// TLB refill per 4 KiB page touched): every page of PTE runs, and the first
+    /// and last page of every 2 MiB of huge runs. Any other installation than
+    /// the planned one changes the fault count for this pattern: smaller entries
+    /// fault twice per 2 MiB (or per entry) where the plan faults once, larger
+    /// ones fault less often than the plan.
+    pub fn touch_pattern(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for r in &self.runs {
+            if r.order == Order::Pte {
+                out.extend((0..r.count).map(|i| r.start + i * PAGE));
+            } else {
+                let blocks = r.count * (r.order.size() / PMD);
+                for b in 0..blocks {
+                    let at = r.start + b * PMD;
+                    out.push(at);
+                    out.push(at + PMD - PAGE);
+                }
+            }
+        }
+        out
+    }
+
     /// The order of the entry that maps virtual address `va`, if it is mapped.
     pub fn order_at(&self, va: u64) -> Option<Order> {
         self.runs
@@ -551,6 +574,33 @@ mod tests {
             legacy.touch_faults(Behaviour::RemapWholeVma, &touches),
             u64::from(want > 0)
         );
+    }
+
+    #[rstest]
+    #[case::pud(0, VA, GIB)]
+    #[case::pmd_only(0, VA + 2 * MIB, GIB)]
+    #[case::mixed(GIB - 4 * MIB - 8 * KIB, VA + GIB - 4 * MIB - 8 * KIB, 2 * GIB + 6 * MIB + 20 * KIB)]
+    #[case::pte(0, VA + 4 * KIB, 4 * MIB)]
+    fn touch_pattern_tells_the_orders_apart(
+        #[case] off: u64,
+        #[case] start: u64,
+        #[case] len: u64,
+    ) {
+        let p = place(BIG_BASE, 16 * GIB, off, start, len);
+        let all = Behaviour::HugeFault(Orders::ALL_HUGE);
+        let want = plan(&p, all).unwrap();
+        let pattern = want.touch_pattern();
+        // The pattern costs exactly the plan's faults under the plan itself.
+        assert_eq!(want.touch_faults(all, &pattern), want.faults);
+        // Under any other set of orders, the same pattern costs a different count
+        // whenever that set installs different entries.
+        for orders in [Orders::PMD_ONLY, Orders::NONE] {
+            let other = plan(&p, Behaviour::HugeFault(orders)).unwrap();
+            if other.runs != want.runs {
+                assert_ne!(other.touch_faults(all, &pattern), want.faults, "{orders:?}");
+            }
+        }
+        assert!(pattern.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -5,12 +5,13 @@
 use anyhow::{bail, ensure, Context, Result};
 use device_emu::regs::{tag, Command, Status};
 use guest_tests::device::{Args, Regs};
-use guest_tests::faults::count_touch_faults;
+use guest_tests::faults::{count_offset_faults, count_touch_faults};
 use guest_tests::fixture::{Bar, Fixture};
 use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::{self, Behaviour, Placement, Plan, PAGE};
+use guest_tests::remap::{self, Entry};
 use nix::sys::mman::MmapAdvise;
 
 use super::Rng;
@@ -117,11 +118,27 @@ pub fn touch_range(map: &Mapping, from: u64, len: u64) -> Result<u64> {
     unsafe { count_touch_faults(p, len) }.context("counting faults")
 }
 
-/// Touches every page of a fresh mapping twice: the first pass must cost what
-/// the model predicts, the second nothing.
+/// Minor faults for touching `plan`'s pattern (see `Plan::touch_pattern`) in
+/// `map`, which the plan describes.
+pub fn touch_plan(map: &Mapping, plan: &Plan) -> Result<u64> {
+    let offsets: Vec<u64> = plan
+        .touch_pattern()
+        .into_iter()
+        .map(|va| va - map.start())
+        .collect();
+    ensure!(
+        offsets.iter().all(|&o| o < map.len()),
+        "plan outside the mapping"
+    );
+    // SAFETY: every offset is a page inside the live readable mapping `map`.
+    unsafe { count_offset_faults(map.as_ptr(), &offsets) }.context("counting faults")
+}
+
+/// Touches a fresh mapping's pattern twice: the first pass must cost what the
+/// model predicts, the second nothing.
 pub fn expect_plan(map: &Mapping, plan: &Plan, what: &str) -> Result<()> {
-    let first = touch(map)?;
-    let second = touch(map)?;
+    let first = touch_plan(map, plan)?;
+    let second = touch_plan(map, plan)?;
     diag(&format!(
         "{what}: VA {:#x} len {:#x}: expect {plan}; counted {first}, then {second}",
         map.start(),
@@ -138,11 +155,62 @@ pub fn expect_plan(map: &Mapping, plan: &Plan, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Touches, entry by entry, what the `fresh` plans (VMAs inside `map`) would
+/// install while the entries `present` are still there; each entry must cost 0
+/// faults if a present entry covers it and 1 otherwise. Returns the total and
+/// fails naming the entries that differ.
+pub fn expect_refaults(
+    map: &Mapping,
+    fresh: &[Plan],
+    present: &[Entry],
+    what: &str,
+) -> Result<u64> {
+    let want_total = remap::refaults(present, fresh)?;
+    let mut got_total = 0;
+    let mut wrong = Vec::new();
+    for plan in fresh {
+        for e in remap::entries(plan) {
+            let one = Plan {
+                runs: vec![model::Run {
+                    start: e.start,
+                    order: e.order,
+                    count: 1,
+                }],
+                faults: 1,
+            };
+            let covered = present
+                .iter()
+                .any(|p| p.start <= e.start && e.end() <= p.end());
+            let want = u64::from(!covered);
+            let got = touch_plan(map, &one)?;
+            got_total += got;
+            if got != want && wrong.len() < 8 {
+                wrong.push(format!(
+                    "{} at +{:#x}: {got} faults, expected {want}",
+                    e.order,
+                    e.start - map.start()
+                ));
+            }
+        }
+    }
+    diag(&format!(
+        "{what}: expected {want_total} refaults, counted {got_total}"
+    ));
+    ensure!(
+        wrong.is_empty() && got_total == want_total,
+        "{what}: expected {want_total} refaults, counted {got_total}: {}",
+        wrong.join("; ")
+    );
+    Ok(got_total)
+}
+
 /// Checks that a mapping's reads and writes reach the BAR offsets it maps, and
 /// gives the host memory back when dropped. A device without bigbar's register
 /// interface gets no data check (said once in the diagnostics).
 pub struct Data<'a> {
     regs: Option<Regs<'a>>,
+    /// BAR offset of the MSI-X table page, which QEMU traps: not device memory.
+    msix: Option<u64>,
     bar: u32,
     offset: u64,
     len: u64,
@@ -159,8 +227,16 @@ impl<'a> Data<'a> {
             diag("not bigbar's device: data checks skipped");
             None
         };
+        let msix = fx
+            .expected
+            .as_ref()
+            .and_then(|l| l.msix_bar())
+            .filter(|spec| u32::from(spec.index()) == bar.index)
+            .and_then(|spec| spec.msix_offset())
+            .map(|o| o / PAGE * PAGE);
         Ok(Data {
             regs,
+            msix,
             bar: bar.index,
             offset,
             len,
@@ -184,6 +260,20 @@ impl<'a> Data<'a> {
         bar_offset: u64,
         len: u64,
     ) -> Result<()> {
+        if self.regs.is_none() || len == 0 {
+            return Ok(());
+        }
+        if let Some(page) = self
+            .msix
+            .filter(|&p| bar_offset < p + PAGE && p < bar_offset + len)
+        {
+            // Check around the trapped MSI-X page.
+            let head = page.saturating_sub(bar_offset);
+            let tail_start = (page + PAGE).max(bar_offset);
+            let tail = (bar_offset + len).saturating_sub(tail_start);
+            self.check_window(map, from, bar_offset, head)?;
+            return self.check_window(map, from + (tail_start - bar_offset), tail_start, tail);
+        }
         let Some(regs) = &self.regs else {
             return Ok(());
         };

@@ -11,11 +11,12 @@ use anyhow::{bail, ensure, Context, Result};
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::Outcome;
 use guest_tests::isolate::{self, diag, End, RecordKind};
+use guest_tests::mapping::MapError;
 use guest_tests::model::PAGE;
 use nix::errno::Errno;
 use nix::sys::mman::{mmap_anonymous, MapFlags, MmapAdvise, ProtFlags};
 
-use super::check::{mapped_mixed, touch, Data, Mapped};
+use super::check::{mapped_mixed, touch_plan, Data, Mapped};
 
 /// Deadline of a forked child of a test.
 const CHILD: Duration = Duration::from_secs(120);
@@ -47,14 +48,17 @@ fn in_child(what: &str, body: impl FnOnce() -> Result<()>) -> Result<()> {
 /// no fault and reads what the device holds.
 pub fn fork_copies_entries(fx: &Fixture) -> Result<Outcome> {
     let Mapped {
-        bar, offset, map, ..
+        bar,
+        offset,
+        map,
+        plan,
     } = match mapped_mixed(fx)? {
         Ok(m) => m,
         Err(skip) => return Ok(skip),
     };
     let mut data = Data::new(fx, bar, offset, map.len())?;
     in_child("child", || {
-        let got = touch(&map)?;
+        let got = touch_plan(&map, &plan)?;
         diag(&format!("touching the inherited mapping took {got} faults"));
         ensure!(
             got == 0,
@@ -92,7 +96,7 @@ fn is_free(start: u64) -> Result<bool> {
 }
 
 /// f7.dontfork_hides_vma: after MADV_DONTFORK the child has no mapping there;
-/// after MADV_DOFORK it inherits it again with its entries (no fault).
+/// MADV_DOFORK cannot undo it on a VM_IO/VM_PFNMAP mapping (EINVAL).
 pub fn dontfork_hides_vma(fx: &Fixture) -> Result<Outcome> {
     let Mapped {
         bar, offset, map, ..
@@ -110,11 +114,19 @@ pub fn dontfork_hides_vma(fx: &Fixture) -> Result<Outcome> {
         );
         Ok(())
     })?;
-    map.advise(MmapAdvise::MADV_DOFORK)?;
-    in_child("child after MADV_DOFORK", || {
-        ensure!(!is_free(start)?, "the child has no mapping at {start:#x}");
-        let got = touch(&map)?;
-        ensure!(got == 0, "the child took {got} faults on inherited entries");
+    let r = map.advise(MmapAdvise::MADV_DOFORK);
+    ensure!(
+        matches!(
+            &r,
+            Err(MapError::Sys {
+                source: Errno::EINVAL,
+                ..
+            })
+        ),
+        "MADV_DOFORK on a BAR mapping: expected EINVAL (VM_SPECIAL), got {r:?}"
+    );
+    in_child("child after the refused MADV_DOFORK", || {
+        ensure!(is_free(start)?, "the child has a mapping at {start:#x}");
         Ok(())
     })?;
     data.check(&map, offset)?;
@@ -135,7 +147,10 @@ const REFUSED: [(&str, i32); 6] = [
 /// EINVAL and leave the installed entries alone.
 pub fn madvise_refused(fx: &Fixture) -> Result<Outcome> {
     let Mapped {
-        bar, offset, map, ..
+        bar,
+        offset,
+        map,
+        plan,
     } = match mapped_mixed(fx)? {
         Ok(m) => m,
         Err(skip) => return Ok(skip),
@@ -153,7 +168,7 @@ pub fn madvise_refused(fx: &Fixture) -> Result<Outcome> {
         }
     }
     ensure!(wrong.is_empty(), "expected EINVAL: {}", wrong.join("; "));
-    let got = touch(&map)?;
+    let got = touch_plan(&map, &plan)?;
     ensure!(got == 0, "the refused advice cost {got} faults afterwards");
     data.check(&map, offset)?;
     Ok(Outcome::Pass)

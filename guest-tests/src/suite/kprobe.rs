@@ -96,8 +96,12 @@ fn tally(trace: &str) -> Result<Vec<(u32, u64)>> {
         if let Some(v) = field(line, "order=") {
             pending = Some(v.parse().with_context(|| format!("order in {line:?}"))?);
         } else if let Some(v) = field(line, "ret=") {
-            let ret = u64::from_str_radix(v.trim_start_matches("0x"), 16)
-                .with_context(|| format!("ret in {line:?}"))?;
+            // `$retval` prints in hex or decimal depending on the kernel's default type.
+            let ret = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => v.parse(),
+            }
+            .with_context(|| format!("ret in {line:?}"))?;
             if let Some(order) = pending.take() {
                 calls.push((order, ret));
             }
@@ -192,7 +196,12 @@ mod tests {
             guest-tests-77 [000] d..1. 9.1: hf: (vfio_pci_mmap_huge_fault+0x0/0x1b0 [vfio_pci_core]) order=18\n\
             guest-tests-77 [000] ..... 9.2: hfr: (__handle_mm_fault+0x5a0/0xe00 <- vfio_pci_mmap_huge_fault) ret=0x800\n\
             guest-tests-77 [000] d..1. 9.3: hf: (vfio_pci_mmap_huge_fault+0x0/0x1b0 [vfio_pci_core]) order=9\n\
-            guest-tests-77 [000] ..... 9.4: hfr: (__handle_mm_fault+0x5a0/0xe00 <- vfio_pci_mmap_huge_fault) ret=0x100\n";
-        assert_eq!(tally(trace).unwrap(), [(18, FALLBACK), (9, NOPAGE)]);
+            guest-tests-77 [000] ..... 9.4: hfr: (__handle_mm_fault+0x5a0/0xe00 <- vfio_pci_mmap_huge_fault) ret=0x100\n\
+            guest-tests-77 [000] d..1. 9.5: hf: (vfio_pci_mmap_huge_fault+0x0/0x1b0 [vfio_pci_core]) order=0\n\
+            guest-tests-77 [000] ..... 9.6: hfr: (__handle_mm_fault+0x5a0/0xe00 <- vfio_pci_mmap_huge_fault) ret=256\n";
+        assert_eq!(
+            tally(trace).unwrap(),
+            [(18, FALLBACK), (9, NOPAGE), (0, NOPAGE)]
+        );
     }
 }

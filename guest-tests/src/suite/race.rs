@@ -13,7 +13,7 @@ use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::{Order, PMD, PUD};
 
-use super::check::{advise_huge, bar_of, need_huge, place, plan_of, touch};
+use super::check::{advise_huge, bar_of, need_huge, place, plan_of, touch_plan};
 use super::Rng;
 
 /// Rounds per block size: each maps afresh and races once.
@@ -86,7 +86,7 @@ fn race(fx: &Fixture, block: u64) -> Result<Outcome> {
              means 1 (or 2 when the second thread faulted on the entry the first installed)"
         );
         totals[total as usize] += 1;
-        let rest = touch(&map)?;
+        let rest = touch_plan(&map, &plan)?;
         ensure!(
             rest == 0,
             "round {round}: {rest} more faults after the race: not one {order} entry"
