@@ -26,7 +26,16 @@ pub struct Artefacts {
 /// Builds both programs in release mode and returns their paths.
 pub fn build(workspace: &Path) -> Result<Artefacts> {
     let device_emu = cargo_build(workspace, "device-emu", "device-emu", &[], &[])?;
-    let guest_tests = cargo_build(
+    let guest_tests = build_guest(workspace)?;
+    Ok(Artefacts {
+        device_emu,
+        guest_tests,
+    })
+}
+
+/// Builds only the static guest test binary.
+pub fn build_guest(workspace: &Path) -> Result<PathBuf> {
+    cargo_build(
         workspace,
         "guest-tests",
         "guest-tests",
@@ -35,11 +44,7 @@ pub fn build(workspace: &Path) -> Result<Artefacts> {
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
             "-C target-feature=+crt-static",
         )],
-    )?;
-    Ok(Artefacts {
-        device_emu,
-        guest_tests,
-    })
+    )
 }
 
 /// One line of cargo's JSON message stream; only artifact messages matter here.

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Sender;
 
@@ -22,8 +22,6 @@ const READY_TIMEOUT_MS: u16 = 30_000;
 pub struct Device {
     /// The supervised process (killed when dropped).
     process: Supervised,
-    /// Its vfio-user socket.
-    pub socket: PathBuf,
 }
 
 impl Device {
@@ -69,10 +67,7 @@ pub fn start(
     // Only the child may hold the write end now, so its exit reads as EOF.
     drop(ready_w);
     wait_ready(ready_r, log)?;
-    Ok(Device {
-        process,
-        socket: socket.to_path_buf(),
-    })
+    Ok(Device { process })
 }
 
 /// Waits for the one byte device-emu writes once it listens; EOF means it died.

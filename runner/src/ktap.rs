@@ -62,6 +62,10 @@ impl Parser {
             self.plan = n.trim().parse().ok();
             return None;
         }
+        if is_printk(line) {
+            // Kernel messages interleaved in a saved serial log are not KTAP.
+            return None;
+        }
         if let Some(diag) = line.strip_prefix('#') {
             self.pending_diag.push(diag.trim_start().to_string());
             return None;
@@ -109,6 +113,17 @@ impl Parser {
     pub fn into_results(self) -> Vec<TestResult> {
         self.results
     }
+}
+
+/// Whether `line` is a kernel message with a printk timestamp (`[    1.234567] ...`).
+fn is_printk(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix('[') else {
+        return false;
+    };
+    rest.split_once(']').is_some_and(|(stamp, _)| {
+        let stamp = stamp.trim();
+        !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    })
 }
 
 /// Parses `ok N name # DIRECTIVE reason` / `not ok N name ...`.

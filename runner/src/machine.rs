@@ -28,12 +28,20 @@ pub struct Plan {
     pub memory_mib: u32,
     /// Whole-boot time limit.
     pub timeout: Duration,
+    /// Longest silence (no console or KTAP line) before the guest is stopped.
+    pub idle_timeout: Duration,
     /// Echo the console.
     pub echo_console: bool,
     /// Extra arguments for the guest test binary.
     pub guest_args: Vec<String>,
     /// Extra kernel command line.
     pub append: String,
+    /// Extra QEMU arguments.
+    pub qemu_args: Vec<String>,
+    /// Print the QEMU and kernel command lines and the initramfs, do not boot.
+    pub dry_run: bool,
+    /// Keep the run directory.
+    pub keep: bool,
 }
 
 /// Smallest 64-bit PCI window offered to the guest (QEMU's own default).
@@ -66,8 +74,9 @@ pub fn phys_bits(hole64: u64) -> u32 {
     (bits + 4).clamp(40, 52)
 }
 
-/// Runs everything for one kernel and returns the run's record.
-pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
+/// Runs everything for one kernel and returns the run's record (`None` for a
+/// dry run, which prints what it would boot instead).
+pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>> {
     let cache = Cache::new(plan.cache.clone());
     let fetcher = Fetcher::new(&cache);
     let built = stages::run(
@@ -126,8 +135,28 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
         |_| initramfs::build(&spec_rd, &initrd).context("building the initramfs"),
         |_| initrd.display().to_string(),
     )?;
-    let (tx, rx) = session::event_channel()?;
+    let hole = pci_hole64(&plan.layout);
     let socket = run_dir.path().join("device.sock");
+    let cfg = GuestConfig {
+        kernel: kern.image.clone(),
+        initramfs: initrd,
+        append: plan.append.clone(),
+        accel: accel.accel.clone(),
+        iommu: true,
+        pci_hole64: hole,
+        phys_bits: phys_bits(hole),
+        device_socket: socket.clone(),
+        memory_mib: plan.memory_mib,
+        timeout: plan.timeout,
+        idle_timeout: plan.idle_timeout,
+        echo_console: plan.echo_console,
+        extra_qemu_args: plan.qemu_args.clone(),
+    };
+    if plan.dry_run {
+        print_dry_run(&cfg, qemu.command(), run_dir.path())?;
+        return Ok(None);
+    }
+    let (tx, rx) = session::event_channel()?;
     let dev = stages::run(
         "device",
         |_| {
@@ -141,20 +170,6 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
         },
         |_| format!("bars {}", plan.layout),
     )?;
-    let hole = pci_hole64(&plan.layout);
-    let cfg = GuestConfig {
-        kernel: kern.image.clone(),
-        initramfs: initrd,
-        append: plan.append.clone(),
-        accel: accel.accel.clone(),
-        iommu: true,
-        pci_hole64: hole,
-        phys_bits: phys_bits(hole),
-        device_socket: dev.socket.clone(),
-        memory_mib: plan.memory_mib,
-        timeout: plan.timeout,
-        echo_console: plan.echo_console,
-    };
     let result = stages::run(
         "boot and tests",
         |_| session::run(&cfg, qemu.command(), out, run_dir.path(), (tx, &rx)),
@@ -167,10 +182,18 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
         },
     )?;
     dev.stop();
+    let kept = plan.keep.then(|| run_dir.keep());
     if result.outcome != crate::report::Outcome::Completed {
         eprintln!("bigbar: last console lines:\n{}", result.console_tail);
     }
-    Ok(Run {
+    if let Some(dir) = &kept {
+        eprintln!(
+            "bigbar: kept run directory {} (device socket {})",
+            dir.display(),
+            socket.display()
+        );
+    }
+    Ok(Some(Run {
         kernel: KernelInfo {
             spec: plan.kernel_spec.clone(),
             release: Some(kern.release.clone()),
@@ -187,13 +210,69 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Run> {
         guest_seconds: result.guest_seconds,
         tests: result.tests,
         kernel_reports: result.kernel_reports,
-    })
+        run_dir: kept.map(|d| d.display().to_string()),
+    }))
+}
+
+/// `--dry-run`: the QEMU command, the kernel command line and the initramfs.
+fn print_dry_run(cfg: &GuestConfig, mut qemu: std::process::Command, run_dir: &Path) -> Result<()> {
+    qemu.args(session::qemu_args(cfg, run_dir));
+    let words: Vec<String> = std::iter::once(qemu.get_program())
+        .chain(qemu.get_args())
+        .map(|w| shell_quote(&w.to_string_lossy()))
+        .collect();
+    println!("QEMU command line:\n  {}", words.join(" "));
+    println!("kernel command line:\n  {}", session::kernel_cmdline(cfg));
+    println!("initramfs {}:", cfg.initramfs.display());
+    for (name, mode, size) in initramfs_entries(&cfg.initramfs)? {
+        println!("  {mode:06o} {size:>10} {name}");
+    }
+    Ok(())
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+fn shell_quote(w: &str) -> String {
+    if !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=/.,:@+".contains(&b))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// Name, mode and size of every entry of a newc initramfs.
+fn initramfs_entries(path: &Path) -> Result<Vec<(String, u32, u32)>> {
+    let mut file = std::io::BufReader::new(
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+    );
+    let mut entries = Vec::new();
+    loop {
+        let reader = cpio::NewcReader::new(file).context("reading the initramfs")?;
+        let e = reader.entry();
+        if e.is_trailer() {
+            break;
+        }
+        entries.push((e.name().to_string(), e.mode(), e.file_size()));
+        file = reader.finish().context("reading the initramfs")?;
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[rstest]
+    #[case("plain", "plain")]
+    #[case("a b", "'a b'")]
+    #[case("{\"driver\":1}", "'{\"driver\":1}'")]
+    #[case("it's", "'it'\\''s'")]
+    fn quoting(#[case] word: &str, #[case] quoted: &str) {
+        assert_eq!(shell_quote(word), quoted);
+    }
 
     #[rstest]
     #[case("1=64M:32:msix@2M,2=16G,4=1G", 64 << 30, 40)]

@@ -3,10 +3,14 @@
 
 mod accel;
 mod artefacts;
+mod cli;
 mod console;
 mod device;
+mod export;
+mod junit;
 mod ktap;
 mod machine;
+mod parse;
 mod process;
 mod report;
 mod session;
@@ -14,84 +18,24 @@ mod stages;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use report::{Outcome, Results, Tally};
+use cli::{Cli, Command, RunArgs};
+use report::{Outcome, Results, Run, Tally};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Exit status: every test passed (or was skipped / expectedly failed).
-const EXIT_OK: u8 = 0;
-/// Exit status: at least one test failed.
-const EXIT_TEST_FAILED: u8 = 1;
-/// Exit status: the kernel oopsed or panicked during the run.
-const EXIT_KERNEL_CRASHED: u8 = 3;
-/// Exit status: the guest did not finish within `--timeout`.
-const EXIT_TIMEOUT: u8 = 4;
-/// Exit status: the kernel could not be tested at all (fetch or build failed,
-/// QEMU or device-emu died, interrupted). `git bisect run` skips such commits.
-const EXIT_NOT_TESTED: u8 = 125;
-
-const EXIT_HELP: &str = "\
-Exit status:
-  0    every test passed, was skipped, or failed as expected
-  1    at least one test failed
-  2    usage error
-  3    the kernel oopsed or panicked (the report is printed and in results.json)
-  4    the guest did not finish within --timeout
-  125  the kernel could not be tested (fetch/build failed, QEMU or device-emu died,
-       interrupted); `git bisect run` treats this as 'skip'";
-
-/// Boot a Linux guest with bigbar's emulated large-BAR device and run the guest tests.
-#[derive(Parser, Debug)]
-#[command(version, after_help = EXIT_HELP)]
-struct Cli {
-    /// Kernel to boot: `debian:sid`, `debian:trixie` or `debian:bookworm`.
-    #[arg(long, default_value = "debian:sid")]
-    kernel: String,
-    /// QEMU binary (>= 10.1 with vfio-user-pci); default: PATH, else Debian sid's build.
-    #[arg(long)]
-    qemu: Option<PathBuf>,
-    /// Output directory (default: a new directory under target/bigbar-runs).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Whole-boot time limit in seconds.
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
-    /// Cache of fetched QEMU, kernels and packages (default target/bigbar-cache,
-    /// or $BIGBAR_CACHE).
-    #[arg(long)]
-    cache: Option<PathBuf>,
-    /// BAR layout of the emulated device (device-emu's --bars syntax).
-    #[arg(long, default_value_t = device_emu::layout::BarLayout::default().to_string())]
-    bars: String,
-    /// Accelerator: `auto` (KVM if a probe boot shows it works, else TCG), `tcg` or `kvm`.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tcg", "kvm"])]
-    accel: String,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 1024)]
-    memory: u32,
-    /// Run only the guest tests whose name matches GLOB (`*` wildcards; repeatable).
-    #[arg(long, value_name = "GLOB")]
-    filter: Vec<String>,
-    /// Pass ARG through to the guest test binary (repeatable), e.g.
-    /// `--guest-arg=--seed=42`.
-    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
-    guest_arg: Vec<String>,
-    /// Extra kernel command line arguments.
-    #[arg(long, default_value = "")]
-    append: String,
-    /// Echo the guest's kernel console to stderr while it runs.
-    #[arg(long, short)]
-    verbose: bool,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let result = match &cli.command {
+        None => run(&cli.run),
+        Some(Command::Parse { path, junit }) => parse_saved(path, junit.as_deref()),
+        Some(Command::ExportKselftest { dir }) => export_kselftest(dir),
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("bigbar: error: {e:#}");
-            ExitCode::from(EXIT_NOT_TESTED)
+            ExitCode::from(cli::EXIT_NOT_TESTED)
         }
     }
 }
@@ -104,16 +48,23 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The cargo target directory the runner writes its defaults under.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// Picks and creates the output directory.
-fn out_dir(cli: &Cli, target: &Path) -> Result<PathBuf> {
-    let dir = match &cli.out {
+fn out_dir(args: &RunArgs) -> Result<PathBuf> {
+    let dir = match &args.out {
         Some(d) => d.clone(),
         None => {
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            target
+            target_dir()
                 .join("bigbar-runs")
                 .join(format!("{stamp}-{}", std::process::id()))
         }
@@ -122,36 +73,52 @@ fn out_dir(cli: &Cli, target: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn run(cli: &Cli) -> Result<u8> {
-    let layout: device_emu::layout::BarLayout = cli
+fn run(args: &RunArgs) -> Result<u8> {
+    let layout: device_emu::layout::BarLayout = args
         .bars
         .parse()
-        .map_err(|e| anyhow::anyhow!("--bars {}: {e}", cli.bars))?;
-    let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let out = out_dir(cli, &target)?;
-    let cache_root = cli
+        .map_err(|e| anyhow::anyhow!("--bars {}: {e}", args.bars))?;
+    if args.list {
+        return list_tests(args);
+    }
+    let out = out_dir(args)?;
+    let cache = args
         .cache
         .clone()
         .or_else(|| std::env::var_os("BIGBAR_CACHE").map(PathBuf::from))
-        .unwrap_or_else(|| target.join("bigbar-cache"));
+        .unwrap_or_else(|| target_dir().join("bigbar-cache"));
     let plan = machine::Plan {
-        kernel_spec: cli.kernel.clone(),
-        qemu: cli.qemu.clone(),
-        cache: cache_root,
+        kernel_spec: args.kernel.clone(),
+        qemu: args.qemu.clone(),
+        cache,
         layout,
-        accel: cli.accel.clone(),
-        memory_mib: cli.memory,
-        timeout: Duration::from_secs(cli.timeout),
-        echo_console: cli.verbose,
-        guest_args: guest_args(cli),
-        append: cli.append.clone(),
+        accel: args.accel.clone(),
+        memory_mib: args.memory,
+        timeout: Duration::from_secs(args.timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        echo_console: args.verbose,
+        guest_args: args.guest_args(),
+        append: args.append.clone(),
+        qemu_args: args.qemu_arg.clone(),
+        dry_run: args.dry_run,
+        keep: args.keep,
     };
-    let run = machine::boot_and_test(&root, &plan, &out)?;
+    let Some(run) = machine::boot_and_test(&workspace_root(), &plan, &out)? else {
+        return Ok(cli::EXIT_OK); // --dry-run printed what it would do
+    };
+    let results = Results { runs: vec![run] };
+    results.write(&out)?;
+    if let Some(path) = &args.junit {
+        junit::write(&results, path)?;
+    }
+    eprintln!("bigbar: results in {}", out.display());
+    Ok(present(&results.runs[0]))
+}
+
+/// Prints the table, kernel reports and summary of a run; returns the exit status.
+fn present(run: &Run) -> u8 {
     eprintln!();
-    print!("{}", report::table(&run));
+    print!("{}", report::table(run));
     for r in &run.kernel_reports {
         eprintln!(
             "kernel {:?} during {}:\n{}",
@@ -160,45 +127,71 @@ fn run(cli: &Cli) -> Result<u8> {
             r.text
         );
     }
-    let tally = Tally::of(&run.tests);
-    let code = exit_code(&run.outcome, &tally);
     if let Outcome::KernelCrashed(why) | Outcome::TimedOut(why) | Outcome::Infrastructure(why) =
         &run.outcome
     {
         eprintln!("bigbar: the run did not complete: {why}");
     }
-    let results = Results { runs: vec![run] };
-    results.write(&out)?;
-    eprintln!("bigbar: results in {}", out.display());
+    let tally = Tally::of(&run.tests);
     println!("{}", tally.summary_line());
-    Ok(code)
+    exit_code(&run.outcome, &tally)
 }
 
-/// The guest test binary's arguments for `--filter` and `--guest-arg`.
-fn guest_args(cli: &Cli) -> Vec<String> {
-    let mut args = Vec::new();
-    for f in &cli.filter {
-        args.extend(["--filter".to_string(), f.clone()]);
+/// `--list`: builds the guest binary and lets it list its tests on the host.
+fn list_tests(args: &RunArgs) -> Result<u8> {
+    let bin = artefacts::build_guest(&workspace_root())?;
+    let status = std::process::Command::new(&bin)
+        .arg("--list")
+        .args(args.guest_args())
+        .status()
+        .with_context(|| format!("running {} --list", bin.display()))?;
+    Ok(if status.success() {
+        cli::EXIT_OK
+    } else {
+        cli::EXIT_NOT_TESTED
+    })
+}
+
+/// `runner parse`.
+fn parse_saved(path: &Path, junit_path: Option<&Path>) -> Result<u8> {
+    let run = parse::read(path)?;
+    let results = parse::results(run);
+    if let Some(p) = junit_path {
+        junit::write(&results, p)?;
     }
-    args.extend(cli.guest_arg.iter().cloned());
-    args
+    Ok(present(&results.runs[0]))
+}
+
+/// `runner export-kselftest`.
+fn export_kselftest(dir: &Path) -> Result<u8> {
+    let bin = artefacts::build_guest(&workspace_root())?;
+    export::export(&bin, dir)?;
+    eprintln!(
+        "bigbar: kselftest layout in {}; run it with {}/run_kselftest.sh",
+        dir.display(),
+        dir.display()
+    );
+    Ok(cli::EXIT_OK)
 }
 
 /// Maps how the run ended and what the tests said to the exit status.
 fn exit_code(outcome: &Outcome, tally: &Tally) -> u8 {
     match outcome {
-        Outcome::KernelCrashed(_) => EXIT_KERNEL_CRASHED,
-        Outcome::TimedOut(_) => EXIT_TIMEOUT,
-        Outcome::Infrastructure(_) => EXIT_NOT_TESTED,
-        Outcome::Completed if tally.failed > 0 => EXIT_TEST_FAILED,
-        Outcome::Completed if tally.passed + tally.skipped + tally.xfailed == 0 => EXIT_NOT_TESTED,
-        Outcome::Completed => EXIT_OK,
+        Outcome::KernelCrashed(_) => cli::EXIT_KERNEL_CRASHED,
+        Outcome::TimedOut(_) => cli::EXIT_TIMEOUT,
+        Outcome::Infrastructure(_) => cli::EXIT_NOT_TESTED,
+        Outcome::Completed if tally.failed > 0 => cli::EXIT_TEST_FAILED,
+        Outcome::Completed if tally.passed + tally.skipped + tally.xfailed == 0 => {
+            cli::EXIT_NOT_TESTED
+        }
+        Outcome::Completed => cli::EXIT_OK,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cli::*;
 
     #[test]
     fn exit_codes() {

@@ -62,6 +62,9 @@ pub struct Run {
     pub tests: Vec<TestResult>,
     /// Oops, panic, warning and hung-task reports seen on the console.
     pub kernel_reports: Vec<KernelReport>,
+    /// The kept run directory (sockets, initramfs), with `--keep`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<String>,
 }
 
 /// The whole `results.json` document.
@@ -211,6 +214,7 @@ mod tests {
             guest_seconds: 1.5,
             tests: vec![result("setup.bind_vfio", Verdict::Pass)],
             kernel_reports: vec![],
+            run_dir: None,
         };
         let v = serde_json::to_value(Results { runs: vec![run] }).unwrap();
         let r = &v["runs"][0];

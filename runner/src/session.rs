@@ -61,6 +61,10 @@ pub struct GuestConfig {
     pub memory_mib: u32,
     /// Whole-boot time limit.
     pub timeout: Duration,
+    /// Longest silence on both serial ports before the guest is stopped.
+    pub idle_timeout: Duration,
+    /// Extra QEMU arguments, appended last.
+    pub extra_qemu_args: Vec<String>,
     /// Echo the kernel console to stderr as it arrives.
     pub echo_console: bool,
 }
@@ -134,6 +138,7 @@ pub fn qemu_args(cfg: &GuestConfig, dir: &Path) -> Vec<String> {
         "socket": {"type": "unix", "path": cfg.device_socket},
     });
     push(&["-device", &dev.to_string()]);
+    a.extend(cfg.extra_qemu_args.iter().cloned());
     a
 }
 
@@ -206,10 +211,23 @@ pub fn run(
     let start = Instant::now();
     let qemu = Supervised::spawn("qemu", &mut qemu_cmd, tx, Event::QemuExited)?;
     let mut state = LoopState::new(cfg.echo_console);
-    let outcome = state.drive(rx, &qemu, start + cfg.timeout, &qemu_log);
+    let limits = Limits {
+        deadline: start + cfg.timeout,
+        idle: cfg.idle_timeout,
+    };
+    let outcome = state.drive(rx, &qemu, limits, &qemu_log);
     let guest_seconds = start.elapsed().as_secs_f64();
     drop(qemu);
     Ok(state.finish(outcome, guest_seconds))
+}
+
+/// When the event loop gives up on a guest.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// The whole boot must end by then.
+    deadline: Instant,
+    /// Longest silence on both serial ports.
+    idle: Duration,
 }
 
 /// The event loop's state while one guest runs.
@@ -262,16 +280,21 @@ impl LoopState {
         &mut self,
         rx: &Receiver<Event>,
         qemu: &Supervised,
-        deadline: Instant,
+        limits: Limits,
         qemu_log: &Path,
     ) -> Outcome {
         let mut qemu_status: Option<ExitStatus> = None;
         let mut forced: Option<Outcome> = None;
+        let mut last_output = Instant::now();
         while qemu_status.is_none() || self.open_streams > 0 {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(Event::Console(l)) => self.on_console(l),
+            let wake = limits.deadline.min(last_output + limits.idle);
+            match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                Ok(Event::Console(l)) => {
+                    last_output = Instant::now();
+                    self.on_console(l)
+                }
                 Ok(Event::Ktap(l)) => {
+                    last_output = Instant::now();
                     self.ktap.feed_line(&l);
                 }
                 Ok(Event::StreamClosed) => self.open_streams = self.open_streams.saturating_sub(1),
@@ -299,9 +322,12 @@ impl LoopState {
                         break; // QEMU gone; a stream that never closes is not worth waiting for.
                     }
                     let current = self.current_test().unwrap_or_else(|| "(boot)".into());
-                    forced.get_or_insert(Outcome::TimedOut(format!(
-                        "the guest did not finish in time; in flight: {current}"
-                    )));
+                    let why = if Instant::now() >= limits.deadline {
+                        "the guest did not finish within --timeout".to_string()
+                    } else {
+                        format!("the guest printed nothing for {} s", limits.idle.as_secs())
+                    };
+                    forced.get_or_insert(Outcome::TimedOut(format!("{why}; in flight: {current}")));
                     qemu.signal(Signal::SIGKILL);
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -390,7 +416,9 @@ mod tests {
             device_socket: "/d/dev.sock".into(),
             memory_mib: 1024,
             timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
             echo_console: false,
+            extra_qemu_args: vec!["-s".into()],
         }
     }
 
