@@ -109,6 +109,9 @@ fn run_one<F, W: Write>(
     fixture: &F,
     opts: RunOptions,
 ) -> io::Result<()> {
+    // Announce the test before it runs, as kselftest_harness does, so whoever
+    // reads the stream knows which test was in flight if the kernel dies.
+    ktap.diag(&format!(" RUN           {} ...", test.name))?;
     let finished = isolate::run(test.timeout, || child_body(test, fixture));
     let (verdict, elapsed) = match finished {
         Ok(f) => (report(ktap, test, &f)?, Some(f.elapsed)),
@@ -272,19 +275,27 @@ mod tests {
         let (out, totals) = run_to_string(&[], || Ok(Fx { value: 42 }));
         let want = "TAP version 13\n\
             1..8\n\
+            #  RUN           dummy.pass ...\n\
             # value is 42\n\
             ok 1 dummy.pass\n\
+            #  RUN           dummy.fail ...\n\
             # dummy.fail: touching the PMD block: expected 1 fault, got 512\n\
             not ok 2 dummy.fail\n\
+            #  RUN           dummy.skip ...\n\
             ok 3 dummy.skip # SKIP kernel lacks huge pfnmap\n\
+            #  RUN           dummy.panic ...\n\
             # dummy.panic: panicked: boom 7\n\
             not ok 4 dummy.panic\n\
+            #  RUN           dummy.sigbus ...\n\
             # dummy.sigbus: killed by signal SIGBUS\n\
             not ok 5 dummy.sigbus\n\
+            #  RUN           dummy.hang ...\n\
             # dummy.hang: timed out after 0.4 s\n\
             not ok 6 dummy.hang # TIMEOUT\n\
+            #  RUN           dummy.exit ...\n\
             # dummy.exit: child exited with unexpected status 9\n\
             not ok 7 dummy.exit\n\
+            #  RUN           dummy.xfail ...\n\
             not ok 8 dummy.xfail # XFAIL placed at 4 KiB\n\
             # Totals: pass:1 fail:5 xfail:1 xpass:0 skip:1 error:0\n";
         assert_eq!(out, want);

@@ -41,6 +41,7 @@ pub struct TestResult {
 pub struct Parser {
     saw_version: bool,
     plan: Option<u32>,
+    in_flight: Option<String>,
     pending_diag: Vec<String>,
     results: Vec<TestResult>,
 }
@@ -67,7 +68,13 @@ impl Parser {
             return None;
         }
         if let Some(diag) = line.strip_prefix('#') {
-            self.pending_diag.push(diag.trim_start().to_string());
+            let diag = diag.trim_start();
+            // kselftest_harness announces each test: "#  RUN           name ...".
+            if let Some(name) = diag.strip_prefix("RUN ") {
+                self.in_flight = Some(name.trim().trim_end_matches("...").trim().to_string());
+            } else {
+                self.pending_diag.push(diag.to_string());
+            }
             return None;
         }
         // Subtest lines are indented; keep them as diagnostics of the enclosing test.
@@ -82,6 +89,7 @@ impl Parser {
                     diag.push(std::mem::take(&mut result.diagnostic));
                 }
                 result.diagnostic = diag.join("\n");
+                self.in_flight = None;
                 self.results.push(result);
                 self.results.last()
             }
@@ -97,6 +105,11 @@ impl Parser {
     /// Whether a `TAP version` / `KTAP version` header was seen.
     pub fn saw_version(&self) -> bool {
         self.saw_version
+    }
+
+    /// The test announced with a `RUN` line and not finished yet.
+    pub fn in_flight(&self) -> Option<&str> {
+        self.in_flight.as_deref()
     }
 
     /// The announced plan (number of tests), if seen.
@@ -228,6 +241,18 @@ mod tests {
     #[case("[    1.234] ok 1 fake")]
     fn non_result_lines(#[case] line: &str) {
         assert!(parse_result_line(line).is_none());
+    }
+
+    #[test]
+    fn run_lines_mark_the_test_in_flight() {
+        let mut p = Parser::new();
+        p.feed_line("TAP version 13");
+        p.feed_line("#  RUN           f6.split_pud ...");
+        assert_eq!(p.in_flight(), Some("f6.split_pud"));
+        p.feed_line("# detail");
+        p.feed_line("ok 1 f6.split_pud");
+        assert_eq!(p.in_flight(), None);
+        assert_eq!(p.results()[0].diagnostic, "detail");
     }
 
     #[test]

@@ -253,8 +253,11 @@ impl LoopState {
         }
     }
 
-    /// The test in flight: the one after the last completed result.
+    /// The test in flight: the one announced, else the one after the last result.
     fn current_test(&self) -> Option<String> {
+        if let Some(name) = self.ktap.in_flight() {
+            return Some(name.to_string());
+        }
         let last = self.ktap.results().last().map(|r| r.name.clone());
         Some(match last {
             Some(name) => format!("(the test after {name})"),
