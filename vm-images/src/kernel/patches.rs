@@ -134,8 +134,8 @@ pub enum PatchProblem {
         file: String,
         /// The hunk's number in that file's part of the patch (from 1).
         hunk: u32,
-        /// The line the hunk's header gives for it in the file the series was
-        /// written against.
+        /// Where patch looked for it (the hunk header's line, shifted by what the
+        /// earlier hunks of the same patch added or removed).
         line: u32,
     },
     /// The file the patch changes does not exist in the tree.
