@@ -63,7 +63,10 @@ pub fn start(
     unsafe {
         cmd.pre_exec(hook);
     }
-    let process = Supervised::spawn("device-emu", &mut cmd, events, Event::DeviceExited)?;
+    let sock = socket.to_path_buf();
+    let process = Supervised::spawn("device-emu", &mut cmd, events, move |s| {
+        Event::DeviceExited(sock, s)
+    })?;
     // Only the child may hold the write end now, so its exit reads as EOF.
     drop(ready_w);
     wait_ready(ready_r, log)?;

@@ -94,6 +94,7 @@ mod tests {
                 t("f3.thp", Verdict::Skip),
             ],
             kernel_reports: vec![],
+            boots: vec![],
             run_dir: None,
         }
     }

@@ -1,7 +1,8 @@
 //! One complete run: build, obtain QEMU and the kernel, assemble the initramfs,
 //! start the device, boot, and turn what happened into a [`Run`].
 
-use crate::report::{KernelInfo, QemuInfo, Run};
+use crate::recovery::Recovery;
+use crate::report::{KernelInfo, Outcome, QemuInfo, Run};
 use crate::session::{self, GuestConfig};
 use crate::{accel, artefacts, device, stages};
 use anyhow::{Context, Result};
@@ -74,9 +75,20 @@ pub fn phys_bits(hole64: u64) -> u32 {
     (bits + 4).clamp(40, 52)
 }
 
-/// Runs everything for one kernel and returns the run's record (`None` for a
-/// dry run, which prints what it would boot instead).
-pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>> {
+/// Everything a boot needs, obtained once per run.
+struct Prepared {
+    built: artefacts::Artefacts,
+    qemu: qemu::Qemu,
+    kernel: kernel::Kernel,
+    busybox: PathBuf,
+    accel: accel::Choice,
+}
+
+/// Most boots one run may take when guests keep dying.
+const MAX_BOOTS: usize = 8;
+
+/// Builds the programs and obtains QEMU, the kernel and busybox.
+fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
     let cache = Cache::new(plan.cache.clone());
     let fetcher = Fetcher::new(&cache);
     let built = stages::run(
@@ -90,16 +102,17 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
         |q| format!("QEMU {} ({})", q.version, q.binary.display()),
     )?;
     let spec: kernel::KernelSpec = plan.kernel_spec.parse().context("--kernel")?;
-    let kern = stages::run(
+    let kernel = stages::run(
         "kernel",
         |_| kernel::obtain(&fetcher, &spec).context("obtaining the kernel"),
         |k| format!("{} ({})", k.release, k.image.display()),
     )?;
-    let bb = stages::run(
+    let busybox = stages::run(
         "busybox",
         |_| busybox::obtain(&fetcher, &Suite::sid()).context("obtaining busybox"),
         |b| format!("busybox-static {}", b.package_version),
-    )?;
+    )?
+    .binary;
     let accel = stages::run(
         "accelerator",
         |_| {
@@ -108,110 +121,213 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
                 &plan.accel,
                 || qemu.command(),
                 &version,
-                &kern.image,
+                &kernel.image,
                 &plan.cache,
             )
         },
         |c| format!("{} ({})", c.accel, c.reason),
     )?;
+    Ok(Prepared {
+        built,
+        qemu,
+        kernel,
+        busybox,
+        accel,
+    })
+}
+
+/// The names of the guest tests `plan` selects, in run order (the static
+/// guest binary lists them on the host).
+fn selected_tests(prep: &Prepared, plan: &Plan) -> Result<Vec<String>> {
+    let out = std::process::Command::new(&prep.built.guest_tests)
+        .arg("--list")
+        .args(&plan.guest_args)
+        .output()
+        .context("listing the guest tests")?;
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    Ok(names)
+}
+
+/// Names a per-boot output file: `console.log` for the first boot,
+/// `console.boot2.log` for the second, and so on.
+pub fn boot_file(stem: &str, ext: &str, boot: usize) -> String {
+    if boot == 1 {
+        format!("{stem}.{ext}")
+    } else {
+        format!("{stem}.boot{boot}.{ext}")
+    }
+}
+
+/// Runs everything for one kernel and returns the run's record (`None` for a
+/// dry run, which prints what it would boot instead).
+///
+/// When a guest dies before its tests finished (panic, hang), the test in flight
+/// is failed with the kernel's report and the remaining tests run in a fresh guest.
+pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>> {
+    let prep = prepare(root, plan)?;
     let run_dir = tempfile::Builder::new()
         .prefix("bigbar-run-")
         .tempdir()
         .context("creating the private run directory")?;
-    let initrd = run_dir.path().join("initramfs.cpio");
-    let spec_rd = initramfs::InitramfsSpec {
-        busybox: bb.binary,
-        guest_tests: built.guest_tests.clone(),
-        modules: kern.modules.clone(),
-        test_args: [
-            vec!["--bars".into(), plan.layout.to_string()],
-            plan.guest_args.clone(),
-        ]
-        .concat(),
-        shell: false,
-    };
-    stages::run(
-        "initramfs",
-        |_| initramfs::build(&spec_rd, &initrd).context("building the initramfs"),
-        |_| initrd.display().to_string(),
-    )?;
+    if plan.dry_run {
+        let cfg = guest_config(&prep, plan, run_dir.path(), 1);
+        build_initramfs(&prep, plan, &cfg.initramfs, &[])?;
+        print_dry_run(&cfg, prep.qemu.command(), run_dir.path())?;
+        return Ok(None);
+    }
+    let all = selected_tests(&prep, plan)?;
+    let mut record = Recovery::new(all);
+    let (tx, rx) = session::event_channel()?;
+    for boot in 1..=MAX_BOOTS {
+        let cfg = guest_config(&prep, plan, run_dir.path(), boot);
+        let selection = if boot == 1 {
+            Vec::new()
+        } else {
+            record.remaining()
+        };
+        build_initramfs(&prep, plan, &cfg.initramfs, &selection)?;
+        let dev = stages::run(
+            "device",
+            |_| {
+                let log = out.join(boot_file("device-emu", "log", boot));
+                device::start(
+                    &prep.built.device_emu,
+                    &cfg.device_socket,
+                    &plan.layout.to_string(),
+                    &log,
+                    tx.clone(),
+                )
+            },
+            |_| format!("bars {}", plan.layout),
+        )?;
+        let files = (
+            boot_file("console", "log", boot),
+            boot_file("results", "ktap", boot),
+        );
+        let result = stages::run(
+            &format!("boot {boot} and tests"),
+            |_| {
+                session::run(
+                    &cfg,
+                    prep.qemu.command(),
+                    out,
+                    run_dir.path(),
+                    (tx.clone(), &rx),
+                    &files,
+                )
+            },
+            |r| {
+                format!(
+                    "{} results, {:.1} s guest wall time",
+                    r.tests.len(),
+                    r.guest_seconds
+                )
+            },
+        )?;
+        dev.stop();
+        if result.outcome != Outcome::Completed {
+            eprintln!("bigbar: last console lines:\n{}", result.console_tail);
+        }
+        if !record.absorb(boot, result) {
+            break;
+        }
+        eprintln!(
+            "bigbar: the guest died; {} tests remain, continuing in a fresh guest",
+            record.remaining().len()
+        );
+    }
+    let kept = plan.keep.then(|| run_dir.keep());
+    if let Some(dir) = &kept {
+        eprintln!(
+            "bigbar: kept run directory {} (device sockets device-N.sock)",
+            dir.display()
+        );
+    }
+    let (outcome, tests, kernel_reports, boots, guest_seconds) = record.finish();
+    Ok(Some(Run {
+        kernel: KernelInfo {
+            spec: plan.kernel_spec.clone(),
+            release: Some(prep.kernel.release.clone()),
+            package_version: Some(prep.kernel.package_version.clone()),
+        },
+        qemu: QemuInfo {
+            version: prep.qemu.version.to_string(),
+            path: prep.qemu.binary.display().to_string(),
+        },
+        accel: prep.accel.accel.clone(),
+        accel_reason: prep.accel.reason.clone(),
+        bars: plan.layout.to_string(),
+        outcome,
+        guest_seconds,
+        tests,
+        kernel_reports,
+        boots,
+        run_dir: kept.map(|d| d.display().to_string()),
+    }))
+}
+
+/// The guest configuration of boot number `boot`.
+fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> GuestConfig {
     let hole = pci_hole64(&plan.layout);
-    let socket = run_dir.path().join("device.sock");
-    let cfg = GuestConfig {
-        kernel: kern.image.clone(),
-        initramfs: initrd,
+    GuestConfig {
+        kernel: prep.kernel.image.clone(),
+        initramfs: run_dir.join(format!("initramfs-{boot}.cpio")),
         append: plan.append.clone(),
-        accel: accel.accel.clone(),
+        accel: prep.accel.accel.clone(),
         iommu: true,
         pci_hole64: hole,
         phys_bits: phys_bits(hole),
-        device_socket: socket.clone(),
+        device_socket: run_dir.join(format!("device-{boot}.sock")),
         memory_mib: plan.memory_mib,
         timeout: plan.timeout,
         idle_timeout: plan.idle_timeout,
         echo_console: plan.echo_console,
         extra_qemu_args: plan.qemu_args.clone(),
-    };
-    if plan.dry_run {
-        print_dry_run(&cfg, qemu.command(), run_dir.path())?;
-        return Ok(None);
     }
-    let (tx, rx) = session::event_channel()?;
-    let dev = stages::run(
-        "device",
-        |_| {
-            device::start(
-                &built.device_emu,
-                &socket,
-                &plan.layout.to_string(),
-                &out.join("device-emu.log"),
-                tx.clone(),
-            )
-        },
-        |_| format!("bars {}", plan.layout),
-    )?;
-    let result = stages::run(
-        "boot and tests",
-        |_| session::run(&cfg, qemu.command(), out, run_dir.path(), (tx, &rx)),
-        |r| {
-            format!(
-                "{} results, {:.1} s guest wall time",
-                r.tests.len(),
-                r.guest_seconds
-            )
-        },
-    )?;
-    dev.stop();
-    let kept = plan.keep.then(|| run_dir.keep());
-    if result.outcome != crate::report::Outcome::Completed {
-        eprintln!("bigbar: last console lines:\n{}", result.console_tail);
-    }
-    if let Some(dir) = &kept {
-        eprintln!(
-            "bigbar: kept run directory {} (device socket {})",
-            dir.display(),
-            socket.display()
+}
+
+/// Writes the initramfs; `only` (exact test names) narrows the selection.
+fn build_initramfs(prep: &Prepared, plan: &Plan, path: &Path, only: &[String]) -> Result<()> {
+    let mut args = vec!["--bars".to_string(), plan.layout.to_string()];
+    if only.is_empty() {
+        args.extend(plan.guest_args.iter().cloned());
+    } else {
+        // A filter without `*` matches exactly one name.
+        args.extend(
+            only.iter()
+                .flat_map(|n| ["--filter".to_string(), n.clone()]),
         );
+        args.extend(without_filters(&plan.guest_args));
     }
-    Ok(Some(Run {
-        kernel: KernelInfo {
-            spec: plan.kernel_spec.clone(),
-            release: Some(kern.release.clone()),
-            package_version: Some(kern.package_version.clone()),
-        },
-        qemu: QemuInfo {
-            version: qemu.version.to_string(),
-            path: qemu.binary.display().to_string(),
-        },
-        accel: accel.accel,
-        accel_reason: accel.reason,
-        bars: plan.layout.to_string(),
-        outcome: result.outcome,
-        guest_seconds: result.guest_seconds,
-        tests: result.tests,
-        kernel_reports: result.kernel_reports,
-        run_dir: kept.map(|d| d.display().to_string()),
-    }))
+    let spec = initramfs::InitramfsSpec {
+        busybox: prep.busybox.clone(),
+        guest_tests: prep.built.guest_tests.clone(),
+        modules: prep.kernel.modules.clone(),
+        test_args: args,
+        shell: false,
+    };
+    initramfs::build(&spec, path).context("building the initramfs")
+}
+
+/// `args` without its `--filter GLOB` / `--filter=GLOB` options.
+fn without_filters(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for a in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if a == "--filter" {
+            skip_value = true;
+        } else if !a.starts_with("--filter=") {
+            out.push(a.clone());
+        }
+    }
+    out
 }
 
 /// `--dry-run`: the QEMU command, the kernel command line and the initramfs.
@@ -264,6 +380,20 @@ fn initramfs_entries(path: &Path) -> Result<Vec<(String, u32, u32)>> {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[test]
+    fn filters_are_dropped_from_pass_through_arguments() {
+        let args: Vec<String> = ["--filter", "a*", "--seed", "1", "--filter=b", "--no-risky"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(without_filters(&args), ["--seed", "1", "--no-risky"]);
+    }
+
+    #[test]
+    fn per_boot_file_names() {
+        assert_eq!(boot_file("console", "log", 1), "console.log");
+        assert_eq!(boot_file("results", "ktap", 3), "results.boot3.ktap");
+    }
 
     #[rstest]
     #[case("plain", "plain")]

@@ -12,6 +12,7 @@ mod ktap;
 mod machine;
 mod parse;
 mod process;
+mod recovery;
 mod report;
 mod session;
 mod stages;

@@ -59,6 +59,7 @@ pub fn read(path: &Path) -> Result<Run> {
         guest_seconds: 0.0,
         tests: vec![],
         kernel_reports: vec![],
+        boots: vec![],
         run_dir: None,
     });
     run.outcome = saved_outcome_or(&run.outcome, outcome);
@@ -135,6 +136,7 @@ fn saved_metadata(path: &Path) -> Option<Run> {
             .unwrap_or(0.0),
         tests: vec![],
         kernel_reports: vec![],
+        boots: vec![],
         run_dir: None,
     })
 }

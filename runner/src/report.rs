@@ -41,7 +41,20 @@ pub struct QemuInfo {
     pub path: String,
 }
 
-/// One boot of one kernel.
+/// One guest boot within a run (a run boots again when a guest dies).
+#[derive(Clone, Debug, Serialize)]
+pub struct Boot {
+    /// 1 for the first boot.
+    pub boot: usize,
+    /// How this boot ended.
+    pub outcome: Outcome,
+    /// Its QEMU wall time.
+    pub guest_seconds: f64,
+    /// The tests that ran (or were in flight) in it.
+    pub tests: Vec<String>,
+}
+
+/// One run of the tests on one kernel.
 #[derive(Clone, Debug, Serialize)]
 pub struct Run {
     /// The kernel.
@@ -56,12 +69,14 @@ pub struct Run {
     pub bars: String,
     /// How the run ended.
     pub outcome: Outcome,
-    /// Seconds from QEMU start to QEMU exit.
+    /// Seconds from QEMU start to QEMU exit, summed over boots.
     pub guest_seconds: f64,
     /// The KTAP results.
     pub tests: Vec<TestResult>,
     /// Oops, panic, warning and hung-task reports seen on the console.
     pub kernel_reports: Vec<KernelReport>,
+    /// The guest boots of this run, with the tests each ran.
+    pub boots: Vec<Boot>,
     /// The kept run directory (sockets, initramfs), with `--keep`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_dir: Option<String>,
@@ -214,6 +229,7 @@ mod tests {
             guest_seconds: 1.5,
             tests: vec![result("setup.bind_vfio", Verdict::Pass)],
             kernel_reports: vec![],
+            boots: vec![],
             run_dir: None,
         };
         let v = serde_json::to_value(Results { runs: vec![run] }).unwrap();

@@ -32,8 +32,9 @@ pub enum Event {
     StreamClosed,
     /// QEMU exited.
     QemuExited(ExitStatus),
-    /// device-emu exited.
-    DeviceExited(ExitStatus),
+    /// The device-emu serving the given socket exited (a run's boots each have
+    /// their own device; an exit of an earlier boot's device is not news).
+    DeviceExited(PathBuf, ExitStatus),
     /// The runner received SIGINT or SIGTERM.
     Signal(i32),
 }
@@ -82,6 +83,10 @@ pub struct SessionResult {
     pub guest_seconds: f64,
     /// Last console lines, for error messages.
     pub console_tail: String,
+    /// The test announced and not finished when the guest stopped.
+    pub in_flight: Option<String>,
+    /// Whether the KTAP stream ran to its plan.
+    pub ktap_complete: bool,
 }
 
 /// The kernel command line for a run.
@@ -184,17 +189,16 @@ pub fn run(
     out: &Path,
     run_dir: &Path,
     events: (Sender<Event>, &Receiver<Event>),
+    files: &(String, String),
 ) -> Result<SessionResult> {
     let (tx, rx) = events;
     for (name, file, make) in [
-        (
-            "console",
-            "console.log",
-            Event::Console as fn(String) -> Event,
-        ),
-        ("ktap", "results.ktap", Event::Ktap as fn(String) -> Event),
+        ("console", &files.0, Event::Console as fn(String) -> Event),
+        ("ktap", &files.1, Event::Ktap as fn(String) -> Event),
     ] {
         let sock = run_dir.join(format!("{name}.sock"));
+        // A previous boot of the same run leaves its socket file behind.
+        let _ = std::fs::remove_file(&sock);
         let listener =
             UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
         let log = File::create(out.join(file))
@@ -210,7 +214,7 @@ pub fn run(
         .stderr(qemu_err);
     let start = Instant::now();
     let qemu = Supervised::spawn("qemu", &mut qemu_cmd, tx, Event::QemuExited)?;
-    let mut state = LoopState::new(cfg.echo_console);
+    let mut state = LoopState::new(cfg.echo_console, cfg.device_socket.clone());
     let limits = Limits {
         deadline: start + cfg.timeout,
         idle: cfg.idle_timeout,
@@ -237,19 +241,21 @@ struct LoopState {
     console_tail: Vec<String>,
     open_streams: u8,
     echo: bool,
+    device_socket: PathBuf,
 }
 
 /// Console lines kept for error messages.
 const TAIL_LINES: usize = 40;
 
 impl LoopState {
-    fn new(echo: bool) -> Self {
+    fn new(echo: bool, device_socket: PathBuf) -> Self {
         Self {
             ktap: Parser::new(),
             watcher: Watcher::new(),
             console_tail: Vec::new(),
             open_streams: 2,
             echo,
+            device_socket,
         }
     }
 
@@ -308,7 +314,8 @@ impl LoopState {
                         self.open_streams = 0;
                     }
                 }
-                Ok(Event::DeviceExited(s)) => {
+                Ok(Event::DeviceExited(sock, _)) if sock != self.device_socket => {}
+                Ok(Event::DeviceExited(_, s)) => {
                     forced.get_or_insert(Outcome::Infrastructure(format!(
                         "device-emu exited while the guest ran ({s})"
                     )));
@@ -374,12 +381,20 @@ impl LoopState {
     }
 
     fn finish(self, outcome: Outcome, guest_seconds: f64) -> SessionResult {
+        let in_flight = self.ktap.in_flight().map(str::to_string);
+        let ktap_complete = self.ktap.saw_version()
+            && self
+                .ktap
+                .plan()
+                .is_some_and(|p| p as usize == self.ktap.results().len());
         SessionResult {
             outcome,
             tests: self.ktap.into_results(),
             kernel_reports: self.watcher.into_reports(),
             guest_seconds,
             console_tail: self.console_tail.join("\n"),
+            in_flight,
+            ktap_complete,
         }
     }
 }

@@ -1,0 +1,197 @@
+//! Carrying a run across guests that die.
+//!
+//! Some tests probe kernel paths that may oops or hang the kernel. When a guest
+//! dies before its KTAP stream is complete, the test in flight is failed with the
+//! kernel's report, and the tests not yet run go to a fresh guest. [`Recovery`]
+//! keeps the combined record and says whether another boot is worth it.
+
+use crate::console::KernelReport;
+use crate::ktap::{TestResult, Verdict};
+use crate::report::{Boot, Outcome};
+use crate::session::SessionResult;
+
+/// The combined record of all boots of one run.
+#[derive(Debug)]
+pub struct Recovery {
+    selected: Vec<String>,
+    tests: Vec<TestResult>,
+    reports: Vec<KernelReport>,
+    boots: Vec<Boot>,
+}
+
+impl Recovery {
+    /// Starts a record for the `selected` tests (in run order).
+    pub fn new(selected: Vec<String>) -> Self {
+        Self {
+            selected,
+            tests: Vec::new(),
+            reports: Vec::new(),
+            boots: Vec::new(),
+        }
+    }
+
+    /// Selected tests that have no result yet, in run order.
+    pub fn remaining(&self) -> Vec<String> {
+        self.selected
+            .iter()
+            .filter(|n| !self.tests.iter().any(|t| &t.name == *n))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds the result of boot number `boot`; returns whether the remaining tests
+    /// should run in another guest.
+    pub fn absorb(&mut self, boot: usize, mut result: SessionResult) -> bool {
+        let mut names: Vec<String> = result.tests.iter().map(|t| t.name.clone()).collect();
+        let guest_died = matches!(
+            result.outcome,
+            Outcome::KernelCrashed(_) | Outcome::TimedOut(_)
+        ) && !result.ktap_complete;
+        let mut progressed = !result.tests.is_empty();
+        if guest_died {
+            if let Some(name) = result.in_flight.take() {
+                self.tests.append(&mut result.tests);
+                self.tests.push(died_during(&name, &result));
+                names.push(name);
+                progressed = true;
+            }
+        }
+        self.tests.append(&mut result.tests);
+        self.reports.append(&mut result.kernel_reports);
+        self.boots.push(Boot {
+            boot,
+            outcome: result.outcome,
+            guest_seconds: result.guest_seconds,
+            tests: names,
+        });
+        guest_died && progressed && !self.remaining().is_empty()
+    }
+
+    /// The run's outcome, results, kernel reports, boots and total guest time.
+    ///
+    /// A crash in any boot makes the run a crash (exit status 3) even when later
+    /// boots completed; otherwise a timeout; otherwise how the last boot ended.
+    pub fn finish(self) -> (Outcome, Vec<TestResult>, Vec<KernelReport>, Vec<Boot>, f64) {
+        let seconds = self.boots.iter().map(|b| b.guest_seconds).sum();
+        let last = self.boots.last().map(|b| b.outcome.clone());
+        let find = |f: fn(&Outcome) -> bool| {
+            self.boots
+                .iter()
+                .map(|b| &b.outcome)
+                .find(|o| f(o))
+                .cloned()
+        };
+        let outcome = match last {
+            Some(o @ Outcome::Infrastructure(_)) => o,
+            _ => find(|o| matches!(o, Outcome::KernelCrashed(_)))
+                .or_else(|| find(|o| matches!(o, Outcome::TimedOut(_))))
+                .or(last)
+                .unwrap_or_else(|| Outcome::Infrastructure("no guest was booted".into())),
+        };
+        (outcome, self.tests, self.reports, self.boots, seconds)
+    }
+}
+
+/// The failed result of a test during which the guest died.
+fn died_during(name: &str, result: &SessionResult) -> TestResult {
+    let why = match &result.outcome {
+        Outcome::KernelCrashed(first) => format!("the kernel crashed during this test: {first}"),
+        Outcome::TimedOut(why) => format!("the guest stopped responding during this test: {why}"),
+        o => format!("the guest died during this test: {o:?}"),
+    };
+    let report = result
+        .kernel_reports
+        .iter()
+        .find(|r| r.during_test.as_deref() == Some(name))
+        .map(|r| r.text.clone())
+        .unwrap_or_else(|| result.console_tail.clone());
+    TestResult {
+        number: 0,
+        name: name.to_string(),
+        result: Verdict::Fail,
+        diagnostic: format!("{why}\n{report}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::TroubleKind;
+
+    fn pass(name: &str) -> TestResult {
+        TestResult {
+            number: 1,
+            name: name.into(),
+            result: Verdict::Pass,
+            diagnostic: String::new(),
+        }
+    }
+
+    fn session(
+        outcome: Outcome,
+        tests: &[&str],
+        in_flight: Option<&str>,
+        complete: bool,
+    ) -> SessionResult {
+        SessionResult {
+            outcome,
+            tests: tests.iter().map(|n| pass(n)).collect(),
+            kernel_reports: in_flight
+                .map(|n| KernelReport {
+                    kind: TroubleKind::Panic,
+                    text: "Kernel panic - not syncing: boom".into(),
+                    during_test: Some(n.into()),
+                })
+                .into_iter()
+                .collect(),
+            guest_seconds: 1.0,
+            console_tail: "tail".into(),
+            in_flight: in_flight.map(str::to_string),
+            ktap_complete: complete,
+        }
+    }
+
+    #[test]
+    fn a_crash_fails_the_test_in_flight_and_continues() {
+        let mut r = Recovery::new(vec!["a".into(), "b".into(), "c".into(), "d".into()]);
+        let crash = Outcome::KernelCrashed("Kernel panic".into());
+        assert!(r.absorb(1, session(crash, &["a"], Some("b"), false)));
+        assert_eq!(r.remaining(), ["c", "d"]);
+        assert!(!r.absorb(2, session(Outcome::Completed, &["c", "d"], None, true)));
+        let (outcome, tests, reports, boots, secs) = r.finish();
+        assert!(matches!(outcome, Outcome::KernelCrashed(_)));
+        assert_eq!(tests.len(), 4);
+        assert_eq!(tests[1].name, "b");
+        assert_eq!(tests[1].result, Verdict::Fail);
+        assert!(tests[1]
+            .diagnostic
+            .contains("Kernel panic - not syncing: boom"));
+        assert_eq!(reports.len(), 1);
+        assert_eq!(boots[0].tests, ["a", "b"]);
+        assert_eq!(boots[1].tests, ["c", "d"]);
+        assert_eq!(secs, 2.0);
+    }
+
+    #[test]
+    fn no_progress_stops() {
+        let mut r = Recovery::new(vec!["a".into()]);
+        let hang = Outcome::TimedOut("silence".into());
+        assert!(!r.absorb(1, session(hang, &[], None, false)));
+        assert!(matches!(r.finish().0, Outcome::TimedOut(_)));
+    }
+
+    #[test]
+    fn infrastructure_failure_is_not_retried() {
+        let mut r = Recovery::new(vec!["a".into(), "b".into()]);
+        let dead = Outcome::Infrastructure("device-emu exited".into());
+        assert!(!r.absorb(1, session(dead, &["a"], Some("b"), false)));
+        assert!(matches!(r.finish().0, Outcome::Infrastructure(_)));
+    }
+
+    #[test]
+    fn an_oops_the_guest_survives_needs_no_reboot() {
+        let mut r = Recovery::new(vec!["a".into()]);
+        let oops = Outcome::KernelCrashed("Oops".into());
+        assert!(!r.absorb(1, session(oops, &["a"], None, true)));
+    }
+}
