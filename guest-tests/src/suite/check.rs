@@ -204,6 +204,17 @@ pub fn expect_refaults(
     Ok(got_total)
 }
 
+/// BAR offset of the page holding `bar`'s MSI-X table, per the expected layout:
+/// QEMU traps it, so it is not device memory and data checks avoid it.
+pub fn msix_page(fx: &Fixture, bar: &Bar) -> Option<u64> {
+    fx.expected
+        .as_ref()
+        .and_then(|l| l.msix_bar())
+        .filter(|spec| u32::from(spec.index()) == bar.index)
+        .and_then(|spec| spec.msix_offset())
+        .map(|o| o / PAGE * PAGE)
+}
+
 /// Checks that a mapping's reads and writes reach the BAR offsets it maps, and
 /// gives the host memory back when dropped. A device without bigbar's register
 /// interface gets no data check (said once in the diagnostics).
@@ -227,13 +238,7 @@ impl<'a> Data<'a> {
             diag("not bigbar's device: data checks skipped");
             None
         };
-        let msix = fx
-            .expected
-            .as_ref()
-            .and_then(|l| l.msix_bar())
-            .filter(|spec| u32::from(spec.index()) == bar.index)
-            .and_then(|spec| spec.msix_offset())
-            .map(|o| o / PAGE * PAGE);
+        let msix = msix_page(fx, bar);
         Ok(Data {
             regs,
             msix,

@@ -65,6 +65,10 @@ pub fn all() -> Vec<TestCase<Fixture>> {
             split::mremap_move_pmd_congruent,
         ),
         TestCase::new("f8.mremap_move_incongruent", split::mremap_move_incongruent),
+        TestCase::new(
+            "f8.mremap_move_pud_congruent",
+            split::mremap_move_pud_congruent,
+        ),
         TestCase::new("f9.map_private_einval", validity::map_private),
         TestCase::new("f9.out_of_range_einval", validity::out_of_range),
         TestCase::new("a1.whole_bar", place::whole_bar),

@@ -13,7 +13,7 @@ use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::{Order, PMD, PUD};
 
-use super::check::{advise_huge, bar_of, need_huge, place, plan_of, touch_plan};
+use super::check::{advise_huge, bar_of, msix_page, need_huge, place, plan_of, touch_plan};
 use super::Rng;
 
 /// Rounds per block size: each maps afresh and races once.
@@ -44,8 +44,18 @@ fn race(fx: &Fixture, block: u64) -> Result<Outcome> {
     let mut rng = Rng::new(fx.seed ^ block);
     let mut totals = [0u64; 3];
     let blocks = (bar.size() / block).min(16);
+    let msix = msix_page(fx, bar);
+    let usable: Vec<u64> = (0..blocks)
+        .map(|b| b * block)
+        .filter(|&o| msix.is_none_or(|p| p < o || p >= o + block))
+        .collect();
+    if usable.is_empty() {
+        return Ok(Outcome::Skip(
+            "no block of the BAR is free of the MSI-X page".into(),
+        ));
+    }
     for round in 0..ROUNDS {
-        let offset = rng.below(blocks) * block;
+        let offset = usable[rng.below(usable.len() as u64) as usize];
         let last = block - 8;
         let seed = rng.next();
         if let Some(r) = &regs {
