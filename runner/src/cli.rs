@@ -110,6 +110,14 @@ pub struct RunArgs {
     /// contents, without booting.
     #[arg(long)]
     pub dry_run: bool,
+    /// Boot into a shell on this terminal (device bound to vfio-pci, the test
+    /// binary at /bin/guest-tests) instead of running the tests.
+    #[arg(long)]
+    pub shell: bool,
+    /// Start QEMU's gdb stub on a socket in the run directory, boot with
+    /// `nokaslr`, disable the time limits and print how to attach.
+    #[arg(long)]
+    pub gdb: bool,
     /// Keep the run directory (sockets, initramfs) and name it in the report.
     #[arg(long)]
     pub keep: bool,

@@ -43,7 +43,14 @@ pub struct Plan {
     pub dry_run: bool,
     /// Keep the run directory.
     pub keep: bool,
+    /// Boot into an interactive shell.
+    pub shell: bool,
+    /// Start the gdb stub.
+    pub gdb: bool,
 }
+
+/// A time limit that never strikes while someone debugs by hand.
+const NO_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Smallest 64-bit PCI window offered to the guest (QEMU's own default).
 const MIN_HOLE64: u64 = 32 << 30;
@@ -190,6 +197,9 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
             record.remaining()
         };
         build_initramfs(&prep, plan, &cfg.initramfs, &selection)?;
+        if plan.gdb {
+            eprintln!("bigbar: {}", gdb_instructions(&prep, run_dir.path()));
+        }
         let dev = stages::run(
             "device",
             |_| {
@@ -273,25 +283,95 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
 /// The guest configuration of boot number `boot`.
 fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> GuestConfig {
     let hole = pci_hole64(&plan.layout);
+    let mut extra = plan.qemu_args.clone();
+    let mut append = plan.append.clone();
+    if plan.gdb {
+        let sock = run_dir.join("gdb.sock");
+        extra.extend([
+            "-gdb".into(),
+            format!("unix:{},server=on,wait=off", sock.display()),
+        ]);
+        append = format!("{append} nokaslr").trim().to_string();
+    }
+    let limited = !(plan.gdb || plan.shell);
     GuestConfig {
         kernel: prep.kernel.image.clone(),
         initramfs: run_dir.join(format!("initramfs-{boot}.cpio")),
-        append: plan.append.clone(),
+        append,
         accel: prep.accel.accel.clone(),
         iommu: true,
         pci_hole64: hole,
         phys_bits: phys_bits(hole),
         device_socket: run_dir.join(format!("device-{boot}.sock")),
         memory_mib: plan.memory_mib,
-        timeout: plan.timeout,
-        idle_timeout: plan.idle_timeout,
+        timeout: if limited { plan.timeout } else { NO_LIMIT },
+        idle_timeout: if limited { plan.idle_timeout } else { NO_LIMIT },
         echo_console: plan.echo_console,
-        extra_qemu_args: plan.qemu_args.clone(),
+        extra_qemu_args: extra,
     }
+}
+
+/// How to attach gdb to the guest of `run_dir`.
+fn gdb_instructions(prep: &Prepared, run_dir: &Path) -> String {
+    let sock = run_dir.join("gdb.sock");
+    let vmlinux = prep
+        .kernel
+        .image
+        .parent()
+        .map(|d| d.join("vmlinux"))
+        .filter(|p| p.exists());
+    let vmlinux = match vmlinux {
+        Some(p) => p.display().to_string(),
+        None => "vmlinux  (for a Debian kernel: from its -dbg package)".to_string(),
+    };
+    format!(
+        "the guest's gdb stub listens on {}; attach with\n  gdb {vmlinux} -ex 'target remote {}'\n(the kernel boots with nokaslr; time limits are off)",
+        sock.display(),
+        sock.display()
+    )
+}
+
+/// `--shell`: boots into a shell on this terminal with the device bound.
+pub fn shell(root: &Path, plan: &Plan) -> Result<u8> {
+    let prep = prepare(root, plan)?;
+    let run_dir = tempfile::Builder::new()
+        .prefix("bigbar-shell-")
+        .tempdir()
+        .context("creating the private run directory")?;
+    let cfg = guest_config(&prep, plan, run_dir.path(), 1);
+    let mut spec = initramfs_spec(&prep, plan, &[]);
+    spec.shell = true;
+    initramfs::build(&spec, &cfg.initramfs).context("building the initramfs")?;
+    let (tx, _rx) = session::event_channel()?;
+    let log = run_dir.path().join("device-emu.log");
+    let dev = device::start(
+        &prep.built.device_emu,
+        &cfg.device_socket,
+        &plan.layout.to_string(),
+        &log,
+        tx,
+    )?;
+    if plan.gdb {
+        eprintln!("bigbar: {}", gdb_instructions(&prep, run_dir.path()));
+    }
+    eprintln!("bigbar: shell on the guest console; `poweroff -f` or exiting the shell ends it");
+    let status = session::interactive(&cfg, prep.qemu.command(), run_dir.path())?;
+    dev.stop();
+    Ok(if status.success() {
+        0
+    } else {
+        crate::cli::EXIT_NOT_TESTED
+    })
 }
 
 /// Writes the initramfs; `only` (exact test names) narrows the selection.
 fn build_initramfs(prep: &Prepared, plan: &Plan, path: &Path, only: &[String]) -> Result<()> {
+    let spec = initramfs_spec(prep, plan, only);
+    initramfs::build(&spec, path).context("building the initramfs")
+}
+
+/// The initramfs contents; `only` (exact test names) narrows the selection.
+fn initramfs_spec(prep: &Prepared, plan: &Plan, only: &[String]) -> initramfs::InitramfsSpec {
     let mut args = vec!["--bars".to_string(), plan.layout.to_string()];
     if only.is_empty() {
         args.extend(plan.guest_args.iter().cloned());
@@ -303,14 +383,13 @@ fn build_initramfs(prep: &Prepared, plan: &Plan, path: &Path, only: &[String]) -
         );
         args.extend(without_filters(&plan.guest_args));
     }
-    let spec = initramfs::InitramfsSpec {
+    initramfs::InitramfsSpec {
         busybox: prep.busybox.clone(),
         guest_tests: prep.built.guest_tests.clone(),
         modules: prep.kernel.modules.clone(),
         test_args: args,
         shell: false,
-    };
-    initramfs::build(&spec, path).context("building the initramfs")
+    }
 }
 
 /// `args` without its `--filter GLOB` / `--filter=GLOB` options.

@@ -102,8 +102,13 @@ fn run(args: &RunArgs) -> Result<u8> {
         append: args.append.clone(),
         qemu_args: args.qemu_arg.clone(),
         dry_run: args.dry_run,
-        keep: args.keep,
+        keep: args.keep || args.gdb,
+        shell: args.shell,
+        gdb: args.gdb,
     };
+    if args.shell {
+        return machine::shell(&workspace_root(), &plan);
+    }
     let Some(run) = machine::boot_and_test(&workspace_root(), &plan, &out)? else {
         return Ok(cli::EXIT_OK); // --dry-run printed what it would do
     };

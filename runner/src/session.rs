@@ -147,6 +147,27 @@ pub fn qemu_args(cfg: &GuestConfig, dir: &Path) -> Vec<String> {
     a
 }
 
+/// Boots the guest with its console on this terminal (for `--shell`) and
+/// waits for QEMU to exit. The KTAP port goes to `ktap.log` in `run_dir`.
+pub fn interactive(cfg: &GuestConfig, mut qemu_cmd: Command, run_dir: &Path) -> Result<ExitStatus> {
+    let args = qemu_args(cfg, run_dir);
+    let ktap_file = format!("file,id=ktap,path={}", run_dir.join("ktap.log").display());
+    let args = args.into_iter().map(|a| {
+        if a.starts_with("socket,id=console,") {
+            // signal=off: Ctrl-C goes to the guest's shell, not to QEMU.
+            "stdio,id=console,signal=off".to_string()
+        } else if a.starts_with("socket,id=ktap,") {
+            ktap_file.clone()
+        } else {
+            a
+        }
+    });
+    qemu_cmd
+        .args(args)
+        .status()
+        .context("running QEMU with the console on this terminal")
+}
+
 /// Listens on a serial socket and forwards each received line as an event.
 fn serve_serial(
     listener: UnixListener,

@@ -38,22 +38,25 @@ pub fn generate(modules: &[String], test_args: &[String], shell: bool) -> Result
             "insmod {m} || echo 'bigbar-init: insmod failed: '{m}\n"
         ));
     }
+    let args = test_args
+        .iter()
+        .map(|a| quote(a))
+        .collect::<Result<Vec<_>>>()?;
+    let mut command = GUEST_TESTS_PATH.to_owned();
+    for a in &args {
+        command.push(' ');
+        command.push_str(a);
+    }
     if shell {
-        s.push_str(
+        // The setup test binds the device to vfio-pci (driver_override stays),
+        // so the shell starts with the device ready for manual experiments.
+        s.push_str(&format!(
             "/bin/busybox --install -s /bin 2>/dev/null\n\
-             echo 'bigbar-init: interactive shell; exit it to power off'\n\
-             setsid cttyhack sh\n",
-        );
+             {command} --filter setup.bind_vfio >/dev/console 2>&1 || echo 'bigbar-init: binding the device failed'\n\
+             echo 'bigbar-init: interactive shell; the tests are {GUEST_TESTS_PATH}; exit to power off'\n\
+             setsid cttyhack sh\n"
+        ));
     } else {
-        let args = test_args
-            .iter()
-            .map(|a| quote(a))
-            .collect::<Result<Vec<_>>>()?;
-        let mut command = GUEST_TESTS_PATH.to_owned();
-        for a in &args {
-            command.push(' ');
-            command.push_str(a);
-        }
         s.push_str(&format!(
             "[ -c {KTAP_TTY} ] || echo 'bigbar-init: {KTAP_TTY} missing: start QEMU with two -serial ports'\n\
              {command} >{KTAP_TTY} 2>/dev/console\n\
@@ -113,10 +116,16 @@ mod tests {
     }
 
     #[test]
-    fn shell_script_runs_no_tests() {
+    fn shell_script_binds_the_device_and_runs_no_other_test() {
         let script = generate(&[], &["x".into()], true).unwrap();
         assert!(script.contains("setsid cttyhack sh\n"));
-        assert!(!script.contains(GUEST_TESTS_PATH));
+        let runs: Vec<&str> = script
+            .lines()
+            .filter(|l| l.starts_with(GUEST_TESTS_PATH))
+            .collect();
+        assert_eq!(runs.len(), 1, "{script}");
+        assert!(runs[0].contains("--filter setup.bind_vfio"));
+        assert!(!script.contains("ttyS1"));
         assert!(applets(true).contains(&"cttyhack"));
     }
 
