@@ -186,6 +186,7 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
         print_dry_run(&cfg, prep.qemu.command(), run_dir.path())?;
         return Ok(None);
     }
+    eprintln!("bigbar: run directory {}", run_dir.path().display());
     let all = selected_tests(&prep, plan)?;
     let mut record = Recovery::new(all);
     let (tx, rx) = session::event_channel()?;

@@ -1,0 +1,206 @@
+//! Fault injection against the runner: device-emu or QEMU killed mid-run, a
+//! SIGINT to the runner, and two runners at once. Each must end with the right
+//! report and exit status, and leave no process, socket or run directory behind.
+
+use nix::sys::signal::Signal::{self, SIGINT, SIGKILL};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The runner's exit status when the kernel could not be tested.
+const EXIT_NOT_TESTED: i32 = 125;
+
+/// A runner started with its console echoed, so the test can act at a known point.
+struct Watched {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    seen: Vec<String>,
+    run_dir: Option<PathBuf>,
+    descendants: BTreeSet<i32>,
+}
+
+impl Watched {
+    fn start(out: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args(["-v", "--filter", "fault_order.*", "--out"])
+            .arg(out)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            run_dir: None,
+            descendants: BTreeSet::new(),
+        }
+    }
+
+    /// Reads stderr until a line contains `marker`; records what it learns.
+    fn wait_for(&mut self, marker: &str) {
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(d) = line.strip_prefix("bigbar: run directory ") {
+                self.run_dir = Some(PathBuf::from(d));
+            }
+            let hit = line.contains(marker);
+            self.seen.push(line);
+            if hit {
+                self.descendants = descendants(self.child.id() as i32);
+                return;
+            }
+        }
+        panic!("runner ended before {marker:?}:\n{}", self.seen.join("\n"));
+    }
+
+    /// Waits for the runner to exit; returns its status code and all stderr.
+    fn finish(mut self) -> (Option<i32>, String, Option<PathBuf>, BTreeSet<i32>) {
+        let rest: Vec<String> = self.lines.by_ref().map_while(Result::ok).collect();
+        self.seen.extend(rest);
+        let status = self.child.wait().unwrap();
+        (
+            status.code(),
+            self.seen.join("\n"),
+            self.run_dir,
+            self.descendants,
+        )
+    }
+}
+
+/// Every process whose parent chain leads to `root`.
+fn descendants(root: i32) -> BTreeSet<i32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The field after the parenthesised command name: state, then ppid.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: i32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        parent_of.push((pid, ppid));
+    }
+    let mut found = BTreeSet::from([root]);
+    loop {
+        let before = found.len();
+        for (pid, ppid) in &parent_of {
+            if found.contains(ppid) {
+                found.insert(*pid);
+            }
+        }
+        if found.len() == before {
+            found.remove(&root);
+            return found;
+        }
+    }
+}
+
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn kill(pid: i32, sig: Signal) {
+    nix::sys::signal::kill(Pid::from_raw(pid), sig).unwrap();
+}
+
+/// No process, run directory or socket of the run survives it.
+fn assert_clean(pids: &BTreeSet<i32>, run_dir: Option<&Path>, log: &str) {
+    for pid in pids {
+        let alive = Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(
+            !alive,
+            "process {pid} ({}) outlived the runner\n{log}",
+            cmdline(*pid)
+        );
+    }
+    let dir = run_dir.expect("the runner names its run directory");
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+}
+
+fn outcome(out: &Path) -> Value {
+    let json = std::fs::read_to_string(out.join("results.json")).expect("results.json");
+    serde_json::from_str::<Value>(&json).unwrap()["runs"][0]["outcome"].clone()
+}
+
+fn kill_child_matching(w: &Watched, needle: &str) {
+    let pid = *w
+        .descendants
+        .iter()
+        .find(|p| cmdline(**p).contains(needle))
+        .unwrap_or_else(|| panic!("no {needle} among the runner's children"));
+    kill(pid, SIGKILL);
+}
+
+#[test]
+fn device_emu_killed_mid_run_is_reported_as_such() {
+    let out = tempfile::tempdir().unwrap();
+    let mut w = Watched::start(out.path(), &[]);
+    w.wait_for("Run /init");
+    kill_child_matching(&w, "device-emu --socket");
+    let (code, log, run_dir, pids) = w.finish();
+    assert_eq!(code, Some(EXIT_NOT_TESTED), "{log}");
+    let o = outcome(out.path());
+    assert_eq!(o["status"], "infrastructure", "{o}");
+    assert!(
+        o["reason"].as_str().unwrap().contains("device-emu exited"),
+        "{o}"
+    );
+    assert_clean(&pids, run_dir.as_deref(), &log);
+}
+
+#[test]
+fn qemu_killed_mid_run_is_reported_as_such() {
+    let out = tempfile::tempdir().unwrap();
+    let mut w = Watched::start(out.path(), &[]);
+    w.wait_for("Run /init");
+    kill_child_matching(&w, "qemu-system-x86_64");
+    let (code, log, run_dir, pids) = w.finish();
+    assert_eq!(code, Some(EXIT_NOT_TESTED), "{log}");
+    let o = outcome(out.path());
+    assert_eq!(o["status"], "infrastructure", "{o}");
+    assert!(o["reason"].as_str().unwrap().contains("QEMU failed"), "{o}");
+    assert_clean(&pids, run_dir.as_deref(), &log);
+}
+
+#[test]
+fn sigint_stops_everything_and_cleans_up() {
+    let out = tempfile::tempdir().unwrap();
+    let mut w = Watched::start(out.path(), &[]);
+    w.wait_for("Run /init");
+    kill(w.child.id() as i32, SIGINT);
+    let (code, log, run_dir, pids) = w.finish();
+    assert_eq!(code, Some(EXIT_NOT_TESTED), "{log}");
+    let o = outcome(out.path());
+    assert!(o["reason"].as_str().unwrap().contains("signal 2"), "{o}");
+    assert_clean(&pids, run_dir.as_deref(), &log);
+}
+
+#[test]
+fn two_runners_at_once_share_the_cache_and_nothing_else() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut wa = Watched::start(a.path(), &["--filter", "setup.*"]);
+    let mut wb = Watched::start(b.path(), &["--filter", "setup.*"]);
+    wa.wait_for("Run /init");
+    wb.wait_for("Run /init");
+    let (ca, la, da, pa) = wa.finish();
+    let (cb, lb, db, pb) = wb.finish();
+    assert_eq!(ca, Some(0), "{la}");
+    assert_eq!(cb, Some(0), "{lb}");
+    assert_ne!(da, db, "runs must not share a run directory");
+    assert!(pa.is_disjoint(&pb));
+    assert_clean(&pa, da.as_deref(), &la);
+    assert_clean(&pb, db.as_deref(), &lb);
+}
