@@ -220,10 +220,24 @@ pub fn munmap_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
 /// f8.mremap_grow_fails: growing a BAR mapping fails with EFAULT (VM_PFNMAP and
 /// VM_DONTEXPAND), in place or moving, and leaves it intact.
 pub fn mremap_grow_fails(fx: &Fixture) -> Result<Outcome> {
-    let m = match mapped(fx, 4 * PMD, 0, 2 * PMD) {
-        Ok(Ok(m)) => m,
-        Ok(Err(skip)) => return Ok(skip),
-        Err(e) => return Err(e),
+    // Needs no huge pfnmap: VM_PFNMAP alone refuses growth.
+    let bar = match bar_of(fx, 4 * PMD) {
+        Ok(b) => b,
+        Err(skip) => return Ok(skip),
+    };
+    let map = place(fx, bar, 0, 2 * PMD, PUD, 0)?;
+    let behaviour = match advise_huge(fx, &map) {
+        Ok(b) => b,
+        Err(skip) => return Ok(skip),
+    };
+    let plan = plan_of(bar, 0, &map, behaviour)?;
+    expect_plan(&map, &plan, "before mremap")?;
+    let m = Split {
+        bar,
+        offset: 0,
+        map,
+        behaviour,
+        plan,
     };
     let p = NonNull::new(m.map.start() as *mut c_void).context("null")?;
     for flags in [MRemapFlags::empty(), MRemapFlags::MREMAP_MAYMOVE] {
