@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -245,20 +245,24 @@ impl EmuServer {
             limits,
             record,
         } = self;
-        let busy = AtomicBool::new(false);
-        let (tx, rx) = mpsc::sync_channel::<UnixStream>(0);
+        let (to_server, from_acceptor) = mpsc::sync_channel::<UnixStream>(0);
+        let (done, done_rx) = mpsc::channel::<()>();
         std::thread::scope(|s| {
-            let acceptor = s.spawn(|| accept_loop(listener, &busy, tx, socket.path()));
+            let acceptor =
+                s.spawn(|| accept_loop(listener, to_server, done_rx, socket.path()));
             let mut clients = 0u64;
             let result = loop {
-                let Ok(stream) = rx.recv() else {
+                let Ok(stream) = from_acceptor.recv() else {
                     break acceptor.join().expect("the acceptor does not panic");
                 };
                 clients += 1;
-                if let Err(e) = serve(device, stream, *limits, record.as_deref(), clients) {
+                let served = serve(device, stream, *limits, record.as_deref(), clients);
+                // The acceptor may be waiting for this before it hands over
+                // the next client; it outlives this loop, so sending works.
+                let _ = done.send(());
+                if let Err(e) = served {
                     break e;
                 }
-                busy.store(false, Ordering::SeqCst);
             };
             // Wake the acceptor (accept fails on a shut-down listener) so the
             // scope can end.
@@ -310,48 +314,72 @@ fn serve(
 
 /// Accepts clients: hands one to the server at a time, refuses the others.
 /// Returns the error that ended it.
+///
+/// A connection that arrives while the served client has already hung up
+/// (QEMU restarting) waits until the server has finished with the old one,
+/// rather than being refused: the acceptor keeps a duplicate of the served
+/// connection to tell the two cases apart.
 fn accept_loop(
     listener: &UnixListener,
-    busy: &AtomicBool,
     to_server: mpsc::SyncSender<UnixStream>,
+    done: mpsc::Receiver<()>,
     path: &Path,
 ) -> ServerError {
+    let accept_error = |source| ServerError::Accept {
+        path: path.to_owned(),
+        source,
+    };
+    let mut served: Option<UnixStream> = None;
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
-            Err(e)
-                if matches!(
-                    e.raw_os_error().map(Errno::from_raw),
-                    Some(Errno::ECONNABORTED | Errno::EINTR)
-                ) =>
-            {
-                continue
-            }
-            Err(source) => {
-                return ServerError::Accept {
-                    path: path.to_owned(),
-                    source,
-                }
-            }
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => return accept_error(e),
         };
-        if busy
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            if to_server.send(stream).is_err() {
-                return ServerError::Accept {
-                    path: path.to_owned(),
-                    source: std::io::Error::other("the server stopped"),
-                };
-            }
-        } else {
+        while done.try_recv().is_ok() {
+            served = None;
+        }
+        if served.as_ref().is_some_and(hung_up) && done.recv().is_ok() {
+            served = None;
+        }
+        if served.is_some() {
             log::warn!(
                 "refusing a second client on {}: another client is connected and only one is served at a time",
                 path.display()
             );
             refuse(stream);
+            continue;
+        }
+        match stream.try_clone() {
+            Ok(dup) => served = Some(dup),
+            Err(e) => {
+                log::warn!("dropping a new client: duplicating its socket: {e}");
+                continue;
+            }
+        }
+        if to_server.send(stream).is_err() {
+            return accept_error(std::io::Error::other("the server stopped"));
         }
     }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::ECONNABORTED | Errno::EINTR)
+    )
+}
+
+/// Whether the peer of `stream` has closed the connection.
+fn hung_up(stream: &UnixStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    // POLLHUP is reported without being asked for, once the peer is gone.
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
 }
 
 static REFUSING: AtomicUsize = AtomicUsize::new(0);
@@ -386,5 +414,20 @@ fn answer_busy(mut stream: UnixStream) {
     let header = Header::parse(&head);
     if header.kind() == flags::TYPE_COMMAND {
         let _ = stream.write_all(&Reply::error(&header, Errno::EBUSY as i32));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_peer_is_seen_as_hung_up() {
+        let (a, b) = UnixStream::pair().unwrap();
+        assert!(!hung_up(&a));
+        let dup = a.try_clone().unwrap();
+        drop(b);
+        assert!(hung_up(&a));
+        assert!(hung_up(&dup));
     }
 }
