@@ -61,9 +61,10 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Kernel to boot: `debian:sid`, `debian:trixie`, `debian:bookworm`, `stock`,
-    /// `reference`, a bzImage, or a kernel build directory.
+    /// `reference`, a bzImage, or a kernel build directory. Repeat it, or say
+    /// `all`, for a matrix run (one kernel after another).
     #[arg(long, default_value = "debian:sid")]
-    pub kernel: String,
+    pub kernel: Vec<String>,
     /// QEMU binary (>= 10.1 with vfio-user-pci); default: PATH, else Debian sid's build.
     #[arg(long)]
     pub qemu: Option<PathBuf>,
@@ -129,7 +130,34 @@ pub struct RunArgs {
     pub verbose: bool,
 }
 
+/// The kernels `--kernel all` stands for.
+pub const ALL_KERNELS: [&str; 5] = [
+    "debian:bookworm",
+    "debian:trixie",
+    "debian:sid",
+    "stock",
+    "reference",
+];
+
 impl RunArgs {
+    /// The `--kernel` values with `all` expanded, duplicates removed, in order.
+    pub fn kernels(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for k in &self.kernel {
+            let expanded: Vec<String> = if k == "all" {
+                ALL_KERNELS.iter().map(|s| s.to_string()).collect()
+            } else {
+                vec![k.clone()]
+            };
+            for e in expanded {
+                if !out.contains(&e) {
+                    out.push(e);
+                }
+            }
+        }
+        out
+    }
+
     /// The guest test binary's arguments for `--filter` and `--guest-arg`.
     pub fn guest_args(&self) -> Vec<String> {
         let mut args = Vec::new();
@@ -160,7 +188,7 @@ mod tests {
             "f1.*",
         ]);
         assert!(c.command.is_none());
-        assert_eq!(c.run.kernel, "debian:trixie");
+        assert_eq!(c.run.kernels(), ["debian:trixie"]);
         assert_eq!(c.run.guest_args(), ["--filter", "a*", "--filter", "f1.*"]);
     }
 
@@ -169,6 +197,22 @@ mod tests {
         let c = parse(&["--guest-arg", "--require-placement", "--qemu-arg", "-s"]);
         assert_eq!(c.run.guest_args(), ["--require-placement"]);
         assert_eq!(c.run.qemu_arg, ["-s"]);
+    }
+
+    #[test]
+    fn all_expands_to_the_matrix() {
+        let c = parse(&["--kernel", "stock", "--kernel", "all"]);
+        assert_eq!(
+            c.run.kernels(),
+            [
+                "stock",
+                "debian:bookworm",
+                "debian:trixie",
+                "debian:sid",
+                "reference"
+            ]
+        );
+        assert_eq!(parse(&[]).run.kernels(), ["debian:sid"]);
     }
 
     #[test]

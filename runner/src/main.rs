@@ -10,6 +10,7 @@ mod export;
 mod junit;
 mod ktap;
 mod machine;
+mod matrix;
 mod parse;
 mod process;
 mod recovery;
@@ -83,13 +84,56 @@ fn run(args: &RunArgs) -> Result<u8> {
         return list_tests(args);
     }
     let out = out_dir(args)?;
+    let kernels = args.kernels();
+    let mut results = Results::default();
+    for spec in &kernels {
+        // A matrix keeps each kernel's files apart; a single run writes to --out.
+        let dir = if kernels.len() == 1 {
+            out.clone()
+        } else {
+            out.join(spec.replace(['/', ':'], "_"))
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let plan = plan(args, spec, layout.clone());
+        if args.shell {
+            return machine::shell(&workspace_root(), &plan);
+        }
+        match machine::boot_and_test(&workspace_root(), &plan, &dir) {
+            Ok(Some(run)) => results.runs.push(run),
+            Ok(None) => continue, // --dry-run printed what it would do
+            Err(e) if kernels.len() > 1 => {
+                // One kernel that cannot be tested must not lose the others.
+                eprintln!("bigbar: error: {spec}: {e:#}");
+                results.runs.push(Run::untested(spec, format!("{e:#}")));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if results.runs.is_empty() {
+        return Ok(cli::EXIT_OK);
+    }
+    results.write(&out)?;
+    if let Some(path) = &args.junit {
+        junit::write(&results, path)?;
+    }
+    let code = if results.runs.len() == 1 {
+        present(&results.runs[0])
+    } else {
+        present_matrix(&results, &out)?
+    };
+    eprintln!("bigbar: results in {}", out.display());
+    Ok(code)
+}
+
+/// The plan of one kernel's run.
+fn plan(args: &RunArgs, spec: &str, layout: device_emu::layout::BarLayout) -> machine::Plan {
     let cache = args
         .cache
         .clone()
         .or_else(|| std::env::var_os("BIGBAR_CACHE").map(PathBuf::from))
         .unwrap_or_else(|| target_dir().join("bigbar-cache"));
-    let plan = machine::Plan {
-        kernel_spec: args.kernel.clone(),
+    machine::Plan {
+        kernel_spec: spec.to_string(),
         qemu: args.qemu.clone(),
         cache,
         layout,
@@ -105,20 +149,26 @@ fn run(args: &RunArgs) -> Result<u8> {
         keep: args.keep || args.gdb,
         shell: args.shell,
         gdb: args.gdb,
-    };
-    if args.shell {
-        return machine::shell(&workspace_root(), &plan);
     }
-    let Some(run) = machine::boot_and_test(&workspace_root(), &plan, &out)? else {
-        return Ok(cli::EXIT_OK); // --dry-run printed what it would do
-    };
-    let results = Results { runs: vec![run] };
-    results.write(&out)?;
-    if let Some(path) = &args.junit {
-        junit::write(&results, path)?;
+}
+
+/// Prints and writes (`matrix.md`) the tests × kernels table; returns the exit
+/// status: the highest of the runs' statuses (125 > 4 > 3 > 1 > 0).
+fn present_matrix(results: &Results, out: &Path) -> Result<u8> {
+    eprintln!();
+    print!("{}", matrix::text(results));
+    let md = out.join("matrix.md");
+    std::fs::write(&md, matrix::markdown(results))
+        .with_context(|| format!("writing {}", md.display()))?;
+    let mut code = cli::EXIT_OK;
+    for run in &results.runs {
+        let tally = Tally::of(&run.tests);
+        println!("{}: {}", run.kernel.spec, tally.summary_line());
+        code = code.max(exit_code(&run.outcome, &tally));
     }
-    eprintln!("bigbar: results in {}", out.display());
-    Ok(present(&results.runs[0]))
+    let all = Tally::of(results.runs.iter().flat_map(|r| &r.tests));
+    println!("{}", all.summary_line());
+    Ok(code)
 }
 
 /// Prints the table, kernel reports and summary of a run; returns the exit status.

@@ -82,6 +82,32 @@ pub struct Run {
     pub run_dir: Option<String>,
 }
 
+impl Run {
+    /// The record of a kernel that could not be tested at all (fetch or build failed).
+    pub fn untested(spec: &str, why: String) -> Self {
+        Run {
+            kernel: KernelInfo {
+                spec: spec.to_string(),
+                release: None,
+                package_version: None,
+            },
+            qemu: QemuInfo {
+                version: String::new(),
+                path: String::new(),
+            },
+            accel: String::new(),
+            accel_reason: String::new(),
+            bars: String::new(),
+            outcome: Outcome::Infrastructure(why),
+            guest_seconds: 0.0,
+            tests: vec![],
+            kernel_reports: vec![],
+            boots: vec![],
+            run_dir: None,
+        }
+    }
+}
+
 /// The whole `results.json` document.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Results {
