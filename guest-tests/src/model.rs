@@ -232,10 +232,28 @@ impl Plan {
     /// the planned one changes the fault count for this pattern: smaller entries
     /// fault twice per 2 MiB (or per entry) where the plan faults once, larger
     /// ones fault less often than the plan.
+    ///
+    /// A plan whose single fault maps the whole VMA (6.1's remap, fewer faults
+    /// than entries) is observed with the first and last page of every 2 MiB:
+    /// any page the first fault did not map would fault again.
     pub fn touch_pattern(&self) -> Vec<u64> {
+        let entries: u64 = self.runs.iter().map(|r| r.count).sum();
+        let whole_vma = self.faults < entries;
         let mut out = Vec::new();
         for r in &self.runs {
-            if r.order == Order::Pte {
+            if r.order == Order::Pte && whole_vma {
+                let end = r.end();
+                let mut at = r.start;
+                while at < end {
+                    let next = ((at / PMD) + 1) * PMD;
+                    let last = next.min(end) - PAGE;
+                    out.push(at);
+                    if last > at {
+                        out.push(last);
+                    }
+                    at = next.min(end);
+                }
+            } else if r.order == Order::Pte {
                 out.extend((0..r.count).map(|i| r.start + i * PAGE));
             } else {
                 let blocks = r.count * (r.order.size() / PMD);
@@ -601,6 +619,20 @@ mod tests {
             }
         }
         assert!(pattern.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn whole_vma_pattern_is_sparse_and_costs_one_fault() {
+        let p = place(BIG_BASE, 16 * GIB, 4 * KIB, VA + 4 * KIB, GIB);
+        let legacy = plan(&p, Behaviour::RemapWholeVma).unwrap();
+        let pattern = legacy.touch_pattern();
+        // First and last page of each 2 MiB window: 512 windows of two pages,
+        // and the one-page window [1 GiB, 1 GiB + 4 KiB) at the end.
+        assert_eq!(pattern.len(), 2 * 512 + 1);
+        assert_eq!(pattern[0], VA + 4 * KIB);
+        assert_eq!(*pattern.last().unwrap(), VA + 4 * KIB + GIB - 4 * KIB);
+        assert!(pattern.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(legacy.touch_faults(Behaviour::RemapWholeVma, &pattern), 1);
     }
 
     #[test]
