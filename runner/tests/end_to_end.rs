@@ -5,7 +5,8 @@
 use serde_json::Value;
 use std::process::Command;
 
-/// The tests issue 2 requires to pass on Debian sid.
+/// The first tests, which must pass on Debian sid. (The whole catalogue, with its
+/// kernel findings, is checked by `catalogue.rs`.)
 const REQUIRED: [&str; 5] = [
     "setup.bind_vfio",
     "content.offset_tags",
@@ -18,7 +19,9 @@ const REQUIRED: [&str; 5] = [
 fn debian_sid_runs_the_first_tests() {
     let out = tempfile::tempdir().expect("temp dir");
     let status = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args(["--kernel", "debian:sid", "--timeout", "900", "--out"])
+        .args(["--kernel", "debian:sid", "--timeout", "900"])
+        .args(REQUIRED.iter().flat_map(|t| ["--filter", t]))
+        .arg("--out")
         .arg(out.path())
         .status()
         .expect("runner starts");
