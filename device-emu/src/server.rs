@@ -248,8 +248,7 @@ impl EmuServer {
         let (to_server, from_acceptor) = mpsc::sync_channel::<UnixStream>(0);
         let (done, done_rx) = mpsc::channel::<()>();
         std::thread::scope(|s| {
-            let acceptor =
-                s.spawn(|| accept_loop(listener, to_server, done_rx, socket.path()));
+            let acceptor = s.spawn(|| accept_loop(listener, to_server, done_rx, socket.path()));
             let mut clients = 0u64;
             let result = loop {
                 let Ok(stream) = from_acceptor.recv() else {

@@ -18,9 +18,12 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-/// Most descriptors one received message may carry; more are cut off by the
-/// kernel (and reported as [`Received::truncated`]).
-pub const MAX_FDS: usize = 16;
+/// Room for descriptors in one receive: the kernel's `SCM_MAX_FD`, the most
+/// one `sendmsg` can pass. With less room the kernel would install the ones
+/// that fit and nix would refuse to hand them over (`ENOBUFS` on a truncated
+/// control message), leaking them; with this room every descriptor a peer
+/// sends is received, then closed if the message may not carry it.
+pub const MAX_FDS: usize = 253;
 
 /// What one receive call got.
 #[derive(Debug, Default)]
@@ -29,7 +32,8 @@ pub struct Received {
     pub len: usize,
     /// Descriptors that came with them.
     pub fds: Vec<OwnedFd>,
-    /// The peer sent more descriptors than [`MAX_FDS`]; the rest were closed.
+    /// The control data was cut short (cannot happen with [`MAX_FDS`] room
+    /// for descriptors; treated as a broken message).
     pub truncated: bool,
 }
 
@@ -59,6 +63,14 @@ impl SocketTransport {
     }
 }
 
+impl Drop for SocketTransport {
+    /// Ends the connection for every holder of the socket (the acceptor keeps
+    /// a duplicate to see whether the client is still there).
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl Transport for SocketTransport {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         let mut iov = [IoSliceMut::new(buf)];
@@ -78,6 +90,14 @@ impl Transport for SocketTransport {
             }
         };
         let mut fds = Vec::new();
+        let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+        if truncated {
+            return Ok(Received {
+                len: msg.bytes,
+                fds,
+                truncated,
+            });
+        }
         for cmsg in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(raw) = cmsg {
                 // SAFETY: the kernel just installed these descriptors in our
@@ -91,7 +111,7 @@ impl Transport for SocketTransport {
         Ok(Received {
             len: msg.bytes,
             fds,
-            truncated: msg.flags.contains(MsgFlags::MSG_CTRUNC),
+            truncated,
         })
     }
 
@@ -152,7 +172,8 @@ impl FdKind {
         }
     }
 
-    fn create(self) -> io::Result<OwnedFd> {
+    /// Creates a descriptor of this kind.
+    pub fn create(self) -> io::Result<OwnedFd> {
         use nix::sys::eventfd::{EfdFlags, EventFd};
         use nix::sys::memfd::{memfd_create, MFdFlags};
         match self {
