@@ -183,10 +183,12 @@ fn present(run: &Run) -> u8 {
             r.text
         );
     }
-    if let Outcome::KernelCrashed(why) | Outcome::TimedOut(why) | Outcome::Infrastructure(why) =
-        &run.outcome
-    {
-        eprintln!("bigbar: the run did not complete: {why}");
+    match &run.outcome {
+        Outcome::Completed => {}
+        Outcome::KernelCrashed(first) => eprintln!("bigbar: the kernel crashed: {first}"),
+        Outcome::TimedOut(why) | Outcome::Infrastructure(why) => {
+            eprintln!("bigbar: the run did not complete: {why}")
+        }
     }
     let tally = Tally::of(&run.tests);
     println!("{}", tally.summary_line());
