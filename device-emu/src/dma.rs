@@ -1,7 +1,12 @@
 //! Book-keeping of the client's DMA mappings. The device never does DMA; it
-//! records the mappings (and keeps their file descriptors open) so that a
-//! client that maps overlapping or wrapping ranges gets an error, as it would
-//! from the kernel's VFIO type1 IOMMU driver.
+//! records the mappings so that a client that maps overlapping or wrapping
+//! ranges, or too many, gets an error, as it would from the kernel's VFIO
+//! type1 IOMMU driver.
+//!
+//! The memory file a mapping comes with is closed at once rather than kept:
+//! nothing reads it, and holding up to [`MAX_MAPPINGS`] of a client's
+//! descriptors would let it exhaust the server's descriptor table (after
+//! which not even `accept` works).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -64,8 +69,8 @@ pub struct DmaMapping {
     pub offset: u64,
     /// Protection flags as sent.
     pub flags: u32,
-    /// The file the client passed, if any.
-    pub file: Option<File>,
+    /// Whether the client passed a memory file (closed on arrival).
+    pub with_file: bool,
 }
 
 /// The set of live mappings, keyed by start address.
@@ -115,7 +120,7 @@ impl DmaMappings {
                 last,
                 offset,
                 flags,
-                file,
+                with_file: file.is_some(),
             },
         );
         Ok(())

@@ -19,12 +19,33 @@
 //! - A new client connection gets a powered-on device: reset state and BAR
 //!   memory released (reads as zeros).
 //!
+//! # The protocol
+//!
+//! [`session`] reads each vfio-user message whole, bounded by
+//! [`session::MAX_MESSAGE`], checks it and answers it from the device; it
+//! replaces the `vfio_user` crate's server loop, which trusts its peer (the
+//! module says where). A malformed message gets an error reply with an errno,
+//! or the connection is closed when its framing cannot be trusted; the server
+//! goes on serving the next client. One client is served at a time: another
+//! one connecting meanwhile gets an `EBUSY` reply and is disconnected. The
+//! socket is created with mode 0600, never over an existing path, in a
+//! directory that belongs to the user and that no one else can write to.
+//!
 //! # Running it
 //!
 //! `device-emu --socket PATH [--bars SPEC] [--log-level FILTER] [--ready-fd FD]`
 //! prints `device-emu: listening on PATH` to stderr and writes one byte to `FD`
 //! (then closes it) once clients can connect; SIGTERM or SIGINT removes the
-//! socket and exits with status 0.
+//! socket and exits with status 0. With `BIGBAR_DEVICE_RECORD=DIR` in the
+//! environment, every message each client sends is recorded to a file in
+//! `DIR` (the format of [`transport`]; `fuzz/make_seeds.py` turns a recording
+//! into fuzz seeds).
+//!
+//! # Fuzzing
+//!
+//! `fuzz/run.sh [SECONDS]` runs the `messages` target of `fuzz/` (its own
+//! workspace, nightly and `cargo-fuzz`) from the seed corpus recorded from
+//! QEMU 11.1.
 
 pub mod layout;
 pub mod regs;
