@@ -23,3 +23,24 @@ fn qemu_traffic_is_accepted_whole() {
     assert!(session.messages > 4000, "{} messages", session.messages);
     assert_eq!(session.transport().replies as u64, session.messages);
 }
+
+/// Every committed fuzz seed runs through a session as the fuzz target runs
+/// it (same layout), so a seed that would crash fails `cargo test` too.
+#[test]
+fn fuzz_seeds_replay_without_panics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/messages");
+    let mut device = Device::new("1=4M:32:msix@2M,2=4M,4=4M".parse().unwrap()).unwrap();
+    let mut seeds = 0;
+    let mut messages = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let input = std::fs::read(entry.unwrap().path()).unwrap();
+        device.power_on().unwrap();
+        let mut session =
+            Session::new(&mut device, MemoryTransport::new(&input), Limits::default());
+        session.run();
+        seeds += 1;
+        messages += session.messages;
+    }
+    assert!(seeds >= 20, "{seeds} seeds in {}", dir.display());
+    assert!(messages > 800, "{messages} messages");
+}
