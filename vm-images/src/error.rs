@@ -116,6 +116,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A kernel's configuration lacks what the guest needs.
+    #[error("kernel {kernel} cannot run bigbar's guest; its configuration lacks:\n{missing}")]
+    KernelUnsuitable {
+        /// The kernel (image or build directory).
+        kernel: PathBuf,
+        /// One line per missing option, with what it is needed for.
+        missing: String,
+    },
+
     /// A QEMU binary is unusable for bigbar.
     #[error("QEMU at {binary} (version {version}) is unusable: {reason}")]
     QemuUnusable {

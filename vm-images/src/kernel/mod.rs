@@ -1,10 +1,13 @@
 //! Guest kernels: the image, its configuration and the modules the guest loads.
 
 pub mod build;
+pub mod ikconfig;
 pub mod kconfig;
+pub mod local;
 pub mod modinfo;
 pub mod modules;
 pub mod patches;
+pub mod requirements;
 pub mod source;
 mod spec;
 
@@ -56,14 +59,7 @@ pub fn obtain(fetcher: &Fetcher<'_>, spec: &KernelSpec) -> Result<Kernel> {
             let recipe = build::Recipe::for_spec(spec)?.expect("stock and reference have recipes");
             build::obtain(fetcher, spec, &recipe)
         }
-        KernelSpec::Path(path) => Err(Error::NotSupported {
-            what: "kernel spec",
-            value: spec.to_string(),
-            reason: format!(
-                "booting a locally built kernel ({}) comes with a later issue; use debian:sid, debian:trixie or debian:bookworm",
-                path.display()
-            ),
-        }),
+        KernelSpec::Path(path) => local::obtain(spec, path),
     }
 }
 
@@ -324,13 +320,13 @@ mod tests {
     }
 
     #[test]
-    fn path_specs_are_not_supported_yet() {
+    fn path_specs_are_local_kernels() {
         let tmp = tempfile::tempdir().unwrap();
         let cache = crate::Cache::new(tmp.path());
         let fetcher = Fetcher::new(&cache);
-        let spec: KernelSpec = "/boot/vmlinuz".parse().unwrap();
+        let spec: KernelSpec = "/nonexistent/bzImage".parse().unwrap();
         let err = obtain(&fetcher, &spec).unwrap_err().to_string();
-        assert!(err.contains("not supported yet"), "{err}");
+        assert!(err.contains("no such file or directory"), "{err}");
     }
 
     #[test]

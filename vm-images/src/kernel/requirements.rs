@@ -1,0 +1,183 @@
+//! What a guest kernel's configuration must offer for bigbar, and why.
+//!
+//! Checked before booting, so a developer's kernel that cannot run the suite is
+//! refused with one message naming every missing option, instead of a guest that
+//! hangs or a test that fails obscurely.
+
+use std::fmt;
+
+use super::kconfig::{Options, Value};
+
+/// How the guest gets a VFIO container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IommuMode {
+    /// An emulated Intel IOMMU (`intel_iommu=on`) and the type1 backend.
+    Intel,
+    /// `vfio.enable_unsafe_noiommu_mode=1`, no IOMMU at all.
+    NoIommu,
+}
+
+/// One requirement the configuration does not meet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// The option(s), e.g. `VFIO_PCI` or `INTEL_IOMMU or VFIO_NOIOMMU`.
+    pub option: String,
+    /// What the guest needs it for.
+    pub needed_for: &'static str,
+    /// What the configuration says.
+    pub found: String,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CONFIG_{} ({}; found: {})",
+            self.option, self.needed_for, self.found
+        )
+    }
+}
+
+/// Options that must be built in (`y`).
+const BUILT_IN: [(&str, &str); 11] = [
+    ("64BIT", "the static x86_64 test binary"),
+    ("PCI", "the emulated device is a PCI device"),
+    (
+        "SERIAL_8250_CONSOLE",
+        "the kernel console on the first serial port",
+    ),
+    ("BLK_DEV_INITRD", "booting the initramfs"),
+    ("DEVTMPFS", "/dev in the initramfs"),
+    ("BINFMT_ELF", "running the test binary"),
+    ("BINFMT_SCRIPT", "running the init script"),
+    ("PROC_FS", "/proc for the tests"),
+    ("SYSFS", "binding the device through sysfs"),
+    ("FUTEX", "threads in the test binary"),
+    (
+        "TRANSPARENT_HUGEPAGE",
+        "huge faults are gated by the THP policy",
+    ),
+];
+
+/// Options that may be built in or modules (`y` or `m`).
+const BUILT_IN_OR_MODULE: [(&str, &str); 2] = [
+    ("VFIO", "the VFIO framework the tests use"),
+    ("VFIO_PCI", "binding the device to vfio-pci"),
+];
+
+fn value(config: &Options, name: &str) -> Option<String> {
+    match config.get(name) {
+        Some(Value::Set(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn found(config: &Options, name: &str) -> String {
+    value(config, name).unwrap_or_else(|| "not set".into())
+}
+
+/// Everything `config` lacks, each with the reason (empty when all is there).
+pub fn missing(config: &Options) -> Vec<Missing> {
+    let mut out = Vec::new();
+    for (name, why) in BUILT_IN {
+        if value(config, name).as_deref() != Some("y") {
+            out.push(Missing {
+                option: name.into(),
+                needed_for: why,
+                found: found(config, name),
+            });
+        }
+    }
+    for (name, why) in BUILT_IN_OR_MODULE {
+        if !matches!(value(config, name).as_deref(), Some("y" | "m")) {
+            out.push(Missing {
+                option: name.into(),
+                needed_for: why,
+                found: found(config, name),
+            });
+        }
+    }
+    if iommu_mode(config).is_none() {
+        out.push(Missing {
+            option: "INTEL_IOMMU (with VFIO_IOMMU_TYPE1) or VFIO_NOIOMMU".into(),
+            needed_for: "a VFIO container needs an IOMMU or no-IOMMU mode",
+            found: format!(
+                "INTEL_IOMMU {}, VFIO_IOMMU_TYPE1 {}, VFIO_NOIOMMU {}",
+                found(config, "INTEL_IOMMU"),
+                found(config, "VFIO_IOMMU_TYPE1"),
+                found(config, "VFIO_NOIOMMU")
+            ),
+        });
+    }
+    out
+}
+
+/// The IOMMU mode the configuration offers: the Intel IOMMU where it can (as on
+/// Debian's kernels), else no-IOMMU mode, else none.
+pub fn iommu_mode(config: &Options) -> Option<IommuMode> {
+    let intel = value(config, "INTEL_IOMMU").as_deref() == Some("y")
+        && matches!(
+            value(config, "VFIO_IOMMU_TYPE1").as_deref(),
+            Some("y" | "m")
+        );
+    if intel {
+        Some(IommuMode::Intel)
+    } else if value(config, "VFIO_NOIOMMU").as_deref() == Some("y") {
+        Some(IommuMode::NoIommu)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::kconfig::parse;
+    use std::path::Path;
+
+    fn complete() -> String {
+        let mut s: String = BUILT_IN
+            .iter()
+            .map(|(n, _)| format!("CONFIG_{n}=y\n"))
+            .collect();
+        s.push_str(
+            "CONFIG_VFIO=y\nCONFIG_VFIO_PCI=m\nCONFIG_INTEL_IOMMU=y\nCONFIG_VFIO_IOMMU_TYPE1=m\n",
+        );
+        s
+    }
+
+    fn options(text: &str) -> Options {
+        parse(text, Path::new("test.config")).unwrap()
+    }
+
+    #[test]
+    fn a_complete_config_needs_nothing() {
+        let c = options(&complete());
+        assert!(missing(&c).is_empty());
+        assert_eq!(iommu_mode(&c), Some(IommuMode::Intel));
+    }
+
+    #[test]
+    fn each_missing_option_is_named_with_its_reason() {
+        let text = complete()
+            .replace("CONFIG_VFIO_PCI=m\n", "# CONFIG_VFIO_PCI is not set\n")
+            .replace("CONFIG_TRANSPARENT_HUGEPAGE=y\n", "");
+        let m = missing(&options(&text));
+        let names: Vec<&str> = m.iter().map(|m| m.option.as_str()).collect();
+        assert_eq!(names, ["TRANSPARENT_HUGEPAGE", "VFIO_PCI"]);
+        assert_eq!(
+            m[1].to_string(),
+            "CONFIG_VFIO_PCI (binding the device to vfio-pci; found: not set)"
+        );
+    }
+
+    #[test]
+    fn noiommu_mode_when_there_is_no_intel_iommu() {
+        let text = complete().replace("CONFIG_INTEL_IOMMU=y\n", "") + "CONFIG_VFIO_NOIOMMU=y\n";
+        let c = options(&text);
+        assert!(missing(&c).is_empty());
+        assert_eq!(iommu_mode(&c), Some(IommuMode::NoIommu));
+        let none = options(&complete().replace("CONFIG_INTEL_IOMMU=y\n", ""));
+        assert!(missing(&none)[0].option.contains("VFIO_NOIOMMU"));
+    }
+}
