@@ -46,6 +46,11 @@ struct Cli {
     /// PUD-mapped block; they run last).
     #[arg(long)]
     no_risky: bool,
+    /// Also offer the benchmarks (`bench.*`: fault cost per mapping order,
+    /// register round trips); they are measurements, not checks, and never run
+    /// unless asked for.
+    #[arg(long)]
+    bench: bool,
     /// Root under which sys/, proc/ and dev/vfio are found.
     #[arg(long, default_value = "/", hide = true)]
     root: PathBuf,
@@ -67,7 +72,10 @@ fn expected_layout(cli: &Cli) -> anyhow::Result<Option<BarLayout>> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let tests = suite::all();
+    let mut tests = suite::all();
+    if cli.bench {
+        tests.extend(suite::bench::all());
+    }
     let selected = harness::select(&tests, &cli.filters);
     if cli.list {
         for t in &selected {

@@ -55,6 +55,10 @@ pub enum Command {
         /// Installation directory (created).
         dir: PathBuf,
     },
+    /// Measure runs (stages, cold and warm, per kernel), in-guest fault cost per
+    /// mapping order, device-emu memory and register round trips; write
+    /// bench.json and bench.md.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Options of a test run.

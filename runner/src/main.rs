@@ -3,6 +3,7 @@
 
 mod accel;
 mod artefacts;
+mod bench;
 mod cli;
 mod console;
 mod device;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         None => run(&cli.run),
         Some(Command::Parse { path, junit }) => parse_saved(path, junit.as_deref()),
         Some(Command::ExportKselftest { dir }) => export_kselftest(dir),
+        Some(Command::Bench(args)) => bench::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

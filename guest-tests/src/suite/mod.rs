@@ -1,6 +1,7 @@
 //! The registered tests. Each group lives in its own module; add a test by
 //! writing a `fn(&Fixture) -> anyhow::Result<Outcome>` and listing it in [`all`].
 
+pub mod bench;
 mod check;
 mod content;
 mod fault_order;
