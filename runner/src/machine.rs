@@ -10,6 +10,8 @@ use device_emu::layout::BarLayout;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vm_images::debian::Suite;
+use vm_images::kernel::kconfig;
+use vm_images::kernel::requirements::{self, IommuMode};
 use vm_images::{busybox, initramfs, kernel, qemu, Cache, Fetcher};
 
 /// What the user asked for.
@@ -87,6 +89,7 @@ struct Prepared {
     built: artefacts::Artefacts,
     qemu: qemu::Qemu,
     kernel: kernel::Kernel,
+    iommu: IommuMode,
     busybox: PathBuf,
     accel: accel::Choice,
 }
@@ -108,12 +111,13 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
         |_| qemu::obtain(&fetcher, plan.qemu.as_deref()).context("obtaining QEMU"),
         |q| format!("QEMU {} ({})", q.version, q.binary.display()),
     )?;
-    let spec: kernel::KernelSpec = plan.kernel_spec.parse().context("--kernel")?;
+    let spec = kernel_spec(&plan.kernel_spec)?;
     let kernel = stages::run(
         "kernel",
         |_| kernel::obtain(&fetcher, &spec).context("obtaining the kernel"),
         |k| format!("{} ({})", k.release, k.image.display()),
     )?;
+    let iommu = check_config(&kernel)?;
     let busybox = stages::run(
         "busybox",
         |_| busybox::obtain(&fetcher, &Suite::sid()).context("obtaining busybox"),
@@ -138,9 +142,52 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
         built,
         qemu,
         kernel,
+        iommu,
         busybox,
         accel,
     })
+}
+
+/// Parses `--kernel`; an existing path that is not written as one (`linux`,
+/// `build/`) is taken as a local kernel too.
+fn kernel_spec(spec: &str) -> Result<kernel::KernelSpec> {
+    match spec.parse::<kernel::KernelSpec>() {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let p = Path::new(spec);
+            if p.exists() {
+                let abs = p
+                    .canonicalize()
+                    .with_context(|| format!("--kernel {spec}"))?;
+                Ok(kernel::KernelSpec::Path(abs))
+            } else {
+                Err(e).context("--kernel")
+            }
+        }
+    }
+}
+
+/// Checks the kernel's configuration (when known) before booting it, and picks
+/// the IOMMU mode it offers. Debian's kernels and bigbar's builds carry theirs.
+fn check_config(k: &kernel::Kernel) -> Result<IommuMode> {
+    let Some(path) = &k.config else {
+        // A local kernel is checked while it is obtained; others default to the IOMMU.
+        return Ok(IommuMode::Intel);
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let options = kconfig::parse(&text, path)?;
+    let missing = requirements::missing(&options);
+    if !missing.is_empty() {
+        let lines: Vec<String> = missing.iter().map(|m| format!("  {m}")).collect();
+        anyhow::bail!(
+            "kernel {} ({}) cannot run bigbar's guest; its configuration lacks:\n{}",
+            k.spec,
+            path.display(),
+            lines.join("\n")
+        );
+    }
+    Ok(requirements::iommu_mode(&options).unwrap_or(IommuMode::Intel))
 }
 
 /// The names of the guest tests `plan` selects, in run order (the static
@@ -286,6 +333,11 @@ fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> Gu
     let hole = pci_hole64(&plan.layout);
     let mut extra = plan.qemu_args.clone();
     let mut append = plan.append.clone();
+    if prep.iommu == IommuMode::NoIommu {
+        append = format!("vfio.enable_unsafe_noiommu_mode=1 {append}")
+            .trim()
+            .to_string();
+    }
     if plan.gdb {
         let sock = run_dir.join("gdb.sock");
         extra.extend([
@@ -300,7 +352,7 @@ fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> Gu
         initramfs: run_dir.join(format!("initramfs-{boot}.cpio")),
         append,
         accel: prep.accel.accel.clone(),
-        iommu: true,
+        iommu: prep.iommu == IommuMode::Intel,
         pci_hole64: hole,
         phys_bits: phys_bits(hole),
         device_socket: run_dir.join(format!("device-{boot}.sock")),

@@ -71,9 +71,10 @@ fn checked_name(name: &str) -> std::result::Result<String, &'static str> {
     let ok = !name.is_empty()
         && name
             .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    // Mostly upper case, but real names have lower case too (SCSI_DC395x).
     ok.then(|| name.to_owned())
-        .ok_or("option names use upper-case letters, digits and _")
+        .ok_or("option names use letters, digits and _")
 }
 
 /// One option whose value in `.config` differs from what the fragment asks.
@@ -135,7 +136,7 @@ mod tests {
 
     #[rstest::rstest]
     #[case("VFIO=y", "line 1", "expected `CONFIG_NAME=value`")]
-    #[case("CONFIG_A=y\nCONFIG_vfio=y", "line 2", "upper-case")]
+    #[case("CONFIG_A=y\nCONFIG_vf-io=y", "line 2", "letters, digits")]
     #[case("CONFIG_A=", "line 1", "empty value")]
     fn rejects(#[case] text: &str, #[case] line: &str, #[case] why: &str) {
         let err = parse(text, Path::new("frag.config"))
