@@ -148,6 +148,17 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
     })
 }
 
+/// A new run directory only the user can enter (device-emu refuses sockets in
+/// directories others can reach).
+fn private_run_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .context("creating the private run directory")
+}
+
 /// Parses `--kernel`; an existing path that is not written as one (`linux`,
 /// `build/`) is taken as a local kernel too.
 fn kernel_spec(spec: &str) -> Result<kernel::KernelSpec> {
@@ -223,10 +234,7 @@ pub fn boot_file(stem: &str, ext: &str, boot: usize) -> String {
 /// is failed with the kernel's report and the remaining tests run in a fresh guest.
 pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>> {
     let prep = prepare(root, plan)?;
-    let run_dir = tempfile::Builder::new()
-        .prefix("bigbar-run-")
-        .tempdir()
-        .context("creating the private run directory")?;
+    let run_dir = private_run_dir("bigbar-run-")?;
     if plan.dry_run {
         let cfg = guest_config(&prep, plan, run_dir.path(), 1);
         build_initramfs(&prep, plan, &cfg.initramfs, &[])?;
@@ -387,10 +395,7 @@ fn gdb_instructions(prep: &Prepared, run_dir: &Path) -> String {
 /// `--shell`: boots into a shell on this terminal with the device bound.
 pub fn shell(root: &Path, plan: &Plan) -> Result<u8> {
     let prep = prepare(root, plan)?;
-    let run_dir = tempfile::Builder::new()
-        .prefix("bigbar-shell-")
-        .tempdir()
-        .context("creating the private run directory")?;
+    let run_dir = private_run_dir("bigbar-shell-")?;
     let cfg = guest_config(&prep, plan, run_dir.path(), 1);
     let mut spec = initramfs_spec(&prep, plan, &[]);
     spec.shell = true;
