@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::manifest;
 
 /// Environment variable that overrides the cache root.
 pub const CACHE_ENV: &str = "BIGBAR_CACHE";
@@ -94,10 +95,15 @@ impl Cache {
         CacheLock::acquire(&self.category_dir(category).join(format!("{name}.lock")))
     }
 
-    /// The path of a complete entry, if it exists.
+    /// The path of a complete, undamaged entry, if it exists. A damaged one reads
+    /// as absent, so the caller fetches it again (through [`Cache::get_or_create`],
+    /// which replaces it).
     pub fn existing(&self, category: &[&str], key: &str) -> Result<Option<PathBuf>> {
         let path = self.category_dir(category).join(checked_key(key)?);
-        Ok(path.is_dir().then_some(path))
+        if !path.is_dir() || manifest::check(&path)?.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(path))
     }
 
     /// Returns the complete entry `key` of `category`, creating it with `fill` if absent.
@@ -116,7 +122,10 @@ impl Cache {
         let _lock = self.lock(category, key)?;
         let path = dir.join(key);
         if path.is_dir() {
-            return Ok(path);
+            match manifest::check(&path)? {
+                None => return Ok(path),
+                Some(problem) => set_aside_damaged(&path, &dir, key, &problem)?,
+            }
         }
         remove_stale_partials(&dir, key)?;
         let partial = tempfile::Builder::new()
@@ -124,6 +133,7 @@ impl Cache {
             .tempdir_in(&dir)
             .at("creating temporary directory in", &dir)?;
         fill(partial.path())?;
+        manifest::write(partial.path())?;
         let filled = partial.keep();
         fs::rename(&filled, &path).at("renaming complete cache entry into", &path)?;
         Ok(path)
@@ -171,6 +181,20 @@ fn choose_root(env_value: Option<std::ffi::OsString>, default_root: PathBuf) -> 
         Some(dir) if !dir.is_empty() => dir.into(),
         _ => default_root,
     }
+}
+
+/// Moves a damaged entry out of the way (it is removed with the stale partials)
+/// so it can be filled again; says so on stderr, since a refetch costs time.
+fn set_aside_damaged(path: &Path, dir: &Path, key: &str, problem: &str) -> Result<()> {
+    eprintln!(
+        "bigbar: cache entry {} is damaged ({problem}); fetching it again",
+        path.display()
+    );
+    let aside = dir.join(format!(
+        "{PARTIAL_PREFIX}{key}-damaged-{}",
+        std::process::id()
+    ));
+    fs::rename(path, &aside).at("moving a damaged cache entry aside", path)
 }
 
 /// Removes directories left by a fill that was interrupted (killed, power loss).
@@ -231,6 +255,29 @@ mod tests {
             .unwrap();
         assert_eq!(again, path);
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_damaged_entry_is_filled_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        let fill = |dir: &Path| {
+            fs::write(dir.join("vmlinuz"), vec![7u8; 4096])
+                .map_err(|e| Error::Initramfs(e.to_string()))
+        };
+        let path = cache.get_or_create(&["k"], "v", fill).unwrap();
+        // Truncated, as a full disk or an interrupted copy leaves it.
+        fs::write(path.join("vmlinuz"), b"short").unwrap();
+        assert_eq!(cache.existing(&["k"], "v").unwrap(), None);
+        let again = cache.get_or_create(&["k"], "v", fill).unwrap();
+        assert_eq!(fs::read(again.join("vmlinuz")).unwrap().len(), 4096);
+        assert!(cache.existing(&["k"], "v").unwrap().is_some());
+        let names: Vec<String> = fs::read_dir(tmp.path().join("k"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "damaged copy left behind: {names:?}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod error;
 pub mod fetch;
 pub mod initramfs;
 pub mod kernel;
+pub mod manifest;
 pub mod qemu;
 
 pub use cache::Cache;
