@@ -204,3 +204,45 @@ fn two_runners_at_once_share_the_cache_and_nothing_else() {
     assert_clean(&pa, da.as_deref(), &la);
     assert_clean(&pb, db.as_deref(), &lb);
 }
+
+#[test]
+fn a_truncated_cache_file_is_detected_and_fetched_again() {
+    let cache = tempfile::tempdir().unwrap();
+    // A dry run fills a private cache without booting.
+    let dry = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["--dry-run", "--cache"])
+        .arg(cache.path())
+        .output()
+        .unwrap();
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let kernels = cache.path().join("kernel/debian-sid");
+    let entry = std::fs::read_dir(&kernels)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("vmlinuz").is_file())
+        .expect("a cached kernel");
+    let image = entry.join("vmlinuz");
+    let full = std::fs::metadata(&image).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(full / 2)
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["--filter", "setup.*", "--cache"])
+        .arg(cache.path())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("is damaged (vmlinuz has"), "{stderr}");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), full);
+}
