@@ -55,6 +55,25 @@ pub const BAR_PREFETCHABLE: u32 = 0b1000;
 pub const CAP_ID_PCIE: u8 = 0x10;
 /// Capability ID of MSI-X.
 pub const CAP_ID_MSIX: u8 = 0x11;
+/// Offset of Device Capabilities inside the PCI Express capability.
+pub const PCIE_DEVCAP: usize = 0x04;
+/// Offset of Device Control inside the PCI Express capability.
+pub const PCIE_DEVCTL: usize = 0x08;
+/// Device Capabilities bit: Function Level Reset capable.
+pub const PCIE_DEVCAP_FLR: u32 = 1 << 28;
+/// Device Control bit: Initiate Function Level Reset (always reads 0).
+pub const PCIE_DEVCTL_BCR_FLR: u16 = 1 << 15;
+
+/// What a config space write asks of the device besides changing bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a function level reset must reset the device"]
+pub enum WriteEffect {
+    /// Nothing more.
+    None,
+    /// Device Control's "Initiate FLR" was written as 1: the device must
+    /// return to its reset state (see [`crate::device::Device::reset_state`]).
+    FunctionLevelReset,
+}
 
 /// Configuration space contents plus the per-byte write masks.
 #[derive(Clone)]
@@ -146,11 +165,14 @@ impl ConfigSpace {
         self.data[c + 1] = next;
         // Capabilities register: version 2, device/port type 0 (endpoint).
         self.set16(c + 0x02, 0x0002, 0);
-        // Device capabilities: 128-byte max payload, no FLR.
-        self.set32(c + 0x04, 0, 0);
+        // Device capabilities: 128-byte max payload, FLR capable. Linux (and so
+        // vfio-pci in the guest) offers VFIO_DEVICE_RESET only when it finds a
+        // reset method; for a function on QEMU's root bus FLR is the only one.
+        self.set32(c + PCIE_DEVCAP, PCIE_DEVCAP_FLR, 0);
         // Device control: error reporting, relaxed ordering, payload and read
-        // request sizes, extended tags, no snoop; not "initiate FLR" (bit 15).
-        self.set16(c + 0x08, 0x2810, 0x7fff);
+        // request sizes, extended tags, no snoop. "Initiate FLR" (bit 15) is
+        // not in the mask: writing 1 triggers the reset, and it reads back 0.
+        self.set16(c + PCIE_DEVCTL, 0x2810, !PCIE_DEVCTL_BCR_FLR);
         // Link capabilities: 2.5 GT/s, x1.
         self.set32(c + 0x0c, 0x0000_0011, 0);
         // Link control: ASPM, RCB, common clock, extended synch.
@@ -192,14 +214,23 @@ impl ConfigSpace {
         Ok(())
     }
 
-    /// Writes `data` at `offset`; bits outside the write mask keep their value.
-    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), OutOfRange> {
+    /// Writes `data` at `offset`; bits outside the write mask keep their
+    /// value. Says whether the write initiated a function level reset, which
+    /// the caller carries out (it concerns more than config space).
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<WriteEffect, OutOfRange> {
         let range = self.range(offset, data.len())?;
+        // The high byte of Device Control holds "Initiate FLR" in its bit 7.
+        let flr_byte = PCIE_CAP_OFFSET + PCIE_DEVCTL + 1;
+        let flr_bit = (PCIE_DEVCTL_BCR_FLR >> 8) as u8;
+        let mut effect = WriteEffect::None;
         for (i, &new) in range.zip(data) {
             let mask = self.wmask[i];
             self.data[i] = (self.data[i] & !mask) | (new & mask);
+            if i == flr_byte && new & flr_bit != 0 {
+                effect = WriteEffect::FunctionLevelReset;
+            }
         }
-        Ok(())
+        Ok(effect)
     }
 
     /// The command register.
@@ -220,7 +251,8 @@ mod tests {
     }
 
     fn size_bar(cs: &mut ConfigSpace, offset: usize) -> u32 {
-        cs.write(offset as u64, &u32::MAX.to_le_bytes()).unwrap();
+        let effect = cs.write(offset as u64, &u32::MAX.to_le_bytes()).unwrap();
+        assert_eq!(effect, WriteEffect::None);
         read32(cs, offset)
     }
 
@@ -245,7 +277,7 @@ mod tests {
         assert_eq!(size_bar(&mut cs, 0x18), 0x0000_000c);
         assert_eq!(size_bar(&mut cs, 0x1c), 0xffff_ff80);
         // A real address sticks.
-        cs.write(0x1c, &0x80u32.to_le_bytes()).unwrap();
+        let _ = cs.write(0x1c, &0x80u32.to_le_bytes()).unwrap();
         assert_eq!(read32(&cs, 0x1c), 0x80);
         // No MSI-X BAR, no MSI-X capability.
         assert_eq!(cs.data[PCIE_CAP_OFFSET + 1], 0);
@@ -255,15 +287,16 @@ mod tests {
     fn read_only_registers_stay_read_only() {
         let mut cs = ConfigSpace::new(&BarLayout::default());
         let before = read32(&cs, 0);
-        cs.write(0, &[0; 4]).unwrap();
+        let _ = cs.write(0, &[0; 4]).unwrap();
         assert_eq!(read32(&cs, 0), before);
-        cs.write(0x04, &0xffff_ffffu32.to_le_bytes()).unwrap();
+        let _ = cs.write(0x04, &0xffff_ffffu32.to_le_bytes()).unwrap();
         assert_eq!(cs.command(), COMMAND_WRITABLE);
         assert_eq!(read32(&cs, 0x04) >> 16, u32::from(STATUS_CAP_LIST));
         // The MSI-X table offset cannot be moved, its enable bit can be set.
-        cs.write(MSIX_CAP_OFFSET as u64, &u32::MAX.to_le_bytes())
+        let _ = cs
+            .write(MSIX_CAP_OFFSET as u64, &u32::MAX.to_le_bytes())
             .unwrap();
-        cs.write(MSIX_CAP_OFFSET as u64 + 4, &[0; 4]).unwrap();
+        let _ = cs.write(MSIX_CAP_OFFSET as u64 + 4, &[0; 4]).unwrap();
         assert_eq!(read32(&cs, MSIX_CAP_OFFSET) >> 16, 0xc007);
         assert_eq!(read32(&cs, MSIX_CAP_OFFSET + 4), 0x20_0001);
         assert_eq!(read32(&cs, MSIX_CAP_OFFSET + 8), 0x20_0801);
@@ -283,5 +316,79 @@ mod tests {
             cs.write(offset, &vec![0; len]),
             Err(OutOfRange { offset, len })
         );
+    }
+
+    fn read16(cs: &ConfigSpace, offset: usize) -> u16 {
+        let mut b = [0; 2];
+        cs.read(offset as u64, &mut b).unwrap();
+        u16::from_le_bytes(b)
+    }
+
+    /// Walks the capability list: (id, offset) of each capability.
+    fn capabilities(cs: &ConfigSpace) -> Vec<(u8, usize)> {
+        let mut caps = Vec::new();
+        let mut at = usize::from(cs.data[reg::CAPABILITIES_POINTER]);
+        while at != 0 {
+            caps.push((cs.data[at], at));
+            at = usize::from(cs.data[at + 1]);
+        }
+        caps
+    }
+
+    #[test]
+    fn pcie_capability_advertises_flr_and_keeps_its_layout() {
+        let cs = ConfigSpace::new(&BarLayout::default());
+        assert_eq!(
+            capabilities(&cs),
+            [
+                (CAP_ID_PCIE, PCIE_CAP_OFFSET),
+                (CAP_ID_MSIX, MSIX_CAP_OFFSET)
+            ]
+        );
+        let c = PCIE_CAP_OFFSET;
+        // Version 2 endpoint, 128-byte payload, FLR capable and nothing else.
+        assert_eq!(read16(&cs, c + 2), 0x0002);
+        assert_eq!(read32(&cs, c + PCIE_DEVCAP), PCIE_DEVCAP_FLR);
+        assert_eq!(read16(&cs, c + PCIE_DEVCTL), 0x2810);
+        // The capability fits before MSI-X.
+        assert!(c + PCIE_CAP_LEN <= MSIX_CAP_OFFSET);
+    }
+
+    #[rstest]
+    #[case::word(PCIE_CAP_OFFSET + PCIE_DEVCTL, vec![0x10, 0xa8])]
+    #[case::high_byte(PCIE_CAP_OFFSET + PCIE_DEVCTL + 1, vec![0x80])]
+    #[case::dword_with_status(PCIE_CAP_OFFSET + PCIE_DEVCTL, vec![0x10, 0x80, 0xff, 0xff])]
+    #[case::from_devcap(PCIE_CAP_OFFSET + PCIE_DEVCAP, vec![0, 0, 0, 0, 0x10, 0x80])]
+    fn writing_initiate_flr_asks_for_a_reset(#[case] offset: usize, #[case] data: Vec<u8>) {
+        let mut cs = ConfigSpace::new(&BarLayout::default());
+        assert_eq!(
+            cs.write(offset as u64, &data).unwrap(),
+            WriteEffect::FunctionLevelReset
+        );
+        // The bit itself is never stored; the other Device Control bits are.
+        let devctl = read16(&cs, PCIE_CAP_OFFSET + PCIE_DEVCTL);
+        assert_eq!(devctl & PCIE_DEVCTL_BCR_FLR, 0, "{devctl:#06x}");
+        // Device Capabilities stays read-only.
+        assert_eq!(read32(&cs, PCIE_CAP_OFFSET + PCIE_DEVCAP), PCIE_DEVCAP_FLR);
+    }
+
+    #[rstest]
+    #[case::devctl_other_bits(PCIE_CAP_OFFSET + PCIE_DEVCTL, vec![0xff, 0x7f])]
+    #[case::devsta(PCIE_CAP_OFFSET + PCIE_DEVCTL + 2, vec![0xff, 0xff])]
+    #[case::devcap(PCIE_CAP_OFFSET + PCIE_DEVCAP, vec![0xff; 4])]
+    #[case::command(0x04, vec![0xff, 0xff])]
+    fn other_writes_do_not_reset(#[case] offset: usize, #[case] data: Vec<u8>) {
+        let mut cs = ConfigSpace::new(&BarLayout::default());
+        assert_eq!(cs.write(offset as u64, &data).unwrap(), WriteEffect::None);
+    }
+
+    #[test]
+    fn device_control_round_trips_without_the_flr_bit() {
+        let mut cs = ConfigSpace::new(&BarLayout::default());
+        let at = PCIE_CAP_OFFSET + PCIE_DEVCTL;
+        let _ = cs.write(at as u64, &0x5a5au16.to_le_bytes()).unwrap();
+        assert_eq!(read16(&cs, at), 0x5a5a);
+        let _ = cs.write(at as u64, &0xffffu16.to_le_bytes()).unwrap();
+        assert_eq!(read16(&cs, at), 0x7fff);
     }
 }

@@ -22,7 +22,7 @@ use vfio_bindings::bindings::vfio::{
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
 
 use crate::bar_memory::{BarMemory, MemoryError};
-use crate::config_space::{ConfigSpace, CONFIG_SPACE_SIZE, MSIX_VECTORS};
+use crate::config_space::{ConfigSpace, WriteEffect, CONFIG_SPACE_SIZE, MSIX_VECTORS};
 use crate::dma::DmaMappings;
 use crate::layout::{BarLayout, MSIX_PAGE_SIZE, REGISTER_BAR_INDEX, REGISTER_BAR_SIZE};
 use crate::msix::MsixPage;
@@ -144,9 +144,18 @@ impl Device {
         self.irq_fds.len()
     }
 
-    /// The device reset: config space, registers and MSI-X table return to their
-    /// power-on values. BAR memory keeps its contents (like the memory of a
-    /// real device across a function reset); interrupt and DMA set-up is kept.
+    /// The device reset, for both ways a client can ask for one: vfio-user's
+    /// `DEVICE_RESET` and a function level reset (Device Control's "Initiate
+    /// FLR" written through config space, what the guest kernel's vfio-pci
+    /// does for `VFIO_DEVICE_RESET`). Config space, registers and MSI-X table
+    /// return to their power-on values. BAR memory keeps its contents (like
+    /// the memory of a real device across a function reset); interrupt and DMA
+    /// set-up is kept.
+    ///
+    /// Config space returns to power-on values whole, although the PCI Express
+    /// specification lets a function keep a few fields across an FLR (such as
+    /// Max_Payload_Size and the Link Control bits): Linux saves and restores
+    /// the whole config state around any reset, so a guest cannot tell.
     pub fn reset_state(&mut self) {
         self.config = ConfigSpace::new(&self.layout);
         self.registers = RegisterFile::new(self.layout.memory_bar_mask());
@@ -369,7 +378,13 @@ impl ServerBackend for Device {
         }
         if region == VFIO_PCI_CONFIG_REGION_INDEX {
             check_range(region, offset, data.len(), CONFIG_SPACE_SIZE as u64)?;
-            self.config.write(offset, data).expect("range checked");
+            match self.config.write(offset, data).expect("range checked") {
+                WriteEffect::None => {}
+                WriteEffect::FunctionLevelReset => {
+                    log::info!("function level reset");
+                    self.reset_state();
+                }
+            }
             return Ok(());
         }
         let (index, size) = u8::try_from(region)
@@ -565,5 +580,58 @@ mod tests {
         d.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, 1 | 32, 0, 0, Vec::new())
             .unwrap();
         assert_eq!(d.irq_fds(), 0);
+    }
+
+    #[test]
+    fn function_level_reset_restores_registers_and_config_but_keeps_memory() {
+        use crate::config_space::{PCIE_CAP_OFFSET, PCIE_DEVCTL};
+        use crate::regs;
+        let mut d = device();
+        let config = VFIO_PCI_CONFIG_REGION_INDEX;
+        let read_config = |d: &mut Device, offset: u64| {
+            let mut b = [0; 4];
+            d.region_read(config, offset, &mut b).unwrap();
+            u32::from_le_bytes(b)
+        };
+        let initial: Vec<u32> = (0..4096)
+            .step_by(4)
+            .map(|o| read_config(&mut d, o))
+            .collect();
+        // What a guest driver changes: command register, a BAR, Device
+        // Control, MSI-X enable, a register, the MSI-X table; and BAR memory.
+        d.region_write(config, 0x04, &0x0006u16.to_le_bytes())
+            .unwrap();
+        d.region_write(config, 0x18, &0xe000_0000u32.to_le_bytes())
+            .unwrap();
+        let devctl = (PCIE_CAP_OFFSET + PCIE_DEVCTL) as u64;
+        d.region_write(config, devctl, &0x2830u16.to_le_bytes())
+            .unwrap();
+        d.region_write(config, 0x82, &0x8000u16.to_le_bytes())
+            .unwrap();
+        d.region_write(0, regs::SCRATCH, &0x1234u64.to_le_bytes())
+            .unwrap();
+        d.region_write(1, 2 * M, &0xfee0_0000u32.to_le_bytes())
+            .unwrap();
+        d.region_write(4, 8 * M, b"kept").unwrap();
+        assert_eq!(read_config(&mut d, 0x04) & 0xffff, 0x0006);
+
+        // The guest kernel's pcie_flr(): Device Control read, bit 15 set, written.
+        d.region_write(config, devctl, &0xa830u16.to_le_bytes())
+            .unwrap();
+
+        let now: Vec<u32> = (0..4096)
+            .step_by(4)
+            .map(|o| read_config(&mut d, o))
+            .collect();
+        assert_eq!(now, initial, "config space back to power-on values");
+        assert_eq!(read_config(&mut d, 0x04) & 0xffff, 0, "command register");
+        let mut b = [0xff; 8];
+        d.region_read(0, regs::SCRATCH, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), 0, "registers reset");
+        d.region_read(1, 2 * M, &mut b[..4]).unwrap();
+        assert_eq!(b[..4], [0; 4], "MSI-X table reset");
+        let mut kept = [0; 4];
+        d.region_read(4, 8 * M, &mut kept).unwrap();
+        assert_eq!(&kept, b"kept", "BAR memory survives the FLR");
     }
 }

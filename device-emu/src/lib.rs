@@ -10,12 +10,14 @@
 //! - BAR 0: the register BAR ([`regs`]), 4 KiB, trapped.
 //! - Memory BARs per [`layout::BarLayout`]: each a sparse memfd offered for mmap,
 //!   except the 4 KiB page holding the MSI-X table and PBA, which is trapped.
-//! - Config space: type 0 header, PCI Express (v2 endpoint) and MSI-X
+//! - Config space: type 0 header, PCI Express (v2 endpoint, FLR capable) and MSI-X
 //!   ([`config_space::MSIX_VECTORS`] vectors) capabilities.
 //! - Interrupts: INTx, MSI-X, error and request eventfds are accepted and kept;
 //!   the device never raises one.
-//! - Device reset (vfio-user `DEVICE_RESET`) restores config space, registers
-//!   and MSI-X table; BAR memory keeps its contents.
+//! - Device reset, by vfio-user `DEVICE_RESET` or by a function level reset
+//!   (the PCI Express capability advertises FLR; writing Device Control's
+//!   "Initiate FLR" bit triggers it, and the bit reads back 0), restores config
+//!   space, registers and MSI-X table; BAR memory keeps its contents.
 //! - A new client connection gets a powered-on device: reset state and BAR
 //!   memory released (reads as zeros).
 //!
@@ -29,7 +31,8 @@
 //! goes on serving the next client. One client is served at a time: another
 //! one connecting meanwhile gets an `EBUSY` reply and is disconnected. The
 //! socket is created with mode 0600, never over an existing path, in a
-//! directory that belongs to the user and that no one else can write to.
+//! directory that belongs to the user, is not a symbolic link and that no one
+//! else can enter, list or write (mode 0700: no group or other bits).
 //!
 //! # Running it
 //!

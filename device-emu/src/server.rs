@@ -37,7 +37,8 @@ pub enum ServerError {
     /// symbolic link, which is never followed).
     #[error("socket path {0} already exists; remove it or choose another path")]
     SocketExists(PathBuf),
-    /// The socket's directory is not safe: not this user's, or writable by others.
+    /// The socket's directory is not safe: a symbolic link, not this user's,
+    /// or open to the group or others in any way (mode & 0o077 != 0).
     #[error(
         "socket directory {dir} {reason}; use a directory only this user can enter (mode 0700)"
     )]
@@ -105,13 +106,14 @@ impl SocketFile {
     }
 }
 
-/// Refuses `dir` unless it is a real directory owned by this user that no
-/// other user can write to (and so replace or pre-empt the socket).
+/// Refuses `dir` unless it is a real directory (not a symbolic link) owned
+/// by this user that no other user can enter, list or write (no permission
+/// bit for group or others: `mode & 0o077 == 0`).
 ///
-/// A directory others can merely enter or list (such as the 0755 that
-/// `tempfile` creates under a 022 umask) is accepted with a warning: the
-/// socket's own mode 0600 keeps other users from connecting, which is what
-/// matters, while refusing it would refuse the runner's run directory.
+/// The socket's own mode 0600 already keeps others from connecting, but a
+/// directory they can enter lets them watch the socket appear, race its
+/// removal or (if writable) pre-empt its path; a 0700 directory (what the
+/// runner creates for each run) rules all of that out.
 pub fn check_private_dir(dir: &Path) -> Result<(), ServerError> {
     let unsafe_dir = |reason: String| ServerError::UnsafeDirectory {
         dir: dir.to_owned(),
@@ -126,24 +128,22 @@ pub fn check_private_dir(dir: &Path) -> Result<(), ServerError> {
         return Err(unsafe_dir("is not a directory".into()));
     }
     let me = nix::unistd::geteuid().as_raw();
+    let mode = meta.mode() & 0o7777;
     if meta.uid() != me {
         return Err(unsafe_dir(format!(
-            "is owned by uid {}, not by uid {me}",
+            "(mode {mode:04o}) is owned by uid {}, not by uid {me}",
             meta.uid()
         )));
     }
-    let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(unsafe_dir(format!(
             "has mode {mode:04o}: other users can write to it"
         )));
     }
-    if mode & 0o055 != 0 {
-        log::info!(
-            "socket directory {} has mode {mode:04o}: other users can enter it \
-             (the socket itself is mode 0600); prefer mode 0700",
-            dir.display()
-        );
+    if mode & 0o077 != 0 {
+        return Err(unsafe_dir(format!(
+            "has mode {mode:04o}: other users can enter or list it"
+        )));
     }
     Ok(())
 }

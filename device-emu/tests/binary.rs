@@ -64,7 +64,7 @@ fn rss(pid: u32) -> u64 {
 
 #[test]
 fn a_512_gib_bar_costs_only_what_is_touched_and_sigterm_stops_a_busy_server() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let socket = dir.path().join("big.sock");
     let mut child = start_with_ready_fd(&socket, "1=64M:32:msix@2M,2=512G");
     let mut client = vfio_user::Client::new(&socket).unwrap();
@@ -109,7 +109,7 @@ fn a_512_gib_bar_costs_only_what_is_touched_and_sigterm_stops_a_busy_server() {
 
 #[test]
 fn listening_line_then_sigint_while_idle() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let socket = dir.path().join("idle.sock");
     let mut child = device_emu()
         .arg("--socket")
@@ -156,7 +156,7 @@ fn run_to_end(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
 
 #[test]
 fn an_existing_socket_path_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let socket = dir.path().join("taken.sock");
     std::fs::write(&socket, b"").unwrap();
     let (code, stderr) = run_to_end(&["--socket".as_ref(), socket.as_os_str()]);
@@ -168,7 +168,7 @@ fn an_existing_socket_path_is_an_error() {
 
 #[test]
 fn a_bad_layout_is_an_error_naming_the_entry() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let socket = dir.path().join("never.sock");
     let (code, stderr) = run_to_end(&[
         "--socket".as_ref(),
@@ -186,7 +186,7 @@ fn a_bad_layout_is_an_error_naming_the_entry() {
 
 #[test]
 fn a_closed_ready_fd_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let socket = dir.path().join("never.sock");
     // The child inherits only 0, 1 and 2: std opens everything else CLOEXEC.
     let closed = "987";
@@ -198,5 +198,26 @@ fn a_closed_ready_fd_is_an_error() {
     ]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("not an open file descriptor"), "{stderr}");
+    assert!(!socket.exists());
+}
+
+#[test]
+fn a_socket_directory_others_can_enter_is_an_error_naming_it_and_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = private_dir();
+    let open = base.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = open.join("never.sock");
+    let (code, stderr) = run_to_end(&["--socket".as_ref(), socket.as_os_str()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "socket directory {} has mode 0755",
+            open.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("mode 0700"), "{stderr}");
     assert!(!socket.exists());
 }

@@ -30,7 +30,7 @@ struct Running {
 
 impl Running {
     fn start(layout: BarLayout) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_dir();
         let path = dir.path().join("device.sock");
         let mut server = EmuServer::bind(&path, layout).unwrap();
         // The thread outlives the test's use of it and ends with the process.
@@ -348,7 +348,7 @@ fn dma_mappings_are_accepted() {
 
 #[test]
 fn an_existing_socket_path_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let path = dir.path().join("taken");
     std::fs::write(&path, b"").unwrap();
     match EmuServer::bind(&path, BarLayout::default()) {

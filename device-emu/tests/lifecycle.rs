@@ -32,7 +32,7 @@ struct Running {
 
 fn start() -> Running {
     let _ = env_logger::builder().is_test(true).try_init();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let path = dir.path().join("d.sock");
     let mut server = EmuServer::bind(&path, BarLayout::default()).unwrap();
     std::thread::spawn(move || server.serve_forever());
@@ -198,8 +198,7 @@ fn bind(path: &Path) -> Result<EmuServer, ServerError> {
 
 #[test]
 fn the_socket_is_private_and_removed_only_while_it_is_ours() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = private_dir();
     let path = dir.path().join("d.sock");
     let server = bind(&path).unwrap();
     let meta = path.symlink_metadata().unwrap();
@@ -216,22 +215,23 @@ fn the_socket_is_private_and_removed_only_while_it_is_ours() {
     assert_eq!(std::fs::read(&path).unwrap(), b"other");
 }
 
+/// A directory of `mode` in `base` (set after creation, so the umask does not
+/// interfere).
+fn dir_with_mode(base: &Path, name: &str, mode: u32) -> PathBuf {
+    let dir = base.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    dir
+}
+
 #[test]
 fn unsafe_socket_directories_are_refused() {
-    let base = tempfile::tempdir().unwrap();
-    let shared = base.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let group = base.path().join("group");
-    std::fs::create_dir(&group).unwrap();
-    std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o770)).unwrap();
-    let private = base.path().join("private");
-    std::fs::create_dir(&private).unwrap();
-    let link = base.path().join("link");
+    let base = private_dir();
+    let base = base.path();
+    let private = dir_with_mode(base, "private", 0o700);
+    let link = base.join("link");
     std::os::unix::fs::symlink(&private, &link).unwrap();
-    let foreign = base.path().join("foreign");
-    std::fs::create_dir(&foreign).unwrap();
-    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let foreign = dir_with_mode(base, "foreign", 0o700);
     let me = nix::unistd::geteuid();
     let other = nix::unistd::Uid::from_raw(if me.is_root() { 65534 } else { 0 });
     // Only root can give a directory away; others test the check through /.
@@ -241,26 +241,59 @@ fn unsafe_socket_directories_are_refused() {
     } else {
         PathBuf::from("/")
     };
-    for (dir, reason) in [
-        (&shared, "other users can write"),
-        (&group, "other users can write"),
-        (&link, "symbolic link"),
-        (&foreign, "owned by uid"),
-    ] {
+    let cases = [
+        (
+            dir_with_mode(base, "shared", 0o777),
+            "mode 0777: other users can write",
+        ),
+        (
+            dir_with_mode(base, "group", 0o770),
+            "mode 0770: other users can write",
+        ),
+        (
+            dir_with_mode(base, "world-readable", 0o755),
+            "mode 0755: other users can enter",
+        ),
+        (
+            dir_with_mode(base, "group-enter", 0o750),
+            "mode 0750: other users can enter",
+        ),
+        (
+            dir_with_mode(base, "others-search", 0o701),
+            "mode 0701: other users can enter",
+        ),
+        (
+            dir_with_mode(base, "group-list", 0o740),
+            "mode 0740: other users can enter",
+        ),
+        (
+            dir_with_mode(base, "sticky-tmp", 0o1777),
+            "mode 1777: other users can write",
+        ),
+        (link, "symbolic link"),
+        (foreign, "owned by uid"),
+    ];
+    for (dir, reason) in &cases {
         match bind(&dir.join("d.sock")) {
             Err(e @ ServerError::UnsafeDirectory { .. }) => {
-                assert!(e.to_string().contains(reason), "{e}")
+                let text = e.to_string();
+                assert!(text.contains(reason), "{text}");
+                assert!(text.contains(&dir.display().to_string()), "{text}");
             }
             Err(e) => panic!("{}: unexpected error {e}", dir.display()),
             Ok(_) => panic!("{}: bound in an unsafe directory", dir.display()),
         }
         assert!(dir.join("d.sock").symlink_metadata().is_err());
     }
+    // The same directory, closed to others, is accepted.
+    let server = bind(&private.join("d.sock")).unwrap();
+    assert!(private.join("d.sock").exists());
+    drop(server);
 }
 
 #[test]
 fn existing_paths_are_never_followed_or_replaced() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let target = dir.path().join("target");
     std::fs::write(&target, b"keep").unwrap();
     let to_file = dir.path().join("to-file");

@@ -37,7 +37,7 @@ struct Running {
 fn start() -> Running {
     // Server logs show with `cargo test -- --nocapture` and RUST_LOG.
     let _ = env_logger::builder().is_test(true).try_init();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let path = dir.path().join("d.sock");
     let mut server = EmuServer::bind(&path, BarLayout::default()).unwrap();
     server.set_limits(Limits {

@@ -8,6 +8,17 @@ use std::fs::File;
 use device_emu::regs::{self, Command, Status};
 use vfio_user::Client;
 
+/// A new temp dir only this user can enter (mode 0700), as device-emu wants
+/// for its socket: tempfile's default follows the umask (0755 under 022).
+pub fn private_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix("device-emu-test-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap()
+}
+
 /// vfio-pci region index of the config space.
 pub const CONFIG: u32 = 7;
 /// Region index of the register BAR.
