@@ -68,10 +68,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Options> {
 }
 
 fn checked_name(name: &str) -> std::result::Result<String, &'static str> {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     // Mostly upper case, but real names have lower case too (SCSI_DC395x).
     ok.then(|| name.to_owned())
         .ok_or("option names use letters, digits and _")
