@@ -91,7 +91,13 @@ pub struct KernelCaps {
     pub thp_disabled_by_prctl: bool,
     /// Placement hook symbols of VFIO in kallsyms (see [`placement_symbol`]).
     pub placement_symbols: Vec<String>,
+    /// The placement policy a kernel with the hook may expose as
+    /// `/sys/module/kernel/parameters/mapping_order_policy` (`offset`, `size`, `off`).
+    pub placement_policy: Option<String>,
 }
+
+/// Where a kernel with the placement hook may say which policy is in force.
+pub const PLACEMENT_POLICY: &str = "sys/module/kernel/parameters/mapping_order_policy";
 
 impl KernelCaps {
     /// Detects the capabilities from `/proc` and `/sys` under `root` (normally `/`).
@@ -118,6 +124,9 @@ impl KernelCaps {
             thp,
             thp_disabled_by_prctl: nix::sys::prctl::get_thp_disable().unwrap_or(false),
             placement_symbols,
+            placement_policy: std::fs::read_to_string(root.join(PLACEMENT_POLICY))
+                .ok()
+                .map(|s| s.trim().to_string()),
         })
     }
 
@@ -189,6 +198,7 @@ mod tests {
             thp,
             thp_disabled_by_prctl: prctl,
             placement_symbols: Vec::new(),
+            placement_policy: None,
         }
     }
 

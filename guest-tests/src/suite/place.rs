@@ -3,7 +3,8 @@
 //!
 //! Whether the kernel implements offset-aware placement is detected, never
 //! inferred from its version: a VFIO placement hook in kallsyms (a symbol with
-//! `mapping_order` or `get_unmapped_area` in a vfio module) or, failing that, a
+//! `mapping_order` or `get_unmapped_area` in a vfio module; unless a
+//! `mapping_order_policy` parameter says `off`) or, failing that, a
 //! probe: [`PROBES`] mmap(NULL) calls of `[4 KiB, S)` of the largest BAR (a
 //! length that is no multiple of 2 MiB, so 6.12's THP accident does not apply)
 //! all landing at `s ≡ phys (mod 2 MiB)`.
@@ -37,9 +38,15 @@ pub struct Capability {
 /// Detects the capability (see the module documentation).
 pub fn capability(fx: &Fixture) -> Result<Capability> {
     if let Some(sym) = fx.caps.placement_symbols.first() {
+        // A hook switched off at run time places like a kernel without it.
+        let off = fx.caps.placement_policy.as_deref() == Some("off");
+        let policy = match &fx.caps.placement_policy {
+            Some(p) => format!(", /{} is `{p}`", guest_tests::kernel::PLACEMENT_POLICY),
+            None => String::new(),
+        };
         return Ok(Capability {
-            implements: true,
-            how: format!("kallsyms has the VFIO placement hook {sym}"),
+            implements: !off,
+            how: format!("kallsyms has the VFIO placement hook {sym}{policy}"),
         });
     }
     let Some(bar) = fx.largest_bar().filter(|b| b.size() >= 2 * PMD) else {
