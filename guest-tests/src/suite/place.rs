@@ -5,9 +5,10 @@
 //! inferred from its version: a VFIO placement hook in kallsyms (a symbol with
 //! `mapping_order` or `get_unmapped_area` in a vfio module; unless a
 //! `mapping_order_policy` parameter says `off`) or, failing that, a
-//! probe: [`PROBES`] mmap(NULL) calls of `[4 KiB, S)` of the largest BAR (a
-//! length that is no multiple of 2 MiB, so 6.12's THP accident does not apply)
-//! all landing at `s ≡ phys (mod 2 MiB)`.
+//! probe: [`PROBES`] mmap(NULL) calls of `[4 KiB, S - 8 KiB)` of the largest BAR
+//! (a length that is no multiple of 2 MiB, so 6.12's THP accident does not apply,
+//! and an end off any 2 MiB boundary, so a top-down search below an aligned free
+//! top does not land congruent by accident) all landing at `s ≡ phys (mod 2 MiB)`.
 
 use anyhow::{bail, Result};
 use guest_tests::fixture::{Bar, Fixture};
@@ -55,11 +56,14 @@ pub fn capability(fx: &Fixture) -> Result<Capability> {
             how: "no placement hook in kallsyms and no BAR of 4 MiB to probe".into(),
         });
     };
+    // [4 KiB, S - 8 KiB): neither end on a 2 MiB boundary. A request ending on
+    // one would be fooled by a top-down search below a 2 MiB-aligned free top:
+    // `s = top - len` is then ≡ the offset by accident (seen on the stock build).
     let req = Request {
         bar_base: bar.phys(),
         bar_size: bar.size(),
         offset: PAGE,
-        len: bar.size() - PAGE,
+        len: bar.size() - 3 * PAGE,
     };
     let mut hits = 0;
     for _ in 0..PROBES {
@@ -72,7 +76,7 @@ pub fn capability(fx: &Fixture) -> Result<Capability> {
         implements: hits == PROBES,
         how: format!(
             "no placement hook in kallsyms; probe: {hits} of {PROBES} mmap(NULL) of BAR {} \
-             [4 KiB, end) landed 2 MiB-congruent",
+             [4 KiB, end - 8 KiB) landed 2 MiB-congruent",
             bar.index
         ),
     })
