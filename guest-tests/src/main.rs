@@ -51,6 +51,10 @@ struct Cli {
     /// unless asked for.
     #[arg(long)]
     bench: bool,
+    /// Run a deliberate failure first: `panic` (the kernel, through sysrq) or
+    /// `hang` (this binary stops printing). For testing the runner.
+    #[arg(long, value_name = "KIND", hide = true, value_parser = suite::inject::KINDS)]
+    inject: Option<String>,
     /// Root under which sys/, proc/ and dev/vfio are found.
     #[arg(long, default_value = "/", hide = true)]
     root: PathBuf,
@@ -75,6 +79,9 @@ fn main() -> ExitCode {
     let mut tests = suite::all();
     if cli.bench {
         tests.extend(suite::bench::all());
+    }
+    if let Some(t) = cli.inject.as_deref().and_then(suite::inject::test) {
+        tests.insert(0, t);
     }
     let selected = harness::select(&tests, &cli.filters);
     if cli.list {

@@ -246,3 +246,66 @@ fn a_truncated_cache_file_is_detected_and_fetched_again() {
     assert!(stderr.contains("is damaged (vmlinuz has"), "{stderr}");
     assert_eq!(std::fs::metadata(&image).unwrap().len(), full);
 }
+
+/// Runs the runner with a deliberate guest failure first, then `setup.*`.
+fn injected(kind: &str, extra: &[&str]) -> (Option<i32>, Value, String) {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg(format!("--guest-arg=--inject={kind}"))
+        .args(["--filter", "inject.*", "--filter", "setup.*"])
+        .args(extra)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let json = std::fs::read_to_string(out.path().join("results.json")).expect("results.json");
+    let v: Value = serde_json::from_str(&json).unwrap();
+    (
+        run.status.code(),
+        v["runs"][0].clone(),
+        String::from_utf8_lossy(&run.stderr).into(),
+    )
+}
+
+/// The verdict and diagnostic of test `name` in a run record.
+fn verdict(run: &Value, name: &str) -> (String, String) {
+    let t = run["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("{name} missing: {run}"));
+    (
+        t["result"].as_str().unwrap().into(),
+        t["diagnostic"].as_str().unwrap().into(),
+    )
+}
+
+#[test]
+fn a_kernel_panic_fails_its_test_and_the_rest_run_in_a_fresh_guest() {
+    let (code, run, log) = injected("panic", &[]);
+    assert_eq!(code, Some(3), "{log}");
+    let (result, diag) = verdict(&run, "inject.panic");
+    assert_eq!(result, "fail");
+    assert!(
+        diag.contains("the kernel crashed during this test"),
+        "{diag}"
+    );
+    assert!(diag.contains("Kernel panic"), "{diag}");
+    assert_eq!(verdict(&run, "setup.bind_vfio").0, "pass");
+    let boots = run["boots"].as_array().unwrap();
+    assert_eq!(boots.len(), 2, "{run}");
+    assert_eq!(boots[0]["tests"][0], "inject.panic");
+    assert_eq!(boots[1]["tests"][0], "setup.bind_vfio");
+}
+
+#[test]
+fn a_silent_guest_is_stopped_and_the_rest_run_in_a_fresh_guest() {
+    let (code, run, log) = injected("hang", &["--idle-timeout", "20"]);
+    assert_eq!(code, Some(4), "{log}");
+    let (result, diag) = verdict(&run, "inject.hang");
+    assert_eq!(result, "fail");
+    assert!(diag.contains("printed nothing for 20 s"), "{diag}");
+    assert_eq!(verdict(&run, "setup.bind_vfio").0, "pass");
+    assert_eq!(run["boots"].as_array().unwrap().len(), 2, "{run}");
+}

@@ -6,6 +6,7 @@ mod check;
 mod content;
 mod fault_order;
 mod fork;
+pub mod inject;
 mod kprobe;
 mod msix;
 mod orders;

@@ -1,0 +1,39 @@
+//! `inject.*`: deliberate failures for testing whoever runs this binary (the
+//! runner's fault-injection suite). Registered only with `--inject KIND`, and run
+//! first, so that tests remain for a fresh guest after the failure.
+//!
+//! - `inject.panic`: panics the kernel through `/proc/sysrq-trigger`.
+//! - `inject.hang`: stops this binary's main process, so the guest prints
+//!   nothing more, as a hung kernel would look from outside.
+
+use anyhow::{bail, Context, Result};
+use guest_tests::fixture::Fixture;
+use guest_tests::harness::{Outcome, TestCase};
+use nix::sys::signal::{kill, Signal};
+
+/// The failures `--inject` knows.
+pub const KINDS: [&str; 2] = ["panic", "hang"];
+
+/// The test for `kind` (one of [`KINDS`]).
+pub fn test(kind: &str) -> Option<TestCase<Fixture>> {
+    match kind {
+        "panic" => Some(TestCase::new("inject.panic", panic)),
+        "hang" => Some(TestCase::new("inject.hang", hang)),
+        _ => None,
+    }
+}
+
+fn panic(_: &Fixture) -> Result<Outcome> {
+    std::fs::write("/proc/sys/kernel/sysrq", "1").context("enabling sysrq")?;
+    std::fs::write("/proc/sysrq-trigger", "c").context("writing c to /proc/sysrq-trigger")?;
+    bail!("the kernel survived a sysrq crash")
+}
+
+fn hang(_: &Fixture) -> Result<Outcome> {
+    // The harness waits for this child in the parent; stopping the parent
+    // freezes the KTAP stream and leaves the child blocked in the harness's pipe.
+    kill(nix::unistd::getppid(), Signal::SIGSTOP).context("stopping the harness")?;
+    loop {
+        nix::unistd::pause();
+    }
+}
