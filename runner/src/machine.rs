@@ -150,7 +150,7 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
 
 /// A new run directory only the user can enter (device-emu refuses sockets in
 /// directories others can reach).
-fn private_run_dir(prefix: &str) -> Result<tempfile::TempDir> {
+pub fn private_run_dir(prefix: &str) -> Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
         .prefix(prefix)

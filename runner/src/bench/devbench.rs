@@ -24,10 +24,7 @@ pub struct DeviceSample {
 /// Starts `binary` with `bars`, reads its idle memory, then times `accesses`
 /// register reads and writes through a vfio-user client.
 pub fn measure(binary: &Path, bars: &str, accesses: u32) -> Result<DeviceSample> {
-    let dir = tempfile::Builder::new()
-        .prefix("bigbar-bench-")
-        .tempdir()
-        .context("creating a private directory for the device socket")?;
+    let dir = crate::machine::private_run_dir("bigbar-bench-")?;
     let socket = dir.path().join("device.sock");
     let (tx, _rx) = std::sync::mpsc::channel::<Event>();
     let dev = crate::device::start(binary, &socket, bars, &dir.path().join("device.log"), tx)?;
