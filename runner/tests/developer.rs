@@ -92,6 +92,7 @@ fn list_and_dry_run_boot_nothing() {
             "bigbar.marker=1",
             "--qemu-arg=-no-hpet",
         ])
+        .args(["--bars", "1=64M:32:msix@2M,2=512G"])
         .output()
         .unwrap();
     let stdout = text(&dry.stdout);
@@ -103,6 +104,9 @@ fn list_and_dry_run_boot_nothing() {
     assert!(stdout.contains("bigbar.marker=1"));
     assert!(stdout.contains(" init\n"), "initramfs listing: {stdout}");
     assert!(stdout.contains("bin/guest-tests"));
+    // --bars reaches the guest tests and sizes the guest's physical address space.
+    assert!(stdout.contains("phys-bits=44"), "{stdout}");
+    assert!(stdout.contains("pci-hole64-size=1099511627776"), "{stdout}");
 }
 
 #[test]
