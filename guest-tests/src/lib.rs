@@ -15,5 +15,6 @@ pub mod mapping;
 pub mod model;
 pub mod pci;
 pub mod placement;
+pub mod ptdump;
 pub mod remap;
 pub mod vfio;

@@ -10,6 +10,7 @@ pub mod inject;
 mod kprobe;
 mod msix;
 mod orders;
+mod pagetables;
 mod place;
 mod race;
 mod setup;
@@ -41,6 +42,7 @@ pub fn all() -> Vec<TestCase<Fixture>> {
         TestCase::new("f1.case_table", orders::case_table),
         TestCase::new("f1.random", orders::random),
         TestCase::new("f1.kprobe_orders", kprobe::kprobe_orders),
+        TestCase::new("f1.ptdump_orders", pagetables::ptdump_orders),
         TestCase::new("f2.one_entry_per_fault", orders::one_entry_per_fault),
         TestCase::new("f2.race_pmd", race::race_pmd),
         TestCase::new("f2.race_pud", race::race_pud),

@@ -13,11 +13,11 @@ use super::Rng;
 /// One row of a case table: `[offset, offset + len)` of a BAR mapped at
 /// `s ≡ phys + shift (mod modulus)`.
 #[derive(Clone, Copy, Debug)]
-struct Row {
-    offset: u64,
-    len: u64,
-    modulus: u64,
-    shift: u64,
+pub(super) struct Row {
+    pub(super) offset: u64,
+    pub(super) len: u64,
+    pub(super) modulus: u64,
+    pub(super) shift: u64,
 }
 
 const fn row(offset: u64, len: u64, modulus: u64, shift: u64) -> Row {
@@ -45,9 +45,11 @@ const F1_ROWS: [Row; 8] = [
     row(PUD, PUD, PUD, PMD),
     // PMD ends around a PUD: 1 + 1 + 1.
     row(PUD - PMD, PUD + 2 * PMD, PUD, 0),
-    // A partial VMA with every kind of cut: 2 PTE, 1 PMD, 1 PUD, 1 PMD, 3 PTE.
-    row(PUD - PMD - 2 * PAGE, PUD + 2 * PMD + 5 * PAGE, PUD, 0),
+    EVERY_CUT,
 ];
+
+/// A partial VMA with every kind of cut: 2 PTE, 1 PMD, 1 PUD, 1 PMD, 3 PTE.
+pub(super) const EVERY_CUT: Row = row(PUD - PMD - 2 * PAGE, PUD + 2 * PMD + 5 * PAGE, PUD, 0);
 
 /// The skip for a kernel whose THP policy makes counts unpredictable here.
 fn unpredictable(fx: &Fixture) -> Option<Outcome> {
