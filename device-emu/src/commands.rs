@@ -10,19 +10,7 @@ pub const DISCARD_ALIGN: u64 = 4096;
 pub const WORD: u64 = 8;
 
 /// The argument registers at the time of the command.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Args {
-    /// [`crate::regs::ARG_BAR`].
-    pub bar: u32,
-    /// [`crate::regs::ARG_OFFSET`].
-    pub offset: u64,
-    /// [`crate::regs::ARG_LENGTH`].
-    pub length: u64,
-    /// [`crate::regs::ARG_STRIDE`].
-    pub stride: u64,
-    /// [`crate::regs::ARG_SEED`].
-    pub seed: u64,
-}
+pub use crate::regs::CommandArgs as Args;
 
 /// What a command leaves in the status and result registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

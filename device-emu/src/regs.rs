@@ -117,6 +117,22 @@ impl Status {
     }
 }
 
+/// The argument registers of one command: [`ARG_BAR`], [`ARG_OFFSET`],
+/// [`ARG_LENGTH`], [`ARG_STRIDE`] and [`ARG_SEED`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommandArgs {
+    /// [`ARG_BAR`]: index of the BAR the command works on.
+    pub bar: u32,
+    /// [`ARG_OFFSET`]: byte offset inside the BAR.
+    pub offset: u64,
+    /// [`ARG_LENGTH`]: bytes covered.
+    pub length: u64,
+    /// [`ARG_STRIDE`]: distance between tagged words.
+    pub stride: u64,
+    /// [`ARG_SEED`]: seed mixed into every tag.
+    pub seed: u64,
+}
+
 /// The tag stored in the 8-byte word at byte `offset` of BAR `bar`.
 ///
 /// Offset, BAR and seed all enter the value, so a word read through a mapping

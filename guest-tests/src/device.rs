@@ -34,20 +34,8 @@ pub enum RegsError {
     },
 }
 
-/// The arguments of one command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Args {
-    /// BAR index.
-    pub bar: u32,
-    /// Byte offset inside the BAR.
-    pub offset: u64,
-    /// Bytes covered.
-    pub length: u64,
-    /// Distance between tagged words.
-    pub stride: u64,
-    /// Seed mixed into tags.
-    pub seed: u64,
-}
+/// The arguments of one command (the register ABI's own type).
+pub use device_emu::regs::CommandArgs as Args;
 
 /// What a `Verify` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
