@@ -112,10 +112,12 @@ impl Watcher {
         }
     }
 
-    /// Whether a panic or oops (not a mere warning) was seen.
-    pub fn kernel_broke(&self) -> bool {
+    /// The first line of the first oops or panic report, if the kernel broke:
+    /// how a run that crashed is summed up (live or re-read from a log).
+    pub fn crash_summary(&self) -> Option<String> {
         self.reports()
-            .any(|r| matches!(r.kind, TroubleKind::Oops | TroubleKind::Panic))
+            .find(|r| matches!(r.kind, TroubleKind::Oops | TroubleKind::Panic))
+            .map(|r| r.text.lines().next().unwrap_or("").to_string())
     }
 
     /// All reports, including one still being collected.
@@ -175,13 +177,29 @@ mod tests {
             Some("f6.split"),
         );
         w.feed_line("[ 3.0] after", Some("f6.split"));
-        assert!(w.kernel_broke());
+        assert_eq!(
+            w.crash_summary().as_deref(),
+            Some("[ 2.0] BUG: kernel NULL pointer dereference")
+        );
         let r = w.into_reports();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].kind, TroubleKind::Oops);
         assert_eq!(r[0].during_test.as_deref(), Some("f6.split"));
         assert_eq!(r[0].text.lines().count(), 4);
         assert!(!r[0].text.contains("after"));
+    }
+
+    #[test]
+    fn a_warning_before_an_oops_is_not_the_crash() {
+        let mut w = Watcher::new();
+        w.feed_line("[ 1.0] WARNING: CPU: 0 PID: 1 at mm/x.c:1 f", None);
+        w.feed_line("[ 1.0] ---[ end trace 0 ]---", None);
+        assert_eq!(w.crash_summary(), None);
+        w.feed_line("[ 2.0] Oops: 0000 [#1] SMP", None);
+        assert_eq!(
+            w.crash_summary().as_deref(),
+            Some("[ 2.0] Oops: 0000 [#1] SMP")
+        );
     }
 
     #[test]

@@ -112,9 +112,20 @@ impl Parser {
         self.in_flight.as_deref()
     }
 
-    /// The announced plan (number of tests), if seen.
-    pub fn plan(&self) -> Option<u32> {
-        self.plan
+    /// Why the stream falls short of its plan, if it does.
+    pub fn shortfall(&self) -> Option<String> {
+        let done = self.results.len();
+        match self.plan {
+            Some(plan) if plan as usize != done => Some(format!(
+                "the KTAP stream ended after {done} of {plan} planned tests"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Whether a version line and a plan were seen and the plan was met.
+    pub fn complete(&self) -> bool {
+        self.saw_version && self.plan.is_some() && self.shortfall().is_none()
     }
 
     /// Results so far, in order of arrival.
@@ -256,6 +267,22 @@ mod tests {
     }
 
     #[test]
+    fn shortfall_and_completeness() {
+        let mut p = Parser::new();
+        p.feed_line("TAP version 13");
+        p.feed_line("1..2");
+        p.feed_line("ok 1 a");
+        assert_eq!(
+            p.shortfall().as_deref(),
+            Some("the KTAP stream ended after 1 of 2 planned tests")
+        );
+        assert!(!p.complete());
+        p.feed_line("ok 2 b");
+        assert_eq!(p.shortfall(), None);
+        assert!(p.complete());
+    }
+
+    #[test]
     fn stream_with_diagnostics_and_noise() {
         let stream = "\
 TAP version 13
@@ -274,7 +301,7 @@ ok 3 fault_order.unaligned # SKIP not supported
             p.feed_line(l);
         }
         assert!(p.saw_version());
-        assert_eq!(p.plan(), Some(3));
+        assert!(p.complete());
         let r = p.into_results();
         assert_eq!(r.len(), 3);
         assert_eq!(r[0].diagnostic, "setup: found 0000:00:03.0");

@@ -70,21 +70,12 @@ pub fn read(path: &Path) -> Result<Run> {
 
 /// How the saved streams end: a kernel crash, a short KTAP stream, or complete.
 fn judge(ktap: &Parser, watcher: &Watcher) -> Outcome {
-    if watcher.kernel_broke() {
-        let first = watcher
-            .reports()
-            .next()
-            .and_then(|r| r.text.lines().next())
-            .unwrap_or("")
-            .to_string();
+    if let Some(first) = watcher.crash_summary() {
         return Outcome::KernelCrashed(first);
     }
-    match ktap.plan() {
-        Some(plan) if plan as usize != ktap.results().len() => Outcome::Infrastructure(format!(
-            "the KTAP stream ended after {} of {plan} planned tests",
-            ktap.results().len()
-        )),
-        _ => Outcome::Completed,
+    match ktap.shortfall() {
+        Some(why) => Outcome::Infrastructure(why),
+        None => Outcome::Completed,
     }
 }
 

@@ -371,25 +371,14 @@ impl LoopState {
 
     /// Decides the outcome of a boot that ended by itself.
     fn judge(&self, status: Option<ExitStatus>, qemu_log: &Path) -> Outcome {
-        if self.watcher.kernel_broke() {
-            let first = self
-                .watcher
-                .reports()
-                .find(|r| r.kind != crate::console::TroubleKind::Warning)
-                .map(|r| r.text.lines().next().unwrap_or("").to_string())
-                .unwrap_or_default();
+        if let Some(first) = self.watcher.crash_summary() {
             return Outcome::KernelCrashed(first);
         }
         match status {
-            Some(s) if s.success() && self.ktap.saw_version() => {
-                let done = self.ktap.results().len();
-                match self.ktap.plan() {
-                    Some(plan) if plan as usize != done => Outcome::Infrastructure(format!(
-                        "the KTAP stream ended after {done} of {plan} planned tests"
-                    )),
-                    _ => Outcome::Completed,
-                }
-            }
+            Some(s) if s.success() && self.ktap.saw_version() => match self.ktap.shortfall() {
+                Some(why) => Outcome::Infrastructure(why),
+                None => Outcome::Completed,
+            },
             Some(s) => {
                 let log = std::fs::read_to_string(qemu_log).unwrap_or_default();
                 let why = if s.success() {
@@ -405,11 +394,7 @@ impl LoopState {
 
     fn finish(self, outcome: Outcome, guest_seconds: f64) -> SessionResult {
         let in_flight = self.ktap.in_flight().map(str::to_string);
-        let ktap_complete = self.ktap.saw_version()
-            && self
-                .ktap
-                .plan()
-                .is_some_and(|p| p as usize == self.ktap.results().len());
+        let ktap_complete = self.ktap.complete();
         SessionResult {
             outcome,
             tests: self.ktap.into_results(),
