@@ -63,7 +63,7 @@ fn first_line(s: &str) -> &str {
 mod tests {
     use super::*;
     use crate::ktap::TestResult;
-    use crate::report::{KernelInfo, QemuInfo, Run};
+    use crate::report::Run;
 
     fn run(outcome: Outcome) -> Run {
         let t = |name: &str, result| TestResult {
@@ -72,30 +72,16 @@ mod tests {
             result,
             diagnostic: "expected 7 faults\ncounted 9".into(),
         };
+        let mut run = Run::blank("debian:sid", outcome);
+        run.kernel.release = Some("7.2".into());
         Run {
-            kernel: KernelInfo {
-                spec: "debian:sid".into(),
-                release: Some("7.2".into()),
-                package_version: None,
-            },
-            qemu: QemuInfo {
-                version: "11.1.3".into(),
-                path: "q".into(),
-            },
-            accel: "tcg".into(),
-            accel_reason: "requested".into(),
-            bars: "2=1G".into(),
-            outcome,
-            guest_seconds: 1.0,
             tests: vec![
                 t("f1.pud", Verdict::Pass),
                 t("f2.count", Verdict::Fail),
                 t("a3.hole", Verdict::Xfail),
                 t("f3.thp", Verdict::Skip),
             ],
-            kernel_reports: vec![],
-            boots: vec![],
-            run_dir: None,
+            ..run
         }
     }
 

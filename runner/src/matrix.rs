@@ -106,24 +106,12 @@ pub fn text(results: &Results) -> String {
 mod tests {
     use super::*;
     use crate::ktap::{TestResult, Verdict};
-    use crate::report::{KernelInfo, QemuInfo, Run};
+    use crate::report::Run;
 
     fn run(spec: &str, tests: &[(&str, Verdict)], outcome: Outcome) -> Run {
+        let mut run = Run::blank(spec, outcome);
+        run.kernel.release = Some("r".into());
         Run {
-            kernel: KernelInfo {
-                spec: spec.into(),
-                release: Some("r".into()),
-                package_version: None,
-            },
-            qemu: QemuInfo {
-                version: "11".into(),
-                path: String::new(),
-            },
-            accel: "tcg".into(),
-            accel_reason: String::new(),
-            bars: String::new(),
-            outcome,
-            guest_seconds: 0.0,
             tests: tests
                 .iter()
                 .map(|(n, v)| TestResult {
@@ -133,9 +121,7 @@ mod tests {
                     diagnostic: String::new(),
                 })
                 .collect(),
-            kernel_reports: vec![],
-            boots: vec![],
-            run_dir: None,
+            ..run
         }
     }
 

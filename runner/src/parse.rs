@@ -42,25 +42,14 @@ pub fn read(path: &Path) -> Result<Run> {
         watcher.feed_line(line, None);
     }
     let outcome = judge(&ktap, &watcher);
+    // A bare log says nothing about the kernel or the emulator.
     let mut run = saved.unwrap_or_else(|| Run {
-        kernel: KernelInfo {
-            spec: "unknown (parsed log)".into(),
-            release: None,
-            package_version: None,
-        },
         qemu: QemuInfo {
             version: "unknown".into(),
             path: String::new(),
         },
         accel: "unknown".into(),
-        accel_reason: String::new(),
-        bars: String::new(),
-        outcome: Outcome::Completed,
-        guest_seconds: 0.0,
-        tests: vec![],
-        kernel_reports: vec![],
-        boots: vec![],
-        run_dir: None,
+        ..Run::blank("unknown (parsed log)", Outcome::Completed)
     });
     run.outcome = saved_outcome_or(&run.outcome, outcome);
     run.tests = ktap.into_results();

@@ -83,8 +83,9 @@ pub struct Run {
 }
 
 impl Run {
-    /// The record of a kernel that could not be tested at all (fetch or build failed).
-    pub fn untested(spec: &str, why: String) -> Self {
+    /// A record of kernel `spec` that knows nothing else yet: no emulator, no
+    /// tests, no boots.
+    pub fn blank(spec: &str, outcome: Outcome) -> Self {
         Run {
             kernel: KernelInfo {
                 spec: spec.to_string(),
@@ -98,13 +99,18 @@ impl Run {
             accel: String::new(),
             accel_reason: String::new(),
             bars: String::new(),
-            outcome: Outcome::Infrastructure(why),
+            outcome,
             guest_seconds: 0.0,
             tests: vec![],
             kernel_reports: vec![],
             boots: vec![],
             run_dir: None,
         }
+    }
+
+    /// The record of a kernel that could not be tested at all (fetch or build failed).
+    pub fn untested(spec: &str, why: String) -> Self {
+        Self::blank(spec, Outcome::Infrastructure(why))
     }
 }
 
