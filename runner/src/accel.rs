@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::time::{Duration, Instant};
+use vm_images::Cache;
 
 /// How long the probe boot may take before KVM is declared unusable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,7 +43,7 @@ pub fn choose(
     qemu: impl Fn() -> Command,
     qemu_version: &str,
     kernel: &Path,
-    cache_dir: &Path,
+    cache: &Cache,
 ) -> Result<Choice> {
     match requested {
         "tcg" | "kvm" => Ok(Choice::new(requested, "requested")),
@@ -50,14 +51,15 @@ pub fn choose(
             if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/kvm") {
                 return Ok(Choice::new("tcg", format!("/dev/kvm not usable: {e}")));
             }
-            let record = cache_dir
-                .join("accel-probe")
-                .join(format!("{}-{qemu_version}", host_cpu_key()));
-            if let Some(c) = read_record(&record) {
+            let record = format!("{}-{qemu_version}", host_cpu_key());
+            let cached = cache.read_record(&[RECORDS], &record).ok().flatten();
+            if let Some(c) = cached.as_deref().and_then(parse_record) {
                 return Ok(c);
             }
             let choice = probe(qemu(), kernel)?;
-            write_record(&record, &choice);
+            // A lost record only means probing again next time.
+            let text = format!("{}\n{}", choice.accel, choice.reason);
+            let _ = cache.write_record(&[RECORDS], &record, &text);
             Ok(choice)
         }
     }
@@ -160,21 +162,13 @@ fn host_cpu_key() -> String {
     format!("{hash:016x}")
 }
 
-fn read_record(path: &Path) -> Option<Choice> {
-    let text = std::fs::read_to_string(path).ok()?;
+/// The cache category of probe verdicts (one small record per host and QEMU).
+const RECORDS: &str = "accel-probe";
+
+/// A cached verdict: the accelerator on the first line, the reason on the second.
+fn parse_record(text: &str) -> Option<Choice> {
     let (accel, reason) = text.trim_end().split_once('\n')?;
     matches!(accel, "tcg" | "kvm").then(|| Choice::new(accel, format!("{reason} (cached)")))
-}
-
-fn write_record(path: &Path, choice: &Choice) {
-    // A lost record only means probing again next time.
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::write(&tmp, format!("{}\n{}\n", choice.accel, choice.reason)).is_ok() {
-        let _ = std::fs::rename(&tmp, path);
-    }
 }
 
 #[cfg(test)]
@@ -201,7 +195,7 @@ mod tests {
             || Command::new("false"),
             "1",
             Path::new("/k"),
-            Path::new("/nonexistent"),
+            &Cache::new("/nonexistent"),
         )
         .unwrap();
         assert_eq!(c, Choice::new("tcg", "requested"));
@@ -210,12 +204,14 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a").join("rec");
-        write_record(&p, &Choice::new("tcg", "because"));
-        let c = read_record(&p).unwrap();
+        let cache = Cache::new(dir.path());
+        cache
+            .write_record(&[RECORDS], "rec", "tcg\nbecause")
+            .unwrap();
+        let text = cache.read_record(&[RECORDS], "rec").unwrap().unwrap();
+        let c = parse_record(&text).unwrap();
         assert_eq!(c.accel, "tcg");
         assert_eq!(c.reason, "because (cached)");
-        std::fs::write(&p, "bogus\nx\n").unwrap();
-        assert!(read_record(&p).is_none());
+        assert!(parse_record("bogus\nx\n").is_none());
     }
 }

@@ -133,7 +133,7 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
                 || qemu.command(),
                 &version,
                 &kernel.image,
-                &plan.cache,
+                &cache,
             )
         },
         |c| format!("{} ({})", c.accel, c.reason),
