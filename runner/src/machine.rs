@@ -10,7 +10,6 @@ use device_emu::layout::BarLayout;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vm_images::debian::Suite;
-use vm_images::kernel::kconfig;
 use vm_images::kernel::requirements::{self, IommuMode};
 use vm_images::{busybox, initramfs, kernel, qemu, Cache, Fetcher};
 
@@ -185,20 +184,7 @@ fn check_config(k: &kernel::Kernel) -> Result<IommuMode> {
         // A local kernel is checked while it is obtained; others default to the IOMMU.
         return Ok(IommuMode::Intel);
     };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let options = kconfig::parse(&text, path)?;
-    let missing = requirements::missing(&options);
-    if !missing.is_empty() {
-        let lines: Vec<String> = missing.iter().map(|m| format!("  {m}")).collect();
-        anyhow::bail!(
-            "kernel {} ({}) cannot run bigbar's guest; its configuration lacks:\n{}",
-            k.spec,
-            path.display(),
-            lines.join("\n")
-        );
-    }
-    Ok(requirements::iommu_mode(&options).unwrap_or(IommuMode::Intel))
+    requirements::check_file(path).with_context(|| format!("kernel {}", k.spec))
 }
 
 /// The names of the guest tests `plan` selects, in run order (the static

@@ -26,17 +26,7 @@ pub fn obtain(spec: &KernelSpec, path: &Path) -> Result<Kernel> {
     let bytes = fs::read(&image).at("reading", &image)?;
     let (config_text, config_path) = read_config(&image, tree.as_deref(), &bytes)?;
     let options = kconfig::parse(&config_text, config_path.as_deref().unwrap_or(&image))?;
-    let missing = requirements::missing(&options);
-    if !missing.is_empty() {
-        return Err(Error::KernelUnsuitable {
-            kernel: path.to_path_buf(),
-            missing: missing
-                .iter()
-                .map(|m| format!("  {m}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        });
-    }
+    requirements::check(&options, path)?;
     let release = match &tree {
         Some(t) => fs::read_to_string(t.join("include/config/kernel.release"))
             .ok()
@@ -54,12 +44,6 @@ pub fn obtain(spec: &KernelSpec, path: &Path) -> Result<Kernel> {
         modules,
         config: config_path,
     })
-}
-
-/// The IOMMU mode a checked kernel's configuration offers (see [`requirements`]).
-pub fn iommu_mode_of(config: &Path) -> Result<Option<IommuMode>> {
-    let text = fs::read_to_string(config).at("reading", config)?;
-    Ok(requirements::iommu_mode(&kconfig::parse(&text, config)?))
 }
 
 /// The image and, when known, its build tree.

@@ -5,8 +5,10 @@
 //! hangs or a test that fails obscurely.
 
 use std::fmt;
+use std::path::Path;
 
-use super::kconfig::{Options, Value};
+use super::kconfig::{self, Options, Value};
+use crate::error::{Error, IoContext, Result};
 
 /// How the guest gets a VFIO container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +112,30 @@ pub fn missing(config: &Options) -> Vec<Missing> {
         });
     }
     out
+}
+
+/// Checks `config` of `kernel` (named in the error): the IOMMU mode to boot it
+/// with, or [`Error::KernelUnsuitable`] listing every missing option and why.
+pub fn check(config: &Options, kernel: &Path) -> Result<IommuMode> {
+    let missing = missing(config);
+    if !missing.is_empty() {
+        return Err(Error::KernelUnsuitable {
+            kernel: kernel.to_path_buf(),
+            missing: missing
+                .iter()
+                .map(|m| format!("  {m}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        });
+    }
+    // `missing` is empty, so one of the two modes is there.
+    Ok(iommu_mode(config).unwrap_or(IommuMode::Intel))
+}
+
+/// [`check`] for a configuration file.
+pub fn check_file(config: &Path) -> Result<IommuMode> {
+    let text = std::fs::read_to_string(config).at("reading", config)?;
+    check(&kconfig::parse(&text, config)?, config)
 }
 
 /// The IOMMU mode the configuration offers: the Intel IOMMU where it can (as on
