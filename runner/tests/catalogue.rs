@@ -4,8 +4,10 @@
 //! cannot satisfy are XFAIL with the measured alignment in their diagnostics.
 //! Needs network access to Debian's archive on the first run, no KVM.
 
+mod common;
+
+use common::{results, runner};
 use serde_json::Value;
-use std::process::Command;
 
 /// The rule IDs of RULES.md.
 const RULES: [&str; 14] = [
@@ -22,14 +24,13 @@ const FINDINGS: [&str; 2] = ["f8.mremap_move_pud_congruent", "f6.munmap_pud_unal
 
 fn run_catalogue() -> (Value, Option<i32>, String) {
     let out = tempfile::tempdir().expect("temp dir");
-    let status = Command::new(env!("CARGO_BIN_EXE_runner"))
+    let status = runner()
         .args(["--kernel", "debian:sid", "--timeout", "900", "--out"])
         .arg(out.path())
         .status()
         .expect("runner starts");
-    let json =
-        std::fs::read_to_string(out.path().join("results.json")).expect("results.json written");
-    let results: Value = serde_json::from_str(&json).expect("results.json is JSON");
+    let results = results(out.path());
+    let json = results.to_string();
     (results, status.code(), json)
 }
 

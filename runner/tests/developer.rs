@@ -3,22 +3,16 @@
 //! `export-kselftest`). Uses the cached debian:sid kernel and QEMU (fetched on
 //! the first run).
 
+mod common;
+
+use common::{results, runner};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn runner() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_runner"))
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn results(dir: &Path) -> Value {
-    let json = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
-    serde_json::from_str(&json).expect("valid JSON")
 }
 
 fn names(v: &Value) -> Vec<String> {

@@ -2,8 +2,9 @@
 //! the first five guest tests pass. Needs network access to Debian's archive on
 //! the first run (QEMU and the kernel are cached afterwards) and no KVM.
 
-use serde_json::Value;
-use std::process::Command;
+mod common;
+
+use common::{results, runner};
 
 /// The first tests, which must pass on Debian sid. (The whole catalogue, with its
 /// kernel findings, is checked by `catalogue.rs`.)
@@ -18,16 +19,15 @@ const REQUIRED: [&str; 5] = [
 #[test]
 fn debian_sid_runs_the_first_tests() {
     let out = tempfile::tempdir().expect("temp dir");
-    let status = Command::new(env!("CARGO_BIN_EXE_runner"))
+    let status = runner()
         .args(["--kernel", "debian:sid", "--timeout", "900"])
         .args(REQUIRED.iter().flat_map(|t| ["--filter", t]))
         .arg("--out")
         .arg(out.path())
         .status()
         .expect("runner starts");
-    let json =
-        std::fs::read_to_string(out.path().join("results.json")).expect("results.json written");
-    let results: Value = serde_json::from_str(&json).expect("results.json is JSON");
+    let results = results(out.path());
+    let json = results.to_string();
     let run = &results["runs"][0];
     assert_eq!(run["kernel"]["spec"], "debian:sid");
     assert!(run["kernel"]["release"]

@@ -2,13 +2,16 @@
 //! SIGINT to the runner, and two runners at once. Each must end with the right
 //! report and exit status, and leave no process, socket or run directory behind.
 
+mod common;
+
+use common::{results, runner, verdict};
 use nix::sys::signal::Signal::{self, SIGINT, SIGKILL};
 use nix::unistd::Pid;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 /// The runner's exit status when the kernel could not be tested.
 const EXIT_NOT_TESTED: i32 = 125;
@@ -24,7 +27,7 @@ struct Watched {
 
 impl Watched {
     fn start(out: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        let mut child = runner()
             .args(["-v", "--filter", "fault_order.*", "--out"])
             .arg(out)
             .args(extra)
@@ -131,8 +134,7 @@ fn assert_clean(pids: &BTreeSet<i32>, run_dir: Option<&Path>, log: &str) {
 }
 
 fn outcome(out: &Path) -> Value {
-    let json = std::fs::read_to_string(out.join("results.json")).expect("results.json");
-    serde_json::from_str::<Value>(&json).unwrap()["runs"][0]["outcome"].clone()
+    results(out)["runs"][0]["outcome"].clone()
 }
 
 fn kill_child_matching(w: &Watched, needle: &str) {
@@ -209,7 +211,7 @@ fn two_runners_at_once_share_the_cache_and_nothing_else() {
 fn a_truncated_cache_file_is_detected_and_fetched_again() {
     let cache = tempfile::tempdir().unwrap();
     // A dry run fills a private cache without booting.
-    let dry = Command::new(env!("CARGO_BIN_EXE_runner"))
+    let dry = runner()
         .args(["--dry-run", "--cache"])
         .arg(cache.path())
         .output()
@@ -234,7 +236,7 @@ fn a_truncated_cache_file_is_detected_and_fetched_again() {
         .set_len(full / 2)
         .unwrap();
     let out = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_runner"))
+    let run = runner()
         .args(["--filter", "setup.*", "--cache"])
         .arg(cache.path())
         .arg("--out")
@@ -250,7 +252,7 @@ fn a_truncated_cache_file_is_detected_and_fetched_again() {
 /// Runs the runner with a deliberate guest failure first, then `setup.*`.
 fn injected(kind: &str, extra: &[&str]) -> (Option<i32>, Value, String) {
     let out = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_runner"))
+    let run = runner()
         .arg(format!("--guest-arg=--inject={kind}"))
         .args(["--filter", "inject.*", "--filter", "setup.*"])
         .args(extra)
@@ -258,26 +260,11 @@ fn injected(kind: &str, extra: &[&str]) -> (Option<i32>, Value, String) {
         .arg(out.path())
         .output()
         .unwrap();
-    let json = std::fs::read_to_string(out.path().join("results.json")).expect("results.json");
-    let v: Value = serde_json::from_str(&json).unwrap();
+    let v = results(out.path());
     (
         run.status.code(),
         v["runs"][0].clone(),
         String::from_utf8_lossy(&run.stderr).into(),
-    )
-}
-
-/// The verdict and diagnostic of test `name` in a run record.
-fn verdict(run: &Value, name: &str) -> (String, String) {
-    let t = run["tests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("{name} missing: {run}"));
-    (
-        t["result"].as_str().unwrap().into(),
-        t["diagnostic"].as_str().unwrap().into(),
     )
 }
 

@@ -2,12 +2,10 @@
 //! cached after its first build), laid out as a developer's build directory;
 //! and a configuration without vfio-pci refused before boot, the option named.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn runner() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_runner"))
-}
+use common::{results, runner};
+use std::path::{Path, PathBuf};
 
 /// The stock kernel's image and config, built (or taken from the cache) by the runner.
 fn stock_kernel() -> (PathBuf, PathBuf, String) {
@@ -61,10 +59,9 @@ fn a_build_directory_boots_and_a_config_without_vfio_is_refused() {
         .status()
         .unwrap();
     assert_eq!(st.code(), Some(0));
-    let json = std::fs::read_to_string(out.path().join("results.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let v = results(out.path());
     assert_eq!(v["runs"][0]["kernel"]["release"], release.as_str());
-    assert_eq!(v["runs"][0]["tests"].as_array().unwrap().len(), 3, "{json}");
+    assert_eq!(v["runs"][0]["tests"].as_array().unwrap().len(), 3, "{v}");
 
     let without: String = config_text
         .lines()

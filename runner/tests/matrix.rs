@@ -8,9 +8,11 @@
 //! (no offset-aware placement) and with the policy `off`; with the size-only
 //! policy `a3.msix_hole` fails with the MSI-X tail at 15 871 4 KiB faults.
 
+mod common;
+
+use common::{results, runner, verdicts};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 
 /// F tests that fail on Debian's 6.12/7.2 and on 7.2 builds: real kernel bugs
 /// (README, "Kernel findings"), not test defects.
@@ -26,30 +28,9 @@ const PLACEMENT_INDEPENDENT: [&str; 5] = [
 ];
 
 fn run(out: &Path, args: &[&str]) -> Value {
-    let st = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args(args)
-        .arg("--out")
-        .arg(out)
-        .status()
-        .unwrap();
+    let st = runner().args(args).arg("--out").arg(out).status().unwrap();
     assert!(st.code().is_some_and(|c| c <= 1), "runner ended with {st}");
-    let json = std::fs::read_to_string(out.join("results.json")).unwrap();
-    serde_json::from_str(&json).unwrap()
-}
-
-fn verdicts(run: &Value) -> Vec<(String, String, String)> {
-    run["tests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["name"].as_str().unwrap().to_string(),
-                t["result"].as_str().unwrap().to_string(),
-                t["diagnostic"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    results(out)
 }
 
 /// F tests pass (or skip with a reason) but for the known findings.

@@ -1,0 +1,47 @@
+//! Helpers shared by the runner's end-to-end tests: starting the runner and
+//! reading what it wrote.
+
+// Each test file uses its own subset of these.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// A command running the runner binary under test.
+pub fn runner() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_runner"))
+}
+
+/// The `results.json` a run wrote into `dir`.
+pub fn results(dir: &Path) -> Value {
+    let path = dir.join("results.json");
+    let json = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&json).expect("results.json is JSON")
+}
+
+/// Name, verdict and diagnostic of every test of a run record, in order.
+pub fn verdicts(run: &Value) -> Vec<(String, String, String)> {
+    run["tests"]
+        .as_array()
+        .expect("tests array")
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["result"].as_str().unwrap().to_string(),
+                t["diagnostic"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The verdict and diagnostic of test `name` in a run record.
+pub fn verdict(run: &Value, name: &str) -> (String, String) {
+    verdicts(run)
+        .into_iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, r, d)| (r, d))
+        .unwrap_or_else(|| panic!("{name} missing: {run}"))
+}
