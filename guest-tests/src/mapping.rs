@@ -89,32 +89,15 @@ impl Mapping {
         modulus: u64,
         residue: u64,
     ) -> Result<Self, MapError> {
-        if !modulus.is_power_of_two() {
-            return Err(MapError::BadModulus(modulus));
-        }
         let n = size("length", len)?;
-        let reserve_len = len.checked_add(modulus).ok_or(MapError::TooLarge {
-            what: "length + alignment",
-            value: len,
-        })?;
-        let reserve_n = size("reservation", reserve_len)?;
         let off = i64::try_from(file_offset).map_err(|_| MapError::TooLarge {
             what: "file offset",
             value: file_offset,
         })?;
-        let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE;
-        // SAFETY: a new anonymous PROT_NONE mapping without MAP_FIXED replaces nothing.
-        let reserve = unsafe { mmap_anonymous(None, reserve_n, ProtFlags::PROT_NONE, flags) }
-            .map_err(sys_err("mmap reservation", 0, reserve_len, 0))?;
-        let base = reserve.as_ptr() as u64;
-        // Inside the reservation by construction: start - base < modulus.
-        let start = align_up_congruent(base, modulus, residue).ok_or(MapError::TooLarge {
-            what: "aligned start",
-            value: base,
-        })?;
+        let start = reserve_congruent(len, modulus, residue)?;
         let fixed = NonZeroUsize::new(start as usize);
-        // SAFETY: MAP_FIXED replaces only pages of our own reservation, which nothing
-        // else uses: [start, start + len) lies inside [base, base + len + modulus).
+        // SAFETY: MAP_FIXED replaces exactly [start, start + len), the PROT_NONE
+        // reservation just made for this mapping, which nothing else uses.
         let mapped = unsafe {
             mmap(
                 fixed,
@@ -125,29 +108,18 @@ impl Mapping {
                 off,
             )
         };
-        let mapping = match mapped {
-            Ok(addr) => Mapping {
+        match mapped {
+            Ok(addr) => Ok(Mapping {
                 addr,
                 len: n.get(),
                 file_offset,
-            },
+            }),
             Err(e) => {
-                // SAFETY: the whole reservation is ours and unused.
-                let _ = unsafe { munmap(reserve, reserve_n.get()) };
-                return Err(sys_err("mmap MAP_FIXED", start, len, file_offset)(e));
+                // SAFETY: the reservation is ours and unused.
+                let _ = unsafe { unmap_raw(start, len) };
+                Err(sys_err("mmap MAP_FIXED", start, len, file_offset)(e))
             }
-        };
-        let end = start + len;
-        let reserve_end = base + reserve_len;
-        // SAFETY: head and tail are the unused parts of our own reservation.
-        unsafe {
-            unmap_raw(base, start - base)?;
         }
-        // SAFETY: as above, for the tail.
-        unsafe {
-            unmap_raw(end, reserve_end - end)?;
-        }
-        Ok(mapping)
     }
 
     /// Maps `len` bytes at `file_offset` with `flags` (MAP_SHARED or MAP_PRIVATE,
