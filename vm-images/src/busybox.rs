@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::key_from_version;
 use crate::debian::{deb, Archive, Suite};
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::{Fetcher, Refresh};
+use crate::fetch::Fetcher;
 
 /// The Debian package.
 pub const DEBIAN_PACKAGE: &str = "busybox-static";
@@ -26,19 +26,13 @@ pub struct Busybox {
     pub package_version: String,
 }
 
-const CURRENT: &str = "current";
-
 /// Debian's `busybox-static` from `suite`, cached per package version.
 pub fn obtain(fetcher: &Fetcher<'_>, suite: &Suite) -> Result<Busybox> {
     let category_name = format!("debian-{suite}");
     let category = ["busybox", category_name.as_str()];
     let cache = fetcher.cache();
-    if fetcher.refresh_policy() == Refresh::IfMissing {
-        if let Some(version) = cache.read_record(&category, CURRENT)? {
-            if let Some(entry) = cache.existing(&category, &key_from_version(&version))? {
-                return load_entry(&entry, version);
-            }
-        }
+    if let Some((version, entry)) = fetcher.warm_entry(&category, key_from_version)? {
+        return load_entry(&entry, version);
     }
     let archive = Archive::open(fetcher, suite)?;
     let version = archive.candidate(DEBIAN_PACKAGE)?;
@@ -64,7 +58,7 @@ pub fn obtain(fetcher: &Fetcher<'_>, suite: &Suite) -> Result<Busybox> {
         }
         check_static(&dir.join("busybox"))
     })?;
-    cache.write_record(&category, CURRENT, &version)?;
+    fetcher.set_current(&category, &version)?;
     load_entry(&entry, version)
 }
 

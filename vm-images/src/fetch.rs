@@ -1,9 +1,14 @@
 //! What every fetch needs: the cache, the refresh policy, the mirror, progress reports.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::cache::Cache;
+use crate::error::Result;
+
+/// The record naming a category's current entry (a key, or what the key is made from).
+const CURRENT_RECORD: &str = "current";
 
 /// Environment variable naming the Debian mirror.
 pub const MIRROR_ENV: &str = "BIGBAR_DEBIAN_MIRROR";
@@ -88,6 +93,29 @@ impl<'a> Fetcher<'a> {
     /// Reports a stage.
     pub fn report(&self, message: &str) {
         (self.progress)(message);
+    }
+
+    /// Under [`Refresh::IfMissing`], the current entry of `category`: the record's
+    /// value and the entry its key (`key_of(value)`) names, when that entry is
+    /// complete and undamaged. Touches no network; `None` means fetch.
+    pub fn warm_entry(
+        &self,
+        category: &[&str],
+        key_of: impl Fn(&str) -> String,
+    ) -> Result<Option<(String, PathBuf)>> {
+        if self.refresh != Refresh::IfMissing {
+            return Ok(None);
+        }
+        let Some(current) = self.cache.read_record(category, CURRENT_RECORD)? else {
+            return Ok(None);
+        };
+        let entry = self.cache.existing(category, &key_of(&current))?;
+        Ok(entry.map(|e| (current, e)))
+    }
+
+    /// Records `value` as what names the current entry of `category`.
+    pub fn set_current(&self, category: &[&str], value: &str) -> Result<()> {
+        self.cache.write_record(category, CURRENT_RECORD, value)
     }
 
     /// Records that `suite` was updated; returns false if it already was in this run.

@@ -13,7 +13,7 @@ use crate::cache::key_from_version;
 use crate::command::{run, tail};
 use crate::debian::{deb, Archive, Suite};
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::{Fetcher, Refresh};
+use crate::fetch::Fetcher;
 
 /// The device bigbar needs.
 pub const REQUIRED_DEVICE: &str = "vfio-user-pci";
@@ -267,19 +267,14 @@ struct EntryInfo {
 }
 
 const ENTRY_INFO: &str = "qemu.json";
-const CURRENT: &str = "current";
 
 /// Debian's `qemu-system-x86` from `suite`, cached per package version.
 pub fn obtain_debian(fetcher: &Fetcher<'_>, suite: &Suite) -> Result<Qemu> {
     let category = ["qemu".to_owned(), format!("debian-{suite}")];
     let category: Vec<&str> = category.iter().map(String::as_str).collect();
     let cache = fetcher.cache();
-    if fetcher.refresh_policy() == Refresh::IfMissing {
-        if let Some(key) = cache.read_record(&category, CURRENT)? {
-            if let Some(entry) = cache.existing(&category, &key)? {
-                return load_entry(&entry);
-            }
-        }
+    if let Some((_, entry)) = fetcher.warm_entry(&category, str::to_owned)? {
+        return load_entry(&entry);
     }
     let archive = Archive::open(fetcher, suite)?;
     let version = archive.candidate(DEBIAN_PACKAGE)?;
@@ -314,7 +309,7 @@ pub fn obtain_debian(fetcher: &Fetcher<'_>, suite: &Suite) -> Result<Qemu> {
         })?;
         fs::write(&path, json).at("writing", path)
     })?;
-    cache.write_record(&category, CURRENT, &key)?;
+    fetcher.set_current(&category, &key)?;
     load_entry(&entry)
 }
 

@@ -21,7 +21,7 @@ pub use spec::KernelSpec;
 use crate::cache::key_from_version;
 use crate::debian::{deb, Archive, Suite};
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::{Fetcher, Refresh};
+use crate::fetch::Fetcher;
 use modules::{load_order, ModuleIndex};
 
 /// The modules the guest needs loaded (their dependencies are added).
@@ -64,7 +64,6 @@ pub fn obtain(fetcher: &Fetcher<'_>, spec: &KernelSpec) -> Result<Kernel> {
 }
 
 const ENTRY_INFO: &str = "kernel.json";
-const CURRENT: &str = "current";
 
 /// What a cache entry records; paths are relative to the entry.
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,12 +81,8 @@ pub fn obtain_debian(fetcher: &Fetcher<'_>, suite: &Suite) -> Result<Kernel> {
     let category_name = format!("debian-{suite}");
     let category = ["kernel", category_name.as_str()];
     let cache = fetcher.cache();
-    if fetcher.refresh_policy() == Refresh::IfMissing {
-        if let Some(key) = cache.read_record(&category, CURRENT)? {
-            if let Some(entry) = cache.existing(&category, &key)? {
-                return load_entry(&entry);
-            }
-        }
+    if let Some((_, entry)) = fetcher.warm_entry(&category, str::to_owned)? {
+        return load_entry(&entry);
     }
     let archive = Archive::open(fetcher, suite)?;
     let resolved = resolve(&archive)?;
@@ -100,7 +95,7 @@ pub fn obtain_debian(fetcher: &Fetcher<'_>, suite: &Suite) -> Result<Kernel> {
     let entry = cache.get_or_create(&category, &key, |dir| {
         fill_entry(fetcher, &archive, &resolved, &spec, dir)
     })?;
-    cache.write_record(&category, CURRENT, &key)?;
+    fetcher.set_current(&category, &key)?;
     load_entry(&entry)
 }
 

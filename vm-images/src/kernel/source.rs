@@ -10,7 +10,7 @@ use crate::cache::key_from_version;
 use crate::command::{require_tool, run};
 use crate::debian::{deb, Archive, Suite};
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::{Fetcher, Refresh};
+use crate::fetch::Fetcher;
 
 /// The metapackage that depends on the newest `linux-source-<version>`.
 pub const SOURCE_METAPACKAGE: &str = "linux-source";
@@ -21,7 +21,6 @@ pub fn source_suite() -> Suite {
 }
 
 const CATEGORY: [&str; 2] = ["kernel-source", "debian-sid"];
-const CURRENT: &str = "current";
 const ENTRY_INFO: &str = "source.json";
 
 /// An unpacked kernel source tree.
@@ -54,15 +53,8 @@ pub fn resolve_version(fetcher: &Fetcher<'_>) -> Result<(String, String)> {
 
 /// The cached current source, when the refresh policy allows using it.
 fn cached_current(fetcher: &Fetcher<'_>) -> Result<Option<KernelSource>> {
-    if fetcher.refresh_policy() != Refresh::IfMissing {
-        return Ok(None);
-    }
-    let cache = fetcher.cache();
-    let Some(key) = cache.read_record(&CATEGORY, CURRENT)? else {
-        return Ok(None);
-    };
-    match cache.existing(&CATEGORY, &key)? {
-        Some(entry) => load_entry(&entry).map(Some),
+    match fetcher.warm_entry(&CATEGORY, str::to_owned)? {
+        Some((_, entry)) => load_entry(&entry).map(Some),
         None => Ok(None),
     }
 }
@@ -95,7 +87,7 @@ pub fn obtain(fetcher: &Fetcher<'_>, package: &str, version: &str) -> Result<Ker
             })?
         }
     };
-    cache.write_record(&CATEGORY, CURRENT, &key)?;
+    fetcher.set_current(&CATEGORY, &key)?;
     load_entry(&entry)
 }
 
