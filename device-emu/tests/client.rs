@@ -4,14 +4,12 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
 use common::*;
 use device_emu::config_space::{CAP_ID_MSIX, CAP_ID_PCIE, CLASS_CODE};
 use device_emu::layout::BarLayout;
 use device_emu::regs::{self, Command, Status};
 use device_emu::server::{EmuServer, ServerError};
-use tempfile::TempDir;
 use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_INTX_IRQ_INDEX,
     VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX, VFIO_REGION_INFO_FLAG_MMAP,
@@ -21,27 +19,6 @@ use vfio_user::Client;
 
 const M: u64 = 1 << 20;
 const G: u64 = 1 << 30;
-
-/// A server thread serving clients on a socket in its own temp dir.
-struct Running {
-    _dir: TempDir,
-    path: PathBuf,
-}
-
-impl Running {
-    fn start(layout: BarLayout) -> Self {
-        let dir = private_dir();
-        let path = dir.path().join("device.sock");
-        let mut server = EmuServer::bind(&path, layout).unwrap();
-        // The thread outlives the test's use of it and ends with the process.
-        std::thread::spawn(move || server.serve_forever());
-        Self { _dir: dir, path }
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.path).unwrap()
-    }
-}
 
 fn default_device() -> (Running, Client) {
     let running = Running::start(BarLayout::default());

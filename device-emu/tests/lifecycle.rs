@@ -17,7 +17,6 @@ use device_emu::regs;
 use device_emu::server::{EmuServer, ServerError};
 use device_emu::wire::{command, flags, Header, HEADER_SIZE};
 use nix::errno::Errno;
-use tempfile::TempDir;
 use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_MSIX_IRQ_INDEX,
 };
@@ -25,18 +24,8 @@ use vfio_user::Client;
 
 const M: u64 = 1 << 20;
 
-struct Running {
-    _dir: TempDir,
-    path: PathBuf,
-}
-
 fn start() -> Running {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let dir = private_dir();
-    let path = dir.path().join("d.sock");
-    let mut server = EmuServer::bind(&path, BarLayout::default()).unwrap();
-    std::thread::spawn(move || server.serve_forever());
-    Running { _dir: dir, path }
+    Running::start(BarLayout::default())
 }
 
 /// A raw VERSION command.

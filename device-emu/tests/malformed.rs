@@ -9,43 +9,30 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use device_emu::layout::BarLayout;
 use device_emu::regs;
-use device_emu::server::EmuServer;
 use device_emu::session::{Limits, MAX_MESSAGE};
 use device_emu::transport::FdKind;
 use device_emu::wire::{command::*, flags, Header, HEADER_SIZE};
 use nix::errno::Errno;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use rstest::rstest;
-use tempfile::TempDir;
 
 /// How long the server waits for the rest of a started message here.
 const MESSAGE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Safety net: a test fails rather than hangs if the server never answers.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
-struct Running {
-    _dir: TempDir,
-    path: PathBuf,
-}
-
 fn start() -> Running {
-    // Server logs show with `cargo test -- --nocapture` and RUST_LOG.
-    let _ = env_logger::builder().is_test(true).try_init();
-    let dir = private_dir();
-    let path = dir.path().join("d.sock");
-    let mut server = EmuServer::bind(&path, BarLayout::default()).unwrap();
-    server.set_limits(Limits {
-        message_timeout: MESSAGE_TIMEOUT,
-        handshake_timeout: Duration::from_secs(10),
-    });
-    std::thread::spawn(move || server.serve_forever());
-    Running { _dir: dir, path }
+    Running::start_with(BarLayout::default(), |server| {
+        server.set_limits(Limits {
+            message_timeout: MESSAGE_TIMEOUT,
+            handshake_timeout: Duration::from_secs(10),
+        })
+    })
 }
 
 /// A message to send: bytes, descriptors, and whether to close our writing

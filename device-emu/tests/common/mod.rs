@@ -4,9 +4,45 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::fs::File;
+use std::path::PathBuf;
 
+use device_emu::layout::BarLayout;
 use device_emu::regs::{self, Command, Status};
+use device_emu::server::EmuServer;
+use tempfile::TempDir;
 use vfio_user::Client;
+
+/// A server thread serving clients on a socket in its own private temp dir.
+pub struct Running {
+    _dir: TempDir,
+    /// The socket.
+    pub path: PathBuf,
+}
+
+impl Running {
+    /// Starts serving `layout`.
+    pub fn start(layout: BarLayout) -> Self {
+        Self::start_with(layout, |_| {})
+    }
+
+    /// Starts serving `layout` after `configure` (e.g. shorter limits) has run.
+    pub fn start_with(layout: BarLayout, configure: impl FnOnce(&mut EmuServer)) -> Self {
+        // Server logs show with `cargo test -- --nocapture` and RUST_LOG.
+        let _ = env_logger::builder().is_test(true).try_init();
+        let dir = private_dir();
+        let path = dir.path().join("device.sock");
+        let mut server = EmuServer::bind(&path, layout).unwrap();
+        configure(&mut server);
+        // The thread outlives the test's use of it and ends with the process.
+        std::thread::spawn(move || server.serve_forever());
+        Self { _dir: dir, path }
+    }
+
+    /// A `vfio_user` client connected to it.
+    pub fn client(&self) -> Client {
+        Client::new(&self.path).unwrap()
+    }
+}
 
 /// A new temp dir only this user can enter (mode 0700), as device-emu wants
 /// for its socket: tempfile's default follows the umask (0755 under 022).
