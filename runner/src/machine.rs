@@ -203,16 +203,6 @@ fn selected_tests(prep: &Prepared, plan: &Plan) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Names a per-boot output file: `console.log` for the first boot,
-/// `console.boot2.log` for the second, and so on.
-pub fn boot_file(stem: &str, ext: &str, boot: usize) -> String {
-    if boot == 1 {
-        format!("{stem}.{ext}")
-    } else {
-        format!("{stem}.boot{boot}.{ext}")
-    }
-}
-
 /// Runs everything for one kernel and returns the run's record (`None` for a
 /// dry run, which prints what it would boot instead).
 ///
@@ -245,7 +235,7 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
         let dev = stages::run(
             "device",
             |_| {
-                let log = out.join(boot_file("device-emu", "log", boot));
+                let log = out.join(session::boot_file("device-emu", "log", boot));
                 device::start(
                     &prep.built.device_emu,
                     &cfg.device_socket,
@@ -256,10 +246,6 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
             },
             |_| format!("bars {}", plan.layout),
         )?;
-        let files = (
-            boot_file("console", "log", boot),
-            boot_file("results", "ktap", boot),
-        );
         let result = stages::run(
             &format!("boot {boot} and tests"),
             |_| {
@@ -269,7 +255,7 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
                     out,
                     run_dir.path(),
                     (tx.clone(), &rx),
-                    &files,
+                    boot,
                 )
             },
             |r| {
@@ -514,8 +500,12 @@ mod tests {
 
     #[test]
     fn per_boot_file_names() {
-        assert_eq!(boot_file("console", "log", 1), "console.log");
-        assert_eq!(boot_file("results", "ktap", 3), "results.boot3.ktap");
+        assert_eq!(session::boot_file("console", "log", 1), "console.log");
+        assert_eq!(
+            session::boot_file("results", "ktap", 3),
+            "results.boot3.ktap"
+        );
+        assert_eq!(session::boot_file("qemu", "log", 2), "qemu.boot2.log");
     }
 
     #[rstest]

@@ -203,33 +203,53 @@ fn serve_serial(
     }
 }
 
-/// Boots the guest and supervises it to the end.
+/// Names a per-boot output file: `console.log` for the first boot,
+/// `console.boot2.log` for the second, and so on.
+pub fn boot_file(stem: &str, ext: &str, boot: usize) -> String {
+    if boot == 1 {
+        format!("{stem}.{ext}")
+    } else {
+        format!("{stem}.boot{boot}.{ext}")
+    }
+}
+
+/// Boots the guest (boot number `boot` of its run) and supervises it to the end.
 ///
-/// `out` receives `console.log` and `results.ktap`; `run_dir` holds the sockets.
+/// `out` receives the console, the KTAP stream and QEMU's own output, named per
+/// boot by [`boot_file`]; `run_dir` holds the sockets.
 pub fn run(
     cfg: &GuestConfig,
     mut qemu_cmd: Command,
     out: &Path,
     run_dir: &Path,
     events: (Sender<Event>, &Receiver<Event>),
-    files: &(String, String),
+    boot: usize,
 ) -> Result<SessionResult> {
     let (tx, rx) = events;
     for (name, file, make) in [
-        ("console", &files.0, Event::Console as fn(String) -> Event),
-        ("ktap", &files.1, Event::Ktap as fn(String) -> Event),
+        (
+            "console",
+            boot_file("console", "log", boot),
+            Event::Console as fn(String) -> Event,
+        ),
+        (
+            "ktap",
+            boot_file("results", "ktap", boot),
+            Event::Ktap as fn(String) -> Event,
+        ),
     ] {
         let sock = run_dir.join(format!("{name}.sock"));
         // A previous boot of the same run leaves its socket file behind.
         let _ = std::fs::remove_file(&sock);
         let listener =
             UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
-        let log = File::create(out.join(file))
-            .with_context(|| format!("creating {}", out.join(file).display()))?;
+        let log = File::create(out.join(&file))
+            .with_context(|| format!("creating {}", out.join(&file).display()))?;
         serve_serial(listener, name, log, tx.clone(), make);
     }
-    let qemu_log = out.join("qemu.log");
-    let qemu_err = File::create(&qemu_log).context("creating qemu.log")?;
+    let qemu_log = out.join(boot_file("qemu", "log", boot));
+    let qemu_err =
+        File::create(&qemu_log).with_context(|| format!("creating {}", qemu_log.display()))?;
     qemu_cmd
         .args(qemu_args(cfg, run_dir))
         .stdin(Stdio::null())
@@ -386,7 +406,8 @@ impl LoopState {
                 } else {
                     format!("QEMU failed ({s})")
                 };
-                Outcome::Infrastructure(format!("{why}\nqemu.log:\n{}", tail(&log, 20)))
+                let name = qemu_log.file_name().unwrap_or_default().to_string_lossy();
+                Outcome::Infrastructure(format!("{why}\n{name}:\n{}", tail(&log, 20)))
             }
             None => Outcome::Infrastructure("QEMU's exit was not observed".into()),
         }

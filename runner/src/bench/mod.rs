@@ -344,7 +344,7 @@ fn results_json(dir: &Path) -> Option<serde_json::Value> {
 fn read_ktap(dir: &Path) -> String {
     let mut out = String::new();
     for boot in 1..=8 {
-        let name = crate::machine::boot_file("results", "ktap", boot);
+        let name = crate::session::boot_file("results", "ktap", boot);
         match std::fs::read_to_string(dir.join(name)) {
             Ok(t) => out.push_str(&t),
             Err(_) => break,
