@@ -245,16 +245,24 @@ mod tests {
         std::process::exit(9)
     }
 
+    /// Deadline of the dummy tests. A child forked from this multi-threaded test
+    /// process can inherit a lock another thread held at fork time (a concurrent
+    /// test failure holds the panic machinery's backtrace lock while it prints),
+    /// and a child that panics then waits for it forever. The deadline turns that
+    /// into a quick, visible failure instead of a five-minute stall.
+    const DUMMY_TIMEOUT: Duration = Duration::from_secs(20);
+
     fn suite() -> Vec<TestCase<Fx>> {
+        let case = |name, run| TestCase::new(name, run).with_timeout(DUMMY_TIMEOUT);
         vec![
-            TestCase::new("dummy.pass", pass),
-            TestCase::new("dummy.fail", fail),
-            TestCase::new("dummy.skip", skip),
-            TestCase::new("dummy.panic", panics),
-            TestCase::new("dummy.sigbus", sigbus),
+            case("dummy.pass", pass),
+            case("dummy.fail", fail),
+            case("dummy.skip", skip),
+            case("dummy.panic", panics),
+            case("dummy.sigbus", sigbus),
             TestCase::new("dummy.hang", hangs).with_timeout(Duration::from_millis(400)),
-            TestCase::new("dummy.exit", exits),
-            TestCase::new("dummy.xfail", xfail),
+            case("dummy.exit", exits),
+            case("dummy.xfail", xfail),
         ]
     }
 
