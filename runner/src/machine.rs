@@ -178,10 +178,13 @@ fn kernel_spec(spec: &str) -> Result<kernel::KernelSpec> {
 }
 
 /// Checks the kernel's configuration (when known) before booting it, and picks
-/// the IOMMU mode it offers. Debian's kernels and bigbar's builds carry theirs.
+/// the IOMMU mode it offers. Debian's kernels and bigbar's builds carry theirs;
+/// a local kernel was checked while it was obtained and says its mode.
 fn check_config(k: &kernel::Kernel) -> Result<IommuMode> {
+    if let Some(mode) = k.iommu {
+        return Ok(mode);
+    }
     let Some(path) = &k.config else {
-        // A local kernel is checked while it is obtained; others default to the IOMMU.
         return Ok(IommuMode::Intel);
     };
     requirements::check_file(path).with_context(|| format!("kernel {}", k.spec))

@@ -118,7 +118,7 @@ fn find_all<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flate2::write::GzEncoder;
     use std::io::Write;
@@ -131,7 +131,7 @@ mod tests {
 
     /// A fake "vmlinux" with an embedded config, gzip-compressed as a payload
     /// behind some setup bytes, with trailing garbage.
-    fn fake_image(config: &str) -> Vec<u8> {
+    pub(crate) fn fake_image(config: &str) -> Vec<u8> {
         let mut vmlinux = b"\x7fELF...code...".to_vec();
         vmlinux.extend_from_slice(START);
         vmlinux.extend(gzip(config.as_bytes()));

@@ -26,7 +26,7 @@ pub fn obtain(spec: &KernelSpec, path: &Path) -> Result<Kernel> {
     let bytes = fs::read(&image).at("reading", &image)?;
     let (config_text, config_path) = read_config(&image, tree.as_deref(), &bytes)?;
     let options = kconfig::parse(&config_text, config_path.as_deref().unwrap_or(&image))?;
-    requirements::check(&options, path)?;
+    let iommu = requirements::check(&options, path)?;
     let release = match &tree {
         Some(t) => fs::read_to_string(t.join("include/config/kernel.release"))
             .ok()
@@ -43,6 +43,7 @@ pub fn obtain(spec: &KernelSpec, path: &Path) -> Result<Kernel> {
         image,
         modules,
         config: config_path,
+        iommu: Some(iommu),
     })
 }
 
@@ -220,6 +221,21 @@ mod tests {
         let t = tree_with(&BUILT_IN_ALL.replace("CONFIG_VFIO_PCI=y", "CONFIG_VFIO_PCI=m"));
         let e = obtain(&KernelSpec::Path(t.path().into()), t.path()).unwrap_err();
         assert!(e.to_string().contains("vfio_pci"), "{e}");
+    }
+
+    #[test]
+    fn bare_image_reports_the_iommu_mode_of_its_embedded_config() {
+        let t = tempfile::tempdir().unwrap();
+        let image = t.path().join("bzImage");
+        fs::write(&image, ikconfig::tests::fake_image(BUILT_IN_ALL)).unwrap();
+        let k = obtain(&KernelSpec::Path(image.clone()), &image).unwrap();
+        assert_eq!(k.config, None);
+        assert_eq!(k.iommu, Some(IommuMode::NoIommu));
+
+        let with_intel = format!("{BUILT_IN_ALL}CONFIG_INTEL_IOMMU=y\nCONFIG_VFIO_IOMMU_TYPE1=y\n");
+        fs::write(&image, ikconfig::tests::fake_image(&with_intel)).unwrap();
+        let k = obtain(&KernelSpec::Path(image.clone()), &image).unwrap();
+        assert_eq!(k.iommu, Some(IommuMode::Intel));
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub struct Kernel {
     pub modules: Vec<PathBuf>,
     /// The kernel configuration, if known.
     pub config: Option<PathBuf>,
+    /// The IOMMU mode its configuration offers, when that configuration was
+    /// already checked while obtaining the kernel (local kernels, including a bare
+    /// bzImage whose configuration is only embedded); `None` leaves the check of
+    /// `config` to whoever boots it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iommu: Option<requirements::IommuMode>,
 }
 
 /// Obtains the kernel `spec` names, from the cache if it holds it.
@@ -259,6 +265,7 @@ fn load_entry(entry: &Path) -> Result<Kernel> {
         image: entry.join(info.image),
         modules: info.modules.iter().map(|m| entry.join(m)).collect(),
         config: info.config.map(|c| entry.join(c)),
+        iommu: None,
     };
     let files = std::iter::once(&kernel.image)
         .chain(&kernel.modules)

@@ -11,7 +11,8 @@ use super::kconfig::{self, Options, Value};
 use crate::error::{Error, IoContext, Result};
 
 /// How the guest gets a VFIO container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum IommuMode {
     /// An emulated Intel IOMMU (`intel_iommu=on`) and the type1 backend.
     Intel,
