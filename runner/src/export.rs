@@ -49,8 +49,12 @@ for t in $tests; do
         timeout=$(sed -n 's/^timeout=//p' "$BASE_DIR/$dir/settings")
     fi
     echo "# selftests: $dir: $name"
-    (cd "$BASE_DIR/$dir" && timeout "$timeout" "./$name" 2>&1 | sed 's/^/# /'; exit $?)
-    rc=$?
+    # The test's output is indented through sed; the status of a pipeline is
+    # sed's, so the test's own status comes back on fd 3 (POSIX sh has no pipefail).
+    exec 4>&1
+    rc=$( { { (cd "$BASE_DIR/$dir" && exec timeout "$timeout" "./$name") 2>&1; echo $? >&3; } \
+        | sed 's/^/# /' >&4; } 3>&1 )
+    exec 4>&-
     case $rc in
         0) echo "ok $n selftests: $dir: $name" ;;
         4) echo "ok $n selftests: $dir: $name # SKIP" ;;
@@ -92,42 +96,76 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// Exports a shell script standing in for the binary and runs the layout's
-    /// own run script on the host.
-    #[test]
-    fn layout_and_run_script() {
+    /// Exports `script` as the test binary, with `timeout` seconds in `settings`.
+    fn export_fake(script: &str, timeout: u32) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("fake");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho 'TAP version 13'\necho '1..1'\necho 'ok 1 x'\n",
-        )
-        .unwrap();
+        std::fs::write(&fake, format!("#!/bin/sh\n{script}")).unwrap();
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let out = dir.path().join("install");
         export(&fake, &out).unwrap();
+        std::fs::write(out.join("bigbar/settings"), format!("timeout={timeout}\n")).unwrap();
+        dir
+    }
+
+    fn run_script(dir: &tempfile::TempDir, args: &[&str]) -> (Option<i32>, String) {
+        let run = Command::new(dir.path().join("install/run_kselftest.sh"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            run.status.code(),
+            String::from_utf8_lossy(&run.stdout).into_owned(),
+        )
+    }
+
+    #[test]
+    fn layout_and_list() {
+        let dir = export_fake("exit 0\n", 5);
+        let out = dir.path().join("install");
         assert_eq!(
             std::fs::read_to_string(out.join("kselftest-list.txt")).unwrap(),
             "bigbar:guest-tests\n"
         );
-        assert!(std::fs::read_to_string(out.join("bigbar/settings"))
-            .unwrap()
-            .starts_with("timeout="));
-        let run = Command::new(out.join("run_kselftest.sh")).output().unwrap();
-        let text = String::from_utf8_lossy(&run.stdout);
-        assert!(run.status.success(), "{text}");
-        assert!(text.contains("1..1\n# selftests: bigbar: guest-tests\n# TAP version 13"));
+        let settings = tempfile::tempdir().unwrap();
+        export(&out.join("bigbar/guest-tests"), settings.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(settings.path().join("bigbar/settings")).unwrap(),
+            format!("timeout={TIMEOUT_SECS}\n")
+        );
+        assert_eq!(
+            run_script(&dir, &["-l"]),
+            (Some(0), "bigbar:guest-tests\n".into())
+        );
+        let (code, _) = run_script(&dir, &["--bogus"]);
+        assert_eq!(code, Some(2));
+    }
+
+    /// The run script's verdict follows the binary's exit status (kselftest's
+    /// codes: 0 pass, 4 skip, anything else a failure) and its timeout, and the
+    /// binary's own KTAP comes out nested as `# ` lines.
+    #[rstest::rstest]
+    #[case::pass("exit 0", "ok 1 selftests: bigbar: guest-tests\n", 0)]
+    #[case::fail("exit 1", "not ok 1 selftests: bigbar: guest-tests # exit=1\n", 1)]
+    #[case::skip("exit 4", "ok 1 selftests: bigbar: guest-tests # SKIP\n", 0)]
+    #[case::crash(
+        "kill -SEGV $$",
+        "not ok 1 selftests: bigbar: guest-tests # exit=139\n",
+        1
+    )]
+    #[case::hang(
+        "exec sleep 60",
+        "not ok 1 selftests: bigbar: guest-tests # TIMEOUT 1 seconds\n",
+        1
+    )]
+    fn verdict_follows_the_binary(#[case] end: &str, #[case] last: &str, #[case] code: i32) {
+        let dir = export_fake(&format!("echo 'TAP version 13'\necho '1..1'\n{end}\n"), 1);
+        let (status, text) = run_script(&dir, &[]);
         assert!(
-            text.ends_with("ok 1 selftests: bigbar: guest-tests\n"),
+            text.starts_with("TAP version 13\n1..1\n# selftests: bigbar: guest-tests\n# TAP version 13\n# 1..1\n"),
             "{text}"
         );
-        let list = Command::new(out.join("run_kselftest.sh"))
-            .arg("-l")
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&list.stdout),
-            "bigbar:guest-tests\n"
-        );
+        assert!(text.ends_with(last), "{text}");
+        assert_eq!(status, Some(code), "{text}");
     }
 }
