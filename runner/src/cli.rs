@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub const EXIT_OK: u8 = 0;
 /// Exit status: at least one test failed.
 pub const EXIT_TEST_FAILED: u8 = 1;
+/// Exit status: the command line cannot work (clap's own status for usage errors).
+pub const EXIT_USAGE: u8 = 2;
 /// Exit status: the kernel oopsed or panicked during the run.
 pub const EXIT_KERNEL_CRASHED: u8 = 3;
 /// Exit status: the guest did not finish within the time limits.

@@ -112,14 +112,17 @@ impl Parser {
         self.in_flight.as_deref()
     }
 
-    /// Why the stream falls short of its plan, if it does.
+    /// Why the stream falls short of its plan (or has none), if it does.
     pub fn shortfall(&self) -> Option<String> {
         let done = self.results.len();
         match self.plan {
             Some(plan) if plan as usize != done => Some(format!(
                 "the KTAP stream ended after {done} of {plan} planned tests"
             )),
-            _ => None,
+            Some(_) => None,
+            None => Some(format!(
+                "the KTAP stream has no plan line (it ended after {done} results)"
+            )),
         }
     }
 

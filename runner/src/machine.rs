@@ -3,11 +3,12 @@
 
 use crate::recovery::Recovery;
 use crate::report::{KernelInfo, Outcome, QemuInfo, Run};
-use crate::session::{self, GuestConfig};
+use crate::session::{self, Event, GuestConfig, SessionResult};
 use crate::{accel, artefacts, device, stages};
 use anyhow::{Context, Result};
 use device_emu::layout::BarLayout;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 use vm_images::debian::Suite;
 use vm_images::kernel::requirements::{self, IommuMode};
@@ -160,7 +161,7 @@ pub fn private_run_dir(prefix: &str) -> Result<tempfile::TempDir> {
 
 /// Parses `--kernel`; an existing path that is not written as one (`linux`,
 /// `build/`) is taken as a local kernel too.
-fn kernel_spec(spec: &str) -> Result<kernel::KernelSpec> {
+pub fn kernel_spec(spec: &str) -> Result<kernel::KernelSpec> {
     match spec.parse::<kernel::KernelSpec>() {
         Ok(s) => Ok(s),
         Err(e) => {
@@ -223,53 +224,24 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
     eprintln!("bigbar: run directory {}", run_dir.path().display());
     let all = selected_tests(&prep, plan)?;
     let mut record = Recovery::new(all);
-    let (tx, rx) = session::event_channel()?;
+    let (tx, rx, _route) = session::event_channel()?;
     for boot in 1..=MAX_BOOTS {
-        let cfg = guest_config(&prep, plan, run_dir.path(), boot);
         let selection = if boot == 1 {
             Vec::new()
         } else {
             record.remaining()
         };
-        build_initramfs(&prep, plan, &cfg.initramfs, &selection)?;
-        if plan.gdb {
-            eprintln!("bigbar: {}", gdb_instructions(&prep, run_dir.path()));
-        }
-        let dev = stages::run(
-            "device",
-            |_| {
-                let log = out.join(session::boot_file("device-emu", "log", boot));
-                device::start(
-                    &prep.built.device_emu,
-                    &cfg.device_socket,
-                    &plan.layout.to_string(),
-                    &log,
-                    tx.clone(),
-                )
-            },
-            |_| format!("bars {}", plan.layout),
-        )?;
-        let result = stages::run(
-            &format!("boot {boot} and tests"),
-            |_| {
-                session::run(
-                    &cfg,
-                    prep.qemu.command(),
-                    out,
-                    run_dir.path(),
-                    (tx.clone(), &rx),
-                    boot,
-                )
-            },
-            |r| {
-                format!(
-                    "{} results, {:.1} s guest wall time",
-                    r.tests.len(),
-                    r.guest_seconds
-                )
-            },
-        )?;
-        dev.stop();
+        let events = (tx.clone(), &rx);
+        let result = match one_boot(&prep, plan, out, run_dir.path(), boot, &selection, events) {
+            Ok(result) => result,
+            // What earlier boots found must survive a later boot that cannot start.
+            Err(e) if boot > 1 => {
+                eprintln!("bigbar: boot {boot} could not start: {e:#}");
+                record.absorb_failure(boot, format!("boot {boot} could not start: {e:#}"));
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         if result.outcome != Outcome::Completed {
             eprintln!("bigbar: last console lines:\n{}", result.console_tail);
         }
@@ -367,6 +339,60 @@ fn gdb_instructions(prep: &Prepared, run_dir: &Path) -> String {
     )
 }
 
+/// Boot number `boot` of a run: its initramfs (running `selection`, or every
+/// selected test when empty), its own device-emu, and the supervised guest.
+fn one_boot(
+    prep: &Prepared,
+    plan: &Plan,
+    out: &Path,
+    run_dir: &Path,
+    boot: usize,
+    selection: &[String],
+    (tx, rx): (Sender<Event>, &Receiver<Event>),
+) -> Result<SessionResult> {
+    let cfg = guest_config(prep, plan, run_dir, boot);
+    build_initramfs(prep, plan, &cfg.initramfs, selection)?;
+    if plan.gdb {
+        eprintln!("bigbar: {}", gdb_instructions(prep, run_dir));
+    }
+    let dev = stages::run(
+        "device",
+        |_| {
+            let log = out.join(session::boot_file("device-emu", "log", boot));
+            device::start(
+                &prep.built.device_emu,
+                &cfg.device_socket,
+                &plan.layout.to_string(),
+                &log,
+                tx.clone(),
+            )
+        },
+        |_| format!("bars {}", plan.layout),
+    )?;
+    let result = stages::run(
+        &format!("boot {boot} and tests"),
+        |_| {
+            session::run(
+                &cfg,
+                prep.qemu.command(),
+                out,
+                run_dir,
+                (tx.clone(), rx),
+                boot,
+            )
+        },
+        |r| {
+            format!(
+                "{} results, {:.1} s guest wall time",
+                r.tests.len(),
+                r.guest_seconds
+            )
+        },
+    )?;
+    dev.stop();
+    Ok(result)
+}
+
 /// `--shell`: boots into a shell on this terminal with the device bound.
 pub fn shell(root: &Path, plan: &Plan) -> Result<u8> {
     let prep = prepare(root, plan)?;
@@ -375,7 +401,7 @@ pub fn shell(root: &Path, plan: &Plan) -> Result<u8> {
     let mut spec = initramfs_spec(&prep, plan, &[]);
     spec.shell = true;
     initramfs::build(&spec, &cfg.initramfs).context("building the initramfs")?;
-    let (tx, _rx) = session::event_channel()?;
+    let (tx, _rx, _route) = session::event_channel()?;
     let log = run_dir.path().join("device-emu.log");
     let dev = device::start(
         &prep.built.device_emu,

@@ -39,10 +39,21 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("bigbar: error: {e:#}");
-            ExitCode::from(cli::EXIT_NOT_TESTED)
+            let usage = e.downcast_ref::<UsageError>().is_some();
+            ExitCode::from(if usage {
+                cli::EXIT_USAGE
+            } else {
+                cli::EXIT_NOT_TESTED
+            })
         }
     }
 }
+
+/// A command line that cannot work, found before anything is built or fetched:
+/// exit status 2 (not 125, which `git bisect run` would take as "skip").
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
 
 /// The workspace root, for building and for the default cache and output dirs.
 fn workspace_root() -> PathBuf {
@@ -81,14 +92,21 @@ fn run(args: &RunArgs) -> Result<u8> {
     let layout: device_emu::layout::BarLayout = args
         .bars
         .parse()
-        .map_err(|e| anyhow::anyhow!("--bars {}: {e}", args.bars))?;
+        .map_err(|e| UsageError(format!("--bars {}: {e}", args.bars)))?;
     if args.list {
         return list_tests(args);
     }
-    let out = out_dir(args)?;
     let kernels = args.kernels();
+    for spec in &kernels {
+        machine::kernel_spec(spec).map_err(|e| UsageError(format!("{e:#}")))?;
+    }
+    let out = out_dir(args)?;
     let mut results = Results::default();
     for spec in &kernels {
+        if session::interrupted() {
+            eprintln!("bigbar: interrupted; {spec} and the kernels after it are not run");
+            break;
+        }
         // A matrix keeps each kernel's files apart; a single run writes to --out.
         let dir = if kernels.len() == 1 {
             out.clone()

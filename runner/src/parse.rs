@@ -7,41 +7,40 @@
 
 use crate::console::Watcher;
 use crate::ktap::Parser;
+use crate::recovery::Recovery;
 use crate::report::{KernelInfo, Outcome, QemuInfo, Results, Run};
+use crate::session::{self, SessionResult};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
 /// Reads a saved run from `path` and rebuilds its record.
+///
+/// A directory may hold several boots (`results.ktap`, `results.boot2.ktap`, ...,
+/// with their console logs); they are combined as the live run combined them.
 pub fn read(path: &Path) -> Result<Run> {
-    let (ktap_text, console_text) = if path.is_dir() {
-        let ktap = std::fs::read_to_string(path.join("results.ktap"))
-            .with_context(|| format!("reading {}", path.join("results.ktap").display()))?;
-        let console = std::fs::read_to_string(path.join("console.log")).unwrap_or_default();
-        (ktap, console)
+    let streams = if path.is_dir() {
+        boot_streams(path)?
     } else {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        (text.clone(), text)
+        vec![(text.clone(), text)]
     };
     let saved = path
         .is_dir()
         .then(|| saved_metadata(&path.join("results.json")))
         .flatten();
-    let mut ktap = Parser::new();
-    for line in ktap_text.lines() {
-        ktap.feed_line(line);
+    let mut record = Recovery::new(Vec::new());
+    for (i, (ktap_text, console_text)) in streams.iter().enumerate() {
+        let boot = judge_boot(ktap_text, console_text);
+        if i == 0 && !boot.ktap_seen {
+            bail!(
+                "{} holds no KTAP stream (no `TAP version` line)",
+                path.display()
+            );
+        }
+        record.absorb(i + 1, boot.result);
     }
-    if !ktap.saw_version() {
-        bail!(
-            "{} holds no KTAP stream (no `TAP version` line)",
-            path.display()
-        );
-    }
-    let mut watcher = Watcher::new();
-    for line in console_text.lines() {
-        watcher.feed_line(line, None);
-    }
-    let outcome = judge(&ktap, &watcher);
+    let (outcome, tests, kernel_reports, boots, _) = record.finish();
     // A bare log says nothing about the kernel or the emulator.
     let mut run = saved.unwrap_or_else(|| Run {
         qemu: QemuInfo {
@@ -52,9 +51,69 @@ pub fn read(path: &Path) -> Result<Run> {
         ..Run::blank("unknown (parsed log)", Outcome::Completed)
     });
     run.outcome = saved_outcome_or(&run.outcome, outcome);
-    run.tests = ktap.into_results();
-    run.kernel_reports = watcher.into_reports();
+    run.tests = tests;
+    run.kernel_reports = kernel_reports;
+    if streams.len() > 1 {
+        run.boots = boots;
+    }
     Ok(run)
+}
+
+/// The KTAP and console text of each boot saved in `dir`, in boot order.
+fn boot_streams(dir: &Path) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for boot in 1.. {
+        let ktap_path = dir.join(session::boot_file("results", "ktap", boot));
+        if boot > 1 && !ktap_path.is_file() {
+            break;
+        }
+        let ktap = std::fs::read_to_string(&ktap_path)
+            .with_context(|| format!("reading {}", ktap_path.display()))?;
+        let console_path = dir.join(session::boot_file("console", "log", boot));
+        let console = std::fs::read_to_string(console_path).unwrap_or_default();
+        out.push((ktap, console));
+    }
+    Ok(out)
+}
+
+/// One saved boot, judged as the live run judges a boot.
+struct ParsedBoot {
+    result: SessionResult,
+    ktap_seen: bool,
+}
+
+fn judge_boot(ktap_text: &str, console_text: &str) -> ParsedBoot {
+    let mut ktap = Parser::new();
+    for line in ktap_text.lines() {
+        ktap.feed_line(line);
+    }
+    let mut watcher = Watcher::new();
+    for line in console_text.lines() {
+        // Console and KTAP lines cannot be matched up in time after the fact.
+        watcher.feed_line(line, None);
+    }
+    let outcome = judge(&ktap, &watcher);
+    let console_tail = console_text
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    ParsedBoot {
+        ktap_seen: ktap.saw_version(),
+        result: SessionResult {
+            outcome,
+            in_flight: ktap.in_flight().map(str::to_string),
+            ktap_complete: ktap.complete(),
+            tests: ktap.into_results(),
+            kernel_reports: watcher.into_reports(),
+            guest_seconds: 0.0,
+            console_tail,
+        },
+    }
 }
 
 /// How the saved streams end: a kernel crash, a short KTAP stream, or complete.
@@ -68,11 +127,12 @@ fn judge(ktap: &Parser, watcher: &Watcher) -> Outcome {
     }
 }
 
-/// A timeout or infrastructure failure recorded live cannot be seen in the
-/// streams alone; keep it when the streams look complete.
+/// A timeout or infrastructure failure recorded live cannot be told from the
+/// streams alone (they just end); keep it unless the streams show a crash.
 fn saved_outcome_or(saved: &Outcome, parsed: Outcome) -> Outcome {
     match (saved, &parsed) {
-        (Outcome::TimedOut(_) | Outcome::Infrastructure(_), Outcome::Completed) => saved.clone(),
+        (_, Outcome::KernelCrashed(_)) => parsed,
+        (Outcome::TimedOut(_) | Outcome::Infrastructure(_), _) => saved.clone(),
         _ => parsed,
     }
 }
@@ -162,6 +222,76 @@ mod tests {
         let run = read(dir.path()).unwrap();
         assert!(matches!(run.outcome, Outcome::KernelCrashed(ref s) if s.contains("BUG:")));
         assert_eq!(run.kernel_reports.len(), 1);
+    }
+
+    #[test]
+    fn a_saved_timeout_stays_a_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("results.ktap"),
+            "TAP version 13\n1..2\nok 1 a\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("results.json"),
+            r#"{"runs":[{"kernel":{"spec":"debian:sid"},
+                "outcome":{"status":"timed_out","reason":"the guest printed nothing for 180 s"}}]}"#,
+        )
+        .unwrap();
+        let run = read(dir.path()).unwrap();
+        assert_eq!(
+            run.outcome,
+            Outcome::TimedOut("the guest printed nothing for 180 s".into())
+        );
+        assert_eq!(run.kernel.spec, "debian:sid");
+    }
+
+    #[test]
+    fn every_boot_of_a_directory_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "results.ktap",
+            "TAP version 13\n1..3\n#  RUN           a ...\nok 1 a\n#  RUN           b ...\n",
+        );
+        write(
+            "console.log",
+            "[    3.0] Kernel panic - not syncing: sysrq triggered crash\n",
+        );
+        write("results.boot2.ktap", "TAP version 13\n1..1\nok 1 c\n");
+        let run = read(dir.path()).unwrap();
+        assert!(
+            matches!(run.outcome, Outcome::KernelCrashed(ref s) if s.contains("Kernel panic")),
+            "{:?}",
+            run.outcome
+        );
+        let verdicts: Vec<_> = run
+            .tests
+            .iter()
+            .map(|t| (t.name.as_str(), &t.result))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("a", &Verdict::Pass),
+                ("b", &Verdict::Fail),
+                ("c", &Verdict::Pass)
+            ]
+        );
+        assert_eq!(run.boots.len(), 2);
+    }
+
+    #[test]
+    fn a_stream_without_a_plan_is_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.log");
+        std::fs::write(&f, "TAP version 13\nok 1 a\n").unwrap();
+        let run = read(&f).unwrap();
+        assert!(
+            matches!(run.outcome, Outcome::Infrastructure(ref s) if s.contains("no plan")),
+            "{:?}",
+            run.outcome
+        );
     }
 
     #[test]

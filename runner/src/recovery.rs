@@ -67,11 +67,24 @@ impl Recovery {
         guest_died && progressed && !self.remaining().is_empty()
     }
 
+    /// Records that boot number `boot` could not even start (its initramfs,
+    /// device or QEMU failed): the run stops there, keeping what earlier boots found.
+    pub fn absorb_failure(&mut self, boot: usize, why: String) {
+        self.boots.push(Boot {
+            boot,
+            outcome: Outcome::Infrastructure(why),
+            guest_seconds: 0.0,
+            tests: Vec::new(),
+        });
+    }
+
     /// The run's outcome, results, kernel reports, boots and total guest time.
     ///
     /// A crash in any boot makes the run a crash (exit status 3) even when later
-    /// boots completed; otherwise a timeout; otherwise how the last boot ended.
-    pub fn finish(self) -> (Outcome, Vec<TestResult>, Vec<KernelReport>, Vec<Boot>, f64) {
+    /// boots completed or could not start; otherwise a timeout; otherwise how the
+    /// last boot ended. Selected tests that never ran are failed as "not run", so
+    /// that a run cut short never looks shorter but clean.
+    pub fn finish(mut self) -> (Outcome, Vec<TestResult>, Vec<KernelReport>, Vec<Boot>, f64) {
         let seconds = self.boots.iter().map(|b| b.guest_seconds).sum();
         let last = self.boots.last().map(|b| b.outcome.clone());
         let find = |f: fn(&Outcome) -> bool| {
@@ -81,13 +94,21 @@ impl Recovery {
                 .find(|o| f(o))
                 .cloned()
         };
-        let outcome = match last {
-            Some(o @ Outcome::Infrastructure(_)) => o,
-            _ => find(|o| matches!(o, Outcome::KernelCrashed(_)))
-                .or_else(|| find(|o| matches!(o, Outcome::TimedOut(_))))
-                .or(last)
-                .unwrap_or_else(|| Outcome::Infrastructure("no guest was booted".into())),
-        };
+        let outcome = find(|o| matches!(o, Outcome::KernelCrashed(_)))
+            .or_else(|| find(|o| matches!(o, Outcome::TimedOut(_))))
+            .or(last)
+            .unwrap_or_else(|| Outcome::Infrastructure("no guest was booted".into()));
+        if outcome != Outcome::Completed {
+            let boots = self.boots.len();
+            for name in self.remaining() {
+                self.tests.push(TestResult {
+                    number: 0,
+                    name,
+                    result: Verdict::Fail,
+                    diagnostic: format!("not run: the run ended after {boots} boot(s) before it"),
+                });
+            }
+        }
         (outcome, self.tests, self.reports, self.boots, seconds)
     }
 }
@@ -177,7 +198,10 @@ mod tests {
         let mut r = Recovery::new(vec!["a".into()]);
         let hang = Outcome::TimedOut("silence".into());
         assert!(!r.absorb(1, session(hang, &[], None, false)));
-        assert!(matches!(r.finish().0, Outcome::TimedOut(_)));
+        let (outcome, tests, ..) = r.finish();
+        assert!(matches!(outcome, Outcome::TimedOut(_)));
+        assert_eq!(tests.len(), 1);
+        assert_eq!(tests[0].result, Verdict::Fail);
     }
 
     #[test]
@@ -186,6 +210,44 @@ mod tests {
         let dead = Outcome::Infrastructure("device-emu exited".into());
         assert!(!r.absorb(1, session(dead, &["a"], Some("b"), false)));
         assert!(matches!(r.finish().0, Outcome::Infrastructure(_)));
+    }
+
+    #[test]
+    fn a_crash_outranks_a_later_boot_that_could_not_start() {
+        let mut r = Recovery::new(vec!["a".into(), "b".into(), "c".into()]);
+        let crash = Outcome::KernelCrashed("Oops".into());
+        assert!(r.absorb(1, session(crash, &[], Some("a"), false)));
+        r.absorb_failure(2, "device-emu did not start".into());
+        let (outcome, tests, _, boots, _) = r.finish();
+        assert_eq!(outcome, Outcome::KernelCrashed("Oops".into()));
+        assert_eq!(boots.len(), 2);
+        assert_eq!(
+            boots[1].outcome,
+            Outcome::Infrastructure("device-emu did not start".into())
+        );
+        let verdicts: Vec<_> = tests.iter().map(|t| (t.name.as_str(), &t.result)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("a", &Verdict::Fail),
+                ("b", &Verdict::Fail),
+                ("c", &Verdict::Fail)
+            ]
+        );
+        assert!(
+            tests[2].diagnostic.starts_with("not run: "),
+            "{}",
+            tests[2].diagnostic
+        );
+    }
+
+    #[test]
+    fn a_completed_run_adds_nothing() {
+        let mut r = Recovery::new(vec!["a".into()]);
+        assert!(!r.absorb(1, session(Outcome::Completed, &["a"], None, true)));
+        let (outcome, tests, ..) = r.finish();
+        assert_eq!(outcome, Outcome::Completed);
+        assert_eq!(tests.len(), 1);
     }
 
     #[test]

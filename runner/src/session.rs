@@ -18,18 +18,24 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Something that happened while the guest ran.
 #[derive(Debug)]
 pub enum Event {
-    /// A line on the kernel console (serial 0).
-    Console(String),
-    /// A line of KTAP (serial 1).
-    Ktap(String),
-    /// A serial stream reached its end (QEMU closed it).
-    StreamClosed,
+    /// A line on the kernel console (serial 0) of the given boot.
+    Console(usize, String),
+    /// A line of KTAP (serial 1) of the given boot.
+    Ktap(usize, String),
+    /// A serial stream of the given boot reached its end (QEMU closed it).
+    ///
+    /// Serial events carry their boot number because a killed guest's reader
+    /// threads may still deliver its last lines and end-of-stream while the next
+    /// boot of the same run is already using the channel.
+    StreamClosed(usize),
     /// QEMU exited.
     QemuExited(ExitStatus),
     /// The device-emu serving the given socket exited (a run's boots each have
@@ -176,7 +182,8 @@ fn serve_serial(
     name: &'static str,
     log: File,
     events: Sender<Event>,
-    make: fn(String) -> Event,
+    boot: usize,
+    make: fn(usize, String) -> Event,
 ) {
     let spawned = std::thread::Builder::new()
         .name(format!("serial-{name}"))
@@ -191,12 +198,12 @@ fn serve_serial(
                         .trim_end_matches(['\n', '\r'])
                         .to_string();
                     buf.clear();
-                    if events.send(make(line)).is_err() {
+                    if events.send(make(boot, line)).is_err() {
                         return;
                     }
                 }
             }
-            let _ = events.send(Event::StreamClosed);
+            let _ = events.send(Event::StreamClosed(boot));
         });
     if let Err(e) = spawned {
         eprintln!("bigbar: cannot read serial port {name}: {e}");
@@ -230,12 +237,12 @@ pub fn run(
         (
             "console",
             boot_file("console", "log", boot),
-            Event::Console as fn(String) -> Event,
+            Event::Console as fn(usize, String) -> Event,
         ),
         (
             "ktap",
             boot_file("results", "ktap", boot),
-            Event::Ktap as fn(String) -> Event,
+            Event::Ktap as fn(usize, String) -> Event,
         ),
     ] {
         let sock = run_dir.join(format!("{name}.sock"));
@@ -245,7 +252,7 @@ pub fn run(
             UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
         let log = File::create(out.join(&file))
             .with_context(|| format!("creating {}", out.join(&file).display()))?;
-        serve_serial(listener, name, log, tx.clone(), make);
+        serve_serial(listener, name, log, tx.clone(), boot, make);
     }
     let qemu_log = out.join(boot_file("qemu", "log", boot));
     let qemu_err =
@@ -257,7 +264,7 @@ pub fn run(
         .stderr(qemu_err);
     let start = Instant::now();
     let qemu = Supervised::spawn("qemu", &mut qemu_cmd, tx, Event::QemuExited)?;
-    let mut state = LoopState::new(cfg.echo_console, cfg.device_socket.clone());
+    let mut state = LoopState::new(cfg.echo_console, cfg.device_socket.clone(), boot);
     let limits = Limits {
         deadline: start + cfg.timeout,
         idle: cfg.idle_timeout,
@@ -285,13 +292,15 @@ struct LoopState {
     open_streams: u8,
     echo: bool,
     device_socket: PathBuf,
+    /// This guest's boot number; serial events of other boots are stale.
+    boot: usize,
 }
 
 /// Console lines kept for error messages.
 const TAIL_LINES: usize = 40;
 
 impl LoopState {
-    fn new(echo: bool, device_socket: PathBuf) -> Self {
+    fn new(echo: bool, device_socket: PathBuf, boot: usize) -> Self {
         Self {
             ktap: Parser::new(),
             watcher: Watcher::new(),
@@ -299,6 +308,7 @@ impl LoopState {
             open_streams: 2,
             echo,
             device_socket,
+            boot,
         }
     }
 
@@ -341,15 +351,19 @@ impl LoopState {
         while qemu_status.is_none() || self.open_streams > 0 {
             let wake = limits.deadline.min(last_output + limits.idle);
             match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                Ok(Event::Console(l)) => {
+                Ok(Event::Console(b, _) | Event::Ktap(b, _) | Event::StreamClosed(b))
+                    if b != self.boot => {}
+                Ok(Event::Console(_, l)) => {
                     last_output = Instant::now();
                     self.on_console(l)
                 }
-                Ok(Event::Ktap(l)) => {
+                Ok(Event::Ktap(_, l)) => {
                     last_output = Instant::now();
                     self.ktap.feed_line(&l);
                 }
-                Ok(Event::StreamClosed) => self.open_streams = self.open_streams.saturating_sub(1),
+                Ok(Event::StreamClosed(_)) => {
+                    self.open_streams = self.open_streams.saturating_sub(1)
+                }
                 Ok(Event::QemuExited(s)) => {
                     qemu_status = Some(s);
                     // If QEMU never connected a serial socket, nothing will close it.
@@ -386,7 +400,16 @@ impl LoopState {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        forced.unwrap_or_else(|| self.judge(qemu_status, qemu_log))
+        match forced {
+            // A kernel that oopsed and then fell silent crashed; the silence is
+            // its consequence, not the finding.
+            Some(Outcome::TimedOut(why)) => match self.watcher.crash_summary() {
+                Some(crash) => Outcome::KernelCrashed(format!("{crash} (then {why})")),
+                None => Outcome::TimedOut(why),
+            },
+            Some(other) => other,
+            None => self.judge(qemu_status, qemu_log),
+        }
     }
 
     /// Decides the outcome of a boot that ended by itself.
@@ -428,23 +451,74 @@ impl LoopState {
     }
 }
 
-/// Creates the event channel and forwards SIGINT/SIGTERM into it.
-pub fn event_channel() -> Result<(Sender<Event>, Receiver<Event>)> {
+/// The channel of the guest being supervised, if any: where SIGINT and SIGTERM go.
+static SIGNAL_ROUTE: Mutex<Option<Sender<Event>>> = Mutex::new(None);
+/// Set once a signal was forwarded to a guest's channel.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Whether the one signal thread of the process runs.
+static SIGNAL_THREAD: Mutex<bool> = Mutex::new(false);
+
+/// Whether SIGINT or SIGTERM interrupted a guest (a matrix then stops).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// While alive, SIGINT and SIGTERM become [`Event::Signal`] on its channel.
+///
+/// Dropping it routes them back to their default action (the process ends), so
+/// an interrupt during a later kernel build or download is not swallowed.
+pub struct SignalRoute(());
+
+impl Drop for SignalRoute {
+    fn drop(&mut self) {
+        *SIGNAL_ROUTE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// Creates the event channel of one guest and routes SIGINT/SIGTERM into it
+/// until the returned [`SignalRoute`] is dropped.
+///
+/// signal-hook's handlers, once installed, stay for the life of the process, so
+/// one thread (installed on first use) owns them and either forwards a signal to
+/// the routed channel or emulates its default action.
+pub fn event_channel() -> Result<(Sender<Event>, Receiver<Event>, SignalRoute)> {
+    install_signal_thread()?;
     let (tx, rx) = channel();
+    *SIGNAL_ROUTE.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+    Ok((tx, rx, SignalRoute(())))
+}
+
+fn install_signal_thread() -> Result<()> {
+    let mut running = SIGNAL_THREAD.lock().unwrap_or_else(|e| e.into_inner());
+    if *running {
+        return Ok(());
+    }
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
     .context("installing signal handlers")?;
-    let stx = tx.clone();
-    std::thread::spawn(move || {
-        for sig in signals.forever() {
-            if stx.send(Event::Signal(sig)).is_err() {
-                return;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let route = SIGNAL_ROUTE
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                match route {
+                    Some(tx) if tx.send(Event::Signal(sig)).is_ok() => {
+                        INTERRUPTED.store(true, Ordering::SeqCst)
+                    }
+                    _ => {
+                        let _ = signal_hook::low_level::emulate_default_handler(sig);
+                    }
+                }
             }
-        }
-    });
-    Ok((tx, rx))
+        })
+        .context("starting the signal thread")?;
+    *running = true;
+    Ok(())
 }
 
 #[cfg(test)]
