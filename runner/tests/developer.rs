@@ -162,4 +162,9 @@ fn exported_kselftest_layout_lists_and_runs() {
         "{out}"
     );
     assert!(out.contains("# TAP version 13"), "{out}");
+    assert!(
+        out.ends_with("not ok 1 selftests: bigbar: guest-tests # exit=1\n"),
+        "{out}"
+    );
+    assert_eq!(run.status.code(), Some(1), "{out}");
 }
