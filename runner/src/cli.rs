@@ -80,7 +80,8 @@ pub struct RunArgs {
     /// Whole-boot time limit in seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
-    /// Stop the guest when it prints nothing (console or KTAP) for this many seconds.
+    /// Stop the guest when it prints nothing (console or KTAP) for this many seconds
+    /// (at least 120 s before its first line: a kernel decompresses silently).
     #[arg(long, default_value_t = 180)]
     pub idle_timeout: u64,
     /// Cache of fetched QEMU, kernels and packages (default target/bigbar-cache,

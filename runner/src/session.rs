@@ -296,6 +296,9 @@ struct LoopState {
     boot: usize,
 }
 
+/// The least silence allowed before the guest's first console line.
+const FIRST_LINE_GRACE: Duration = Duration::from_secs(120);
+
 /// Console lines kept for error messages.
 const TAIL_LINES: usize = 40;
 
@@ -337,6 +340,17 @@ impl LoopState {
         self.console_tail.push(line);
     }
 
+    /// The longest silence allowed now: `idle`, but at least
+    /// [`FIRST_LINE_GRACE`] before the kernel's first line, since a compressed
+    /// kernel decompresses silently and, under TCG on a loaded host, slowly.
+    fn idle_limit(&self, idle: Duration) -> Duration {
+        if self.console_tail.is_empty() && !self.ktap.saw_version() {
+            idle.max(FIRST_LINE_GRACE)
+        } else {
+            idle
+        }
+    }
+
     /// Processes events until QEMU has exited and both streams are drained.
     fn drive(
         &mut self,
@@ -349,7 +363,9 @@ impl LoopState {
         let mut forced: Option<Outcome> = None;
         let mut last_output = Instant::now();
         while qemu_status.is_none() || self.open_streams > 0 {
-            let wake = limits.deadline.min(last_output + limits.idle);
+            let wake = limits
+                .deadline
+                .min(last_output + self.idle_limit(limits.idle));
             match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                 Ok(Event::Console(b, _) | Event::Ktap(b, _) | Event::StreamClosed(b))
                     if b != self.boot => {}
@@ -392,7 +408,10 @@ impl LoopState {
                     let why = if Instant::now() >= limits.deadline {
                         "the guest did not finish within --timeout".to_string()
                     } else {
-                        format!("the guest printed nothing for {} s", limits.idle.as_secs())
+                        format!(
+                            "the guest printed nothing for {} s",
+                            self.idle_limit(limits.idle).as_secs()
+                        )
                     };
                     forced.get_or_insert(Outcome::TimedOut(format!("{why}; in flight: {current}")));
                     qemu.signal(Signal::SIGKILL);
