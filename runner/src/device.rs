@@ -17,6 +17,9 @@ const READY_FD: i32 = 3;
 /// How long the server may take to start listening (it only creates memfds).
 const READY_TIMEOUT_MS: u16 = 30_000;
 
+/// How long a device server may take to exit after SIGTERM.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running device server.
 #[derive(Debug)]
 pub struct Device {
@@ -25,9 +28,10 @@ pub struct Device {
 }
 
 impl Device {
-    /// Asks the server to shut down cleanly (it removes its socket and exits).
+    /// Asks the server to shut down cleanly (it removes its socket and exits),
+    /// and kills it if it has not within a few seconds.
     pub fn stop(self) {
-        self.process.signal(nix::sys::signal::Signal::SIGTERM);
+        self.process.terminate(STOP_GRACE);
     }
 }
 

@@ -401,7 +401,11 @@ pub fn shell(root: &Path, plan: &Plan) -> Result<u8> {
     let mut spec = initramfs_spec(&prep, plan, &[]);
     spec.shell = true;
     initramfs::build(&spec, &cfg.initramfs).context("building the initramfs")?;
-    let (tx, _rx, _route) = session::event_channel()?;
+    // The terminal is in raw mode, so Ctrl-C goes to the guest; a SIGTERM to the
+    // runner keeps its default action and ends it, and with it (parent-death
+    // signal) QEMU and device-emu.
+    let (tx, _rx, route) = session::event_channel()?;
+    drop(route);
     let log = run_dir.path().join("device-emu.log");
     let dev = device::start(
         &prep.built.device_emu,

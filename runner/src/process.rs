@@ -11,11 +11,16 @@ use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// A child process that a waiter thread reaps; the exit is sent as an event.
 #[derive(Debug)]
 pub struct Supervised {
     pid: Pid,
+    /// Set by the waiter thread once the child is reaped: a reaped child's
+    /// process group number may be reused, so it is never signalled again.
+    exited: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl Supervised {
@@ -41,21 +46,42 @@ impl Supervised {
             .spawn()
             .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
         let pid = Pid::from_raw(child.id() as i32);
+        let exited = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = Arc::clone(&exited);
         std::thread::Builder::new()
             .name(format!("wait-{name}"))
             .spawn(move || {
-                if let Ok(status) = child.wait() {
+                let status = child.wait();
+                let (lock, cvar) = &*flag;
+                *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                cvar.notify_all();
+                if let Ok(status) = status {
                     let _ = events.send(on_exit(status));
                 }
             })
             .context("spawning a waiter thread")?;
-        Ok(Self { pid })
+        Ok(Self { pid, exited })
     }
 
-    /// Sends `sig` to the child's process group (it is the group leader).
+    /// Sends `sig` to the child's process group (it is the group leader), unless
+    /// the child was already reaped.
     pub fn signal(&self, sig: Signal) {
-        // ESRCH (already gone) is fine: the waiter thread has reaped it.
-        let _ = kill(Pid::from_raw(-self.pid.as_raw()), sig);
+        let (lock, _) = &*self.exited;
+        let exited = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !*exited {
+            // ESRCH is fine: the child died and is about to be reaped.
+            let _ = kill(Pid::from_raw(-self.pid.as_raw()), sig);
+        }
+    }
+
+    /// Asks the child to end with SIGTERM and waits up to `grace` for it, so it
+    /// can clean up (device-emu removes its socket); it is killed after that.
+    pub fn terminate(self, grace: Duration) {
+        self.signal(Signal::SIGTERM);
+        let (lock, cvar) = &*self.exited;
+        let exited = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = cvar.wait_timeout_while(exited, grace, |exited| !*exited);
+        // Dropping `self` kills whatever is left.
     }
 }
 

@@ -16,6 +16,7 @@ use nix::sys::signal::Signal;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -170,6 +171,15 @@ pub fn interactive(cfg: &GuestConfig, mut qemu_cmd: Command, run_dir: &Path) -> 
             a
         }
     });
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // prctl, which is async-signal-safe. QEMU stays in the terminal's process
+    // group (it reads the console from it) but dies with the runner.
+    unsafe {
+        qemu_cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            Ok(())
+        });
+    }
     qemu_cmd
         .args(args)
         .status()

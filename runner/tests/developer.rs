@@ -5,11 +5,12 @@
 
 mod common;
 
-use common::{results, runner};
+use common::{results, runner, Watchdog};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -33,13 +34,19 @@ fn table(out: &Output) -> String {
 fn filter_junit_gdb_keep_and_parse_agree() {
     let out = tempfile::tempdir().unwrap();
     let junit = out.path().join("junit.xml");
-    let live = runner()
+    // --gdb turns the run's time limits off; the watchdog stands in for them.
+    let child = runner()
         .args(["--filter", "fault_order.*", "--gdb", "--junit"])
         .arg(&junit)
         .arg("--out")
         .arg(out.path())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let watchdog = Watchdog::arm(&child, Duration::from_secs(600));
+    let live = child.wait_with_output().unwrap();
+    drop(watchdog);
     let stderr = text(&live.stderr);
     assert_eq!(live.status.code(), Some(0), "{stderr}");
     // --filter: only the matching tests ran.
@@ -112,6 +119,7 @@ fn shell_gives_a_prompt_with_the_device_bound() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let _watchdog = Watchdog::arm(&child, Duration::from_secs(600));
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();

@@ -6,7 +6,9 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::time::Duration;
 
 /// A command running the runner binary under test.
 pub fn runner() -> Command {
@@ -44,4 +46,32 @@ pub fn verdict(run: &Value, name: &str) -> (String, String) {
         .find(|(n, _, _)| n == name)
         .map(|(_, r, d)| (r, d))
         .unwrap_or_else(|| panic!("{name} missing: {run}"))
+}
+
+/// Sends SIGTERM to a child that outlives its deadline, so that a stuck guest in
+/// a run without time limits (`--gdb`, `--shell`) fails the test instead of
+/// stalling CI. The runner then stops its own children and exits.
+pub struct Watchdog {
+    cancel: Sender<()>,
+}
+
+impl Watchdog {
+    /// Arms the watchdog for `child`.
+    pub fn arm(child: &Child, deadline: Duration) -> Self {
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let (cancel, cancelled) = channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = cancelled.recv_timeout(deadline) {
+                eprintln!("watchdog: the runner outlived {deadline:?}; sending SIGTERM");
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            }
+        });
+        Self { cancel }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.cancel.send(());
+    }
 }
