@@ -3,8 +3,8 @@
 //! `getrusage(RUSAGE_THREAD)` reads the thread's `min_flt`, which the kernel bumps
 //! once per `handle_mm_fault` that maps something, whatever the order installed
 //! (RULES.md, "Observing the order"). The touching code must take no faults of
-//! its own: a warm-up pass over a stack buffer brings the code and stack pages in
-//! before the counted pass.
+//! its own: the whole measurement is made once over a stack buffer first, which
+//! brings its code and stack pages in before the counted pass.
 
 use std::hint::black_box;
 
@@ -37,23 +37,42 @@ pub unsafe fn touch_pages(start: *const u8, len: u64) -> u64 {
     acc
 }
 
-/// Brings the code and stack pages of a measurement in by running `touch` once
-/// over a page of a stack buffer.
+/// Runs `touch(base, arg)` between two readings of the fault counter and returns
+/// the faults in between.
 ///
-/// It must be the very function that is then measured: its code may sit on a
-/// page of the binary this thread has not executed yet, and executing it the
-/// first time costs a minor fault of its own (seen in CI as one fault too many).
-fn warm_up(touch: impl FnOnce(*const u8)) -> Result<(), Errno> {
+/// Everything that runs inside the window must have run before in this process,
+/// or the first execution of a code page of the binary costs a minor fault of its
+/// own (CI once counted one fault too many that way; a forked test child starts
+/// with none of the text mapped). So each measurement is first made once over a
+/// stack page ([`warm`]): the same monomorphised `measure`, the same `touch`.
+///
+/// # Safety
+/// `touch(base, arg)` must be safe to call.
+#[inline(never)]
+unsafe fn measure<A: Copy>(
+    touch: unsafe fn(*const u8, A) -> u64,
+    base: *const u8,
+    arg: A,
+) -> Result<u64, Errno> {
+    let before = minor_faults()?;
+    // SAFETY: forwarded from the caller.
+    black_box(unsafe { touch(black_box(base), black_box(arg)) });
+    let after = minor_faults()?;
+    Ok(after.saturating_sub(before))
+}
+
+/// Makes `measure(touch, page, arg)` once over a whole page of a stack buffer,
+/// deeper in the stack than the real measurement will run.
+///
+/// # Safety
+/// `touch(page, arg)` must only read the page it is given.
+unsafe fn warm<A: Copy>(touch: unsafe fn(*const u8, A) -> u64, arg: A) -> Result<(), Errno> {
     let buf = [0u64; 1024];
     let buf = black_box(&buf);
-    let base = buf.as_ptr() as u64;
-    let first = base.next_multiple_of(PAGE);
-    // 8 KiB of buffer always holds one whole page.
-    debug_assert!(first + PAGE <= base + 8192);
-    touch(black_box(first as *const u8));
-    minor_faults()?;
-    minor_faults()?;
-    Ok(())
+    let first = (buf.as_ptr() as u64).next_multiple_of(PAGE);
+    // 8 KiB of buffer always holds one whole page at `first`.
+    // SAFETY: the caller's `touch` only reads that page, which lies inside `buf`.
+    unsafe { measure(touch, first as *const u8, arg) }.map(drop)
 }
 
 /// Touches every page of `[start, start + len)` once and returns the minor faults
@@ -62,15 +81,10 @@ fn warm_up(touch: impl FnOnce(*const u8)) -> Result<(), Errno> {
 /// # Safety
 /// As for [`touch_pages`].
 pub unsafe fn count_touch_faults(start: *const u8, len: u64) -> Result<u64, Errno> {
-    warm_up(|page| {
-        // SAFETY: `warm_up` passes one whole readable page of its stack buffer.
-        black_box(unsafe { touch_pages(page, PAGE) });
-    })?;
-    let before = minor_faults()?;
+    // SAFETY: `touch_pages` over one page reads only that page.
+    unsafe { warm(touch_pages, PAGE) }?;
     // SAFETY: forwarded from the caller.
-    black_box(unsafe { touch_pages(start, len) });
-    let after = minor_faults()?;
-    Ok(after.saturating_sub(before))
+    unsafe { measure(touch_pages, start, len) }
 }
 
 /// Reads the first word of the page at each of `offsets` from `base`, in order.
@@ -95,16 +109,11 @@ pub unsafe fn touch_offsets(base: *const u8, offsets: &[u64]) -> u64 {
 /// # Safety
 /// As for [`touch_offsets`].
 pub unsafe fn count_offset_faults(base: *const u8, offsets: &[u64]) -> Result<u64, Errno> {
-    warm_up(|page| {
-        // SAFETY: offset 0 of the whole readable page `warm_up` passes.
-        black_box(unsafe { touch_offsets(page, &[0]) });
-    })?;
+    // SAFETY: `touch_offsets` at offset 0 reads only the page it is given.
+    unsafe { warm(touch_offsets, &[0][..]) }?;
     black_box(offsets.iter().sum::<u64>());
-    let before = minor_faults()?;
     // SAFETY: forwarded from the caller.
-    black_box(unsafe { touch_offsets(base, offsets) });
-    let after = minor_faults()?;
-    Ok(after.saturating_sub(before))
+    unsafe { measure(touch_offsets, base, offsets) }
 }
 
 #[cfg(test)]

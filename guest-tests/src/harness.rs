@@ -304,7 +304,7 @@ mod tests {
             # dummy.exit: child exited with unexpected status 9\n\
             not ok 7 dummy.exit\n\
             #  RUN           dummy.xfail ...\n\
-            not ok 8 dummy.xfail # XFAIL placed at 4 KiB\n\
+            ok 8 dummy.xfail # XFAIL placed at 4 KiB\n\
             # Totals: pass:1 fail:5 xfail:1 xpass:0 skip:1 error:0\n";
         assert_eq!(out, want);
         assert_eq!(totals.exit_code(), KSFT_FAIL);

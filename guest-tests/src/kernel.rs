@@ -68,14 +68,28 @@ pub fn placement_symbols(listing: impl BufRead) -> io::Result<Vec<String>> {
     Ok(found)
 }
 
-/// Whether a kallsyms listing names `symbol` (third field, any module).
+/// Whether a kallsyms listing names `symbol`; see [`kallsyms_find`].
 pub fn kallsyms_has(listing: impl BufRead, symbol: &str) -> io::Result<bool> {
+    kallsyms_find(listing, symbol).map(|found| found.is_some())
+}
+
+/// The name under which a kallsyms listing has `symbol` (third field, any
+/// module): the symbol itself or a compiler clone of it (`symbol.isra.0`,
+/// `symbol.constprop.0`), which is the same code; a `.cold` part alone is not.
+pub fn kallsyms_find(listing: impl BufRead, symbol: &str) -> io::Result<Option<String>> {
     for line in listing.lines() {
-        if line?.split_whitespace().nth(2) == Some(symbol) {
-            return Ok(true);
+        let line = line?;
+        let Some(name) = line.split_whitespace().nth(2) else {
+            continue;
+        };
+        let clone = name
+            .strip_prefix(symbol)
+            .is_some_and(|rest| rest.starts_with('.') && !rest.starts_with(".cold"));
+        if name == symbol || clone {
+            return Ok(Some(name.to_owned()));
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// The capabilities relevant to BAR fault orders.
@@ -189,6 +203,19 @@ mod tests {
         let listing =
             format!("{listing}0000000000000000 t vfio_pci_mmap_huge_fault\t[vfio_pci_core]\n");
         assert!(kallsyms_has(listing.as_bytes(), HUGE_FAULT_SYMBOL).unwrap());
+    }
+
+    #[rstest]
+    #[case::isra("vfio_pci_mmap_huge_fault.isra.0", true)]
+    #[case::constprop("vfio_pci_mmap_huge_fault.constprop.0", true)]
+    #[case::cold_part_only("vfio_pci_mmap_huge_fault.cold", false)]
+    #[case::longer_name("vfio_pci_mmap_huge_fault_x.isra.0", false)]
+    fn kallsyms_compiler_clones(#[case] name: &str, #[case] found: bool) {
+        let listing = format!("ffffffffc0a01000 t {name}\t[vfio_pci_core]\n");
+        assert_eq!(
+            kallsyms_has(listing.as_bytes(), HUGE_FAULT_SYMBOL).unwrap(),
+            found
+        );
     }
 
     fn caps(huge: bool, thp: Option<ThpMode>, prctl: bool) -> KernelCaps {

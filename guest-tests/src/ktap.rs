@@ -24,8 +24,9 @@ pub enum Verdict {
     Fail,
     /// `not ok N name # TIMEOUT`.
     Timeout,
-    /// `not ok N name # XFAIL reason`: failed as expected (the reason says why
-    /// a failure is expected here).
+    /// `ok N name # XFAIL reason`: failed as expected (the reason says why a
+    /// failure is expected here); `ok` as kselftest's `ksft_test_result_xfail`
+    /// prints it, since an expected failure does not fail the run.
     Xfail(String),
 }
 
@@ -115,7 +116,7 @@ impl<W: Write> Ktap<W> {
             Verdict::Xfail(reason) => {
                 self.totals.xfail += 1;
                 let reason = reason.lines().next().unwrap_or("");
-                format!("not ok {n} {name} # XFAIL {reason}")
+                format!("ok {n} {name} # XFAIL {reason}")
             }
         };
         self.line(&line)
@@ -152,7 +153,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "TAP version 13\n1..5\n# two\n# lines\nok 1 a.pass\nok 2 a.skip # SKIP no device\n\
-             not ok 3 a.fail\nnot ok 4 a.hang # TIMEOUT\nnot ok 5 a.place # XFAIL no placement\n\
+             not ok 3 a.fail\nnot ok 4 a.hang # TIMEOUT\nok 5 a.place # XFAIL no placement\n\
              # Totals: pass:1 fail:2 xfail:1 xpass:0 skip:1 error:0\n"
         );
         assert_eq!(

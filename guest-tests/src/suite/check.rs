@@ -84,6 +84,11 @@ pub fn advise_huge(fx: &Fixture, map: &Mapping) -> std::result::Result<Behaviour
     fx.caps.fault_behaviour(madvised).map_err(Outcome::Skip)
 }
 
+/// The skip for a kernel whose THP policy makes counts unpredictable here.
+pub fn unpredictable(fx: &Fixture) -> Option<Outcome> {
+    fx.caps.fault_behaviour(true).err().map(Outcome::Skip)
+}
+
 /// The model's placement of `map` (a mapping of `bar` at BAR offset `offset`).
 pub fn placement(bar: &Bar, offset: u64, map: &Mapping) -> Placement {
     Placement {

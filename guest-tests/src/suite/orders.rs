@@ -7,7 +7,7 @@ use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::model::{Behaviour, PAGE, PMD, PUD};
 
-use super::check::{self, advise_huge, bar_of, place, plan_of, run_case, Data};
+use super::check::{self, advise_huge, bar_of, place, plan_of, run_case, unpredictable, Data};
 use super::Rng;
 
 /// One row of a case table: `[offset, offset + len)` of a BAR mapped at
@@ -50,11 +50,6 @@ const F1_ROWS: [Row; 8] = [
 
 /// A partial VMA with every kind of cut: 2 PTE, 1 PMD, 1 PUD, 1 PMD, 3 PTE.
 pub(super) const EVERY_CUT: Row = row(PUD - PMD - 2 * PAGE, PUD + 2 * PMD + 5 * PAGE, PUD, 0);
-
-/// The skip for a kernel whose THP policy makes counts unpredictable here.
-fn unpredictable(fx: &Fixture) -> Option<Outcome> {
-    fx.caps.fault_behaviour(true).err().map(Outcome::Skip)
-}
 
 /// Runs `rows` on every mappable BAR each fits in; skips if none fits anywhere.
 fn run_rows(fx: &Fixture, rows: &[Row]) -> Result<Outcome> {
