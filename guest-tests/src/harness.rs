@@ -44,6 +44,9 @@ pub struct TestCase<F> {
     pub timeout: Duration,
     /// The body, run in a forked child.
     pub run: TestFn<F>,
+    /// Run in the parent after the child ended, however it ended (kselftest's
+    /// teardown): undoes system-wide changes a killed child could not undo.
+    pub teardown: Option<fn(&F)>,
 }
 
 impl<F> TestCase<F> {
@@ -53,7 +56,14 @@ impl<F> TestCase<F> {
             name,
             timeout: DEFAULT_TIMEOUT,
             run,
+            teardown: None,
         }
+    }
+
+    /// The same test with a teardown run in the parent after it.
+    pub const fn with_teardown(mut self, teardown: fn(&F)) -> Self {
+        self.teardown = Some(teardown);
+        self
     }
 
     /// The same test with another deadline.
@@ -113,6 +123,9 @@ fn run_one<F, W: Write>(
     // reads the stream knows which test was in flight if the kernel dies.
     ktap.diag(&format!(" RUN           {} ...", test.name))?;
     let finished = isolate::run(test.timeout, || child_body(test, fixture));
+    if let Some(teardown) = test.teardown {
+        teardown(fixture);
+    }
     let (verdict, elapsed) = match finished {
         Ok(f) => (report(ktap, test, &f)?, Some(f.elapsed)),
         Err(e) => {
@@ -308,6 +321,31 @@ mod tests {
             # Totals: pass:1 fail:5 xfail:1 xpass:0 skip:1 error:0\n";
         assert_eq!(out, want);
         assert_eq!(totals.exit_code(), KSFT_FAIL);
+    }
+
+    static TORN_DOWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    fn count_teardown(_: &Fx) {
+        TORN_DOWN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[test]
+    fn teardown_runs_in_the_parent_however_the_child_ended() {
+        let tests = [
+            TestCase::new("t.sigbus", sigbus).with_teardown(count_teardown),
+            TestCase::new("t.hang", hangs)
+                .with_timeout(Duration::from_millis(400))
+                .with_teardown(count_teardown),
+            TestCase::new("t.pass", pass).with_teardown(count_teardown),
+        ];
+        let selected = select(&tests, &[]);
+        let mut buf = Vec::new();
+        let totals = run(&mut buf, &selected, RunOptions::default(), || {
+            Ok(Fx { value: 1 })
+        })
+        .unwrap();
+        assert_eq!(TORN_DOWN.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(totals.fail, 2);
     }
 
     #[test]

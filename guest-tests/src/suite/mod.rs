@@ -49,7 +49,7 @@ pub fn all() -> Vec<TestCase<Fixture>> {
         TestCase::new("f3.madv_nohugepage", thp::madv_nohugepage),
         TestCase::new("f3.madv_hugepage", thp::madv_hugepage),
         TestCase::new("f3.prctl_thp_disable", thp::prctl_thp_disable),
-        TestCase::new("f3.sysfs_enabled", thp::sysfs_enabled),
+        TestCase::new("f3.sysfs_enabled", thp::sysfs_enabled).with_teardown(thp::restore_thp_mode),
         TestCase::new("f4.refault_after_reset", zap::refault_after_reset),
         TestCase::new("f4.sigbus_memory_disabled", zap::sigbus_memory_disabled),
         TestCase::new("f5.map_fixed", orders::map_fixed),

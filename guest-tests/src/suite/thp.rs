@@ -7,6 +7,7 @@ use anyhow::{bail, ensure, Context, Result};
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
+use guest_tests::kernel::ThpMode;
 use guest_tests::model::{self, Behaviour, Orders, PMD};
 use nix::sys::mman::MmapAdvise;
 
@@ -77,6 +78,21 @@ pub fn prctl_thp_disable(fx: &Fixture) -> Result<Outcome> {
 const THP_ENABLED: &str = "sys/kernel/mm/transparent_hugepage/enabled";
 
 /// Restores the THP mode when dropped.
+/// Teardown of `f3.sysfs_enabled`, in the parent: puts back the THP mode the
+/// fixture found, in case the child was killed before its own restore ran.
+pub fn restore_thp_mode(fx: &Fixture) {
+    let mode = match fx.caps.thp {
+        Some(ThpMode::Always) => "always",
+        Some(ThpMode::Madvise) => "madvise",
+        Some(ThpMode::Never) => "never",
+        None => return,
+    };
+    let path = PathBuf::from("/").join(THP_ENABLED);
+    if let Err(e) = fs::write(&path, mode) {
+        eprintln!("# restoring {} to {mode}: {e}", path.display());
+    }
+}
+
 struct RestoreThp {
     path: PathBuf,
     mode: String,
