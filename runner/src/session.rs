@@ -554,6 +554,87 @@ fn install_signal_thread() -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Drives a [`LoopState`] of boot `boot` over `events`, sent before a
+    /// stand-in for QEMU (`sh -c script`) starts, so their order is fixed.
+    fn drive_events(
+        boot: usize,
+        events: Vec<Event>,
+        script: &str,
+        idle: Duration,
+    ) -> SessionResult {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = channel();
+        for e in events {
+            tx.send(e).unwrap();
+        }
+        let qemu = Supervised::spawn(
+            "qemu",
+            Command::new("sh").args(["-c", script]),
+            tx,
+            Event::QemuExited,
+        )
+        .unwrap();
+        let mut state = LoopState::new(false, dir.path().join("dev.sock"), boot);
+        let limits = Limits {
+            deadline: Instant::now() + Duration::from_secs(60),
+            idle,
+        };
+        let outcome = state.drive(&rx, &qemu, limits, &dir.path().join("qemu.log"));
+        state.finish(outcome, 0.0)
+    }
+
+    #[test]
+    fn events_of_an_earlier_boot_are_ignored() {
+        let stale_panic = "[    9.0] Kernel panic - not syncing: of boot 1".to_string();
+        let events = vec![
+            Event::Console(1, stale_panic),
+            Event::StreamClosed(1),
+            Event::StreamClosed(1),
+            Event::Console(2, "[    0.0] Linux version 7.2".into()),
+            Event::Ktap(2, "TAP version 13".into()),
+            Event::Ktap(2, "1..1".into()),
+            Event::Ktap(2, "ok 1 a".into()),
+            Event::StreamClosed(2),
+            Event::StreamClosed(2),
+        ];
+        let r = drive_events(2, events, "exit 0", Duration::from_secs(30));
+        assert_eq!(r.outcome, Outcome::Completed);
+        assert!(r.kernel_reports.is_empty(), "{:?}", r.kernel_reports);
+        assert_eq!(r.tests.len(), 1);
+        assert!(r.ktap_complete);
+    }
+
+    #[test]
+    fn an_oops_then_silence_is_a_crash_not_a_timeout() {
+        let events = vec![
+            Event::Ktap(1, "TAP version 13".into()),
+            Event::Ktap(1, "1..2".into()),
+            Event::Ktap(1, "#  RUN           f6.munmap_pud_unaligned ...".into()),
+            Event::Console(1, "[    5.0] Oops: general protection fault".into()),
+        ];
+        // The stand-in for QEMU never exits by itself: the idle limit ends it.
+        let r = drive_events(1, events, "exec sleep 60", Duration::from_millis(300));
+        match &r.outcome {
+            Outcome::KernelCrashed(why) => {
+                assert!(why.starts_with("[    5.0] Oops"), "{why}");
+                assert!(why.contains("printed nothing"), "{why}");
+            }
+            other => panic!("expected a crash, got {other:?}"),
+        }
+        assert_eq!(r.in_flight.as_deref(), Some("f6.munmap_pud_unaligned"));
+    }
+
+    #[test]
+    fn silence_alone_is_a_timeout() {
+        let events = vec![Event::Console(1, "[    0.0] Linux version 7.2".into())];
+        let r = drive_events(1, events, "exec sleep 60", Duration::from_millis(300));
+        assert!(
+            matches!(r.outcome, Outcome::TimedOut(ref why) if why.contains("printed nothing")),
+            "{:?}",
+            r.outcome
+        );
+    }
+
     fn cfg() -> GuestConfig {
         GuestConfig {
             kernel: "/k".into(),
