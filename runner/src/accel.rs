@@ -10,6 +10,7 @@
 use anyhow::{Context, Result};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, RecvTimeoutError};
@@ -56,17 +57,22 @@ pub fn choose(
             if let Some(c) = cached.as_deref().and_then(parse_record) {
                 return Ok(c);
             }
-            let choice = probe(qemu(), kernel)?;
-            // A lost record only means probing again next time.
-            let text = format!("{}\n{}", choice.accel, choice.reason);
-            let _ = cache.write_record(&[RECORDS], &record, &text);
+            let (choice, definite) = probe(qemu(), kernel)?;
+            // Only a verdict the boot itself gave is kept: a probe that timed out
+            // on a loaded host says nothing lasting about KVM. A lost record only
+            // means probing again next time.
+            if definite {
+                let text = format!("{}\n{}", choice.accel, choice.reason);
+                let _ = cache.write_record(&[RECORDS], &record, &text);
+            }
             Ok(choice)
         }
     }
 }
 
-/// Boots `kernel` under KVM without an initramfs and watches how far it gets.
-fn probe(mut qemu: Command, kernel: &Path) -> Result<Choice> {
+/// Boots `kernel` under KVM without an initramfs and watches how far it gets;
+/// the verdict is definite when the boot's own output decided it.
+fn probe(mut qemu: Command, kernel: &Path) -> Result<(Choice, bool)> {
     qemu.args([
         "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256",
     ])
@@ -84,6 +90,14 @@ fn probe(mut qemu: Command, kernel: &Path) -> Result<Choice> {
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // prctl, which is async-signal-safe: the probe QEMU dies with the runner.
+    unsafe {
+        qemu.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            Ok(())
+        });
+    }
     let mut child = qemu.spawn().context("starting QEMU for the KVM probe")?;
     let (tx, rx) = channel::<String>();
     for stream in [
@@ -114,14 +128,20 @@ fn probe(mut qemu: Command, kernel: &Path) -> Result<Choice> {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => {
                 if let Some(v) = judge_line(&line) {
-                    break v;
+                    break (v, true);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                break Choice::new("tcg", "KVM probe boot made no progress in 30 s")
+                break (
+                    Choice::new("tcg", "KVM probe boot made no progress in 30 s"),
+                    false,
+                )
             }
             Err(RecvTimeoutError::Disconnected) => {
-                break Choice::new("tcg", "QEMU exited during the KVM probe boot")
+                break (
+                    Choice::new("tcg", "QEMU exited during the KVM probe boot"),
+                    false,
+                )
             }
         }
     };
