@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use device_emu::layout::BarLayout;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vm_images::debian::Suite;
 use vm_images::kernel::requirements::{self, IommuMode};
 use vm_images::{busybox, initramfs, kernel, qemu, Cache, Fetcher};
@@ -225,14 +225,31 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
     let all = selected_tests(&prep, plan)?;
     let mut record = Recovery::new(all);
     let (tx, rx, _route) = session::event_channel()?;
+    // --timeout bounds the whole run, however many boots the recovery needs.
+    let budget = if plan.gdb || plan.shell {
+        NO_LIMIT
+    } else {
+        plan.timeout
+    };
+    let run_deadline = Instant::now() + budget;
     for boot in 1..=MAX_BOOTS {
+        let left = run_deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            eprintln!("bigbar: --timeout is used up; the remaining tests are not run");
+            break;
+        }
         let selection = if boot == 1 {
             Vec::new()
         } else {
             record.remaining()
         };
         let events = (tx.clone(), &rx);
-        let result = match one_boot(&prep, plan, out, run_dir.path(), boot, &selection, events) {
+        let at = BootAt {
+            run_dir: run_dir.path(),
+            boot,
+            time_left: left,
+        };
+        let result = match one_boot(&prep, plan, out, &at, &selection, events) {
             Ok(result) => result,
             // What earlier boots found must survive a later boot that cannot start.
             Err(e) if boot > 1 => {
@@ -339,18 +356,28 @@ fn gdb_instructions(prep: &Prepared, run_dir: &Path) -> String {
     )
 }
 
-/// Boot number `boot` of a run: its initramfs (running `selection`, or every
+/// Where a boot stands within its run.
+struct BootAt<'a> {
+    run_dir: &'a Path,
+    /// Its number, from 1.
+    boot: usize,
+    /// What is left of the run's --timeout.
+    time_left: Duration,
+}
+
+/// Boot number `at.boot` of a run: its initramfs (running `selection`, or every
 /// selected test when empty), its own device-emu, and the supervised guest.
 fn one_boot(
     prep: &Prepared,
     plan: &Plan,
     out: &Path,
-    run_dir: &Path,
-    boot: usize,
+    at: &BootAt<'_>,
     selection: &[String],
     (tx, rx): (Sender<Event>, &Receiver<Event>),
 ) -> Result<SessionResult> {
-    let cfg = guest_config(prep, plan, run_dir, boot);
+    let (run_dir, boot) = (at.run_dir, at.boot);
+    let mut cfg = guest_config(prep, plan, run_dir, boot);
+    cfg.timeout = cfg.timeout.min(at.time_left);
     build_initramfs(prep, plan, &cfg.initramfs, selection)?;
     if plan.gdb {
         eprintln!("bigbar: {}", gdb_instructions(prep, run_dir));
