@@ -77,7 +77,8 @@ pub struct RunArgs {
     /// Output directory (default: a new directory under target/bigbar-runs).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Whole-boot time limit in seconds.
+    /// Time limit in seconds for all boots of a run together (a run boots again
+    /// after a guest dies); per kernel in a matrix.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
     /// Stop the guest when it prints nothing (console or KTAP) for this many seconds
