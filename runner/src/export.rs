@@ -96,20 +96,50 @@ mod tests {
     use super::*;
     use std::process::Command;
 
+    /// Puts an executable `text` at `path` through a child process. Had this
+    /// multi-threaded test process held the file open for writing, a fork by a
+    /// concurrent test could inherit that fd for a moment, and executing the file
+    /// would then fail with ETXTBSY (seen in CI with another such test).
+    fn install_executable(path: &Path, text: &str) {
+        use std::io::Write;
+        let mut writer = Command::new("sh")
+            .args([
+                "-c",
+                "cat > \"$1.new\" && chmod 755 \"$1.new\" && mv -f \"$1.new\" \"$1\"",
+            ])
+            .arg("sh")
+            .arg(path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writer
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        assert!(writer.wait().unwrap().success());
+    }
+
     /// Exports `script` as the test binary, with `timeout` seconds in `settings`.
     fn export_fake(script: &str, timeout: u32) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("fake");
-        std::fs::write(&fake, format!("#!/bin/sh\n{script}")).unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let out = dir.path().join("install");
-        export(&fake, &out).unwrap();
+        export(Path::new("/bin/true"), &out).unwrap();
+        // The exported copy was written by this process: replace it.
+        install_executable(
+            &out.join("bigbar/guest-tests"),
+            &format!("#!/bin/sh\n{script}"),
+        );
         std::fs::write(out.join("bigbar/settings"), format!("timeout={timeout}\n")).unwrap();
         dir
     }
 
+    /// Runs the exported run script through `sh`: reading it needs no exec of a
+    /// file this process wrote.
     fn run_script(dir: &tempfile::TempDir, args: &[&str]) -> (Option<i32>, String) {
-        let run = Command::new(dir.path().join("install/run_kselftest.sh"))
+        let run = Command::new("sh")
+            .arg(dir.path().join("install/run_kselftest.sh"))
             .args(args)
             .output()
             .unwrap();
@@ -127,12 +157,17 @@ mod tests {
             std::fs::read_to_string(out.join("kselftest-list.txt")).unwrap(),
             "bigbar:guest-tests\n"
         );
-        let settings = tempfile::tempdir().unwrap();
-        export(&out.join("bigbar/guest-tests"), settings.path()).unwrap();
+        let plain = tempfile::tempdir().unwrap();
+        export(Path::new("/bin/true"), plain.path()).unwrap();
         assert_eq!(
-            std::fs::read_to_string(settings.path().join("bigbar/settings")).unwrap(),
+            std::fs::read_to_string(plain.path().join("bigbar/settings")).unwrap(),
             format!("timeout={TIMEOUT_SECS}\n")
         );
+        let mode = std::fs::metadata(plain.path().join("run_kselftest.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
         assert_eq!(
             run_script(&dir, &["-l"]),
             (Some(0), "bigbar:guest-tests\n".into())

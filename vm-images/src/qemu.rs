@@ -404,14 +404,33 @@ mod tests {
     }
 
     /// A fake QEMU: a shell script answering -version and -device help.
+    ///
+    /// A child process writes it: had this multi-threaded test process held it
+    /// open for writing, a fork by a concurrent test could inherit that fd for a
+    /// moment, and running the script would then fail with ETXTBSY (seen in CI).
     fn fake_qemu(dir: &Path, version: &str, devices: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
+        use std::io::Write;
         let path = dir.join("qemu-system-x86_64");
         let script = format!(
             "#!/bin/sh\ncase \"$1\" in\n -version) echo 'QEMU emulator version {version}';;\n -device) printf '%s\\n' '{devices}';;\nesac\n"
         );
-        fs::write(&path, script).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut writer = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "cat > \"$1.new\" && chmod 755 \"$1.new\" && mv -f \"$1.new\" \"$1\"",
+            ])
+            .arg("sh")
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writer
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(writer.wait().unwrap().success());
         path
     }
 
