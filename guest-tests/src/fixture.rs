@@ -213,7 +213,7 @@ impl Fixture {
                 "already on"
             },
             self.caps.release,
-            if self.caps.huge_pfnmap { "yes" } else { "no" },
+            if self.caps.huge_pfnmap() { "yes" } else { "no" },
             self.caps.thp,
             if self.caps.thp_disabled_by_prctl {
                 ", THP disabled by prctl"

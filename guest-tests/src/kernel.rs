@@ -68,11 +68,6 @@ pub fn placement_symbols(listing: impl BufRead) -> io::Result<Vec<String>> {
     Ok(found)
 }
 
-/// Whether a kallsyms listing names `symbol`; see [`kallsyms_find`].
-pub fn kallsyms_has(listing: impl BufRead, symbol: &str) -> io::Result<bool> {
-    kallsyms_find(listing, symbol).map(|found| found.is_some())
-}
-
 /// The name under which a kallsyms listing has `symbol` (third field, any
 /// module): the symbol itself or a compiler clone of it (`symbol.isra.0`,
 /// `symbol.constprop.0`), which is the same code; a `.cold` part alone is not.
@@ -97,8 +92,9 @@ pub fn kallsyms_find(listing: impl BufRead, symbol: &str) -> io::Result<Option<S
 pub struct KernelCaps {
     /// `uname -r`.
     pub release: String,
-    /// vfio-pci has `vfio_pci_mmap_huge_fault` (must be read after vfio-pci loaded).
-    pub huge_pfnmap: bool,
+    /// The name under which kallsyms has `vfio_pci_mmap_huge_fault` (or a clone
+    /// of it), if vfio-pci has it (must be read after vfio-pci loaded).
+    pub huge_fault_symbol: Option<String>,
     /// The THP mode, when the kernel has THP.
     pub thp: Option<ThpMode>,
     /// `prctl(PR_GET_THP_DISABLE)` for this process.
@@ -114,6 +110,11 @@ pub struct KernelCaps {
 pub const PLACEMENT_POLICY: &str = "sys/module/kernel/parameters/mapping_order_policy";
 
 impl KernelCaps {
+    /// Whether vfio-pci maps BARs with huge entries at fault time (6.12+).
+    pub fn huge_pfnmap(&self) -> bool {
+        self.huge_fault_symbol.is_some()
+    }
+
     /// Detects the capabilities from `/proc` and `/sys` under `root` (normally `/`).
     pub fn detect(root: &Path) -> Result<Self, KernelError> {
         let kallsyms = root.join("proc/kallsyms");
@@ -122,7 +123,8 @@ impl KernelCaps {
             source,
         };
         let file = File::open(&kallsyms).map_err(err)?;
-        let huge_pfnmap = kallsyms_has(BufReader::new(file), HUGE_FAULT_SYMBOL).map_err(err)?;
+        let huge_fault_symbol =
+            kallsyms_find(BufReader::new(file), HUGE_FAULT_SYMBOL).map_err(err)?;
         let file = File::open(&kallsyms).map_err(err)?;
         let placement_symbols = placement_symbols(BufReader::new(file)).map_err(err)?;
         let thp_path = root.join("sys/kernel/mm/transparent_hugepage/enabled");
@@ -134,7 +136,7 @@ impl KernelCaps {
             .unwrap_or_default();
         Ok(KernelCaps {
             release,
-            huge_pfnmap,
+            huge_fault_symbol,
             thp,
             thp_disabled_by_prctl: nix::sys::prctl::get_thp_disable().unwrap_or(false),
             placement_symbols,
@@ -152,7 +154,7 @@ impl KernelCaps {
     /// by 6.12 (4 KiB) and 7.2 (ignored), which the F3 tests pin down, so it is
     /// reported as unpredictable rather than guessed.
     pub fn fault_behaviour(&self, madvised: bool) -> Result<Behaviour, String> {
-        if !self.huge_pfnmap {
+        if !self.huge_pfnmap() {
             return Ok(Behaviour::RemapWholeVma);
         }
         if self.thp_disabled_by_prctl {
@@ -199,10 +201,14 @@ mod tests {
     fn kallsyms_matches_whole_names_only() {
         let listing = "ffffffffc0a01000 t vfio_pci_mmap_huge_fault_x\t[vfio_pci_core]\n\
                        0000000000000000 T vfio_pci_core_mmap\t[vfio_pci_core]\n";
-        assert!(!kallsyms_has(listing.as_bytes(), HUGE_FAULT_SYMBOL).unwrap());
+        assert!(kallsyms_find(listing.as_bytes(), HUGE_FAULT_SYMBOL)
+            .unwrap()
+            .is_none());
         let listing =
             format!("{listing}0000000000000000 t vfio_pci_mmap_huge_fault\t[vfio_pci_core]\n");
-        assert!(kallsyms_has(listing.as_bytes(), HUGE_FAULT_SYMBOL).unwrap());
+        assert!(kallsyms_find(listing.as_bytes(), HUGE_FAULT_SYMBOL)
+            .unwrap()
+            .is_some());
     }
 
     #[rstest]
@@ -213,7 +219,9 @@ mod tests {
     fn kallsyms_compiler_clones(#[case] name: &str, #[case] found: bool) {
         let listing = format!("ffffffffc0a01000 t {name}\t[vfio_pci_core]\n");
         assert_eq!(
-            kallsyms_has(listing.as_bytes(), HUGE_FAULT_SYMBOL).unwrap(),
+            kallsyms_find(listing.as_bytes(), HUGE_FAULT_SYMBOL)
+                .unwrap()
+                .is_some(),
             found
         );
     }
@@ -221,7 +229,7 @@ mod tests {
     fn caps(huge: bool, thp: Option<ThpMode>, prctl: bool) -> KernelCaps {
         KernelCaps {
             release: "test".into(),
-            huge_pfnmap: huge,
+            huge_fault_symbol: huge.then(|| HUGE_FAULT_SYMBOL.to_string()),
             thp,
             thp_disabled_by_prctl: prctl,
             placement_symbols: Vec::new(),

@@ -83,7 +83,7 @@ fn fault_bench(fx: &Fixture, order: Order, len: u64, shift: u64) -> Result<Outco
             bar.size()
         )));
     }
-    if order != Order::Pte && !fx.caps.huge_pfnmap {
+    if order != Order::Pte && !fx.caps.huge_pfnmap() {
         return Ok(Outcome::Skip(format!(
             "kernel {} has no huge pfnmap: nothing maps at {order} order",
             fx.caps.release

@@ -22,7 +22,7 @@ const SAMPLES: u64 = 64;
 
 /// The skip for tests that need the huge fault handler.
 pub fn need_huge(fx: &Fixture) -> Option<Outcome> {
-    (!fx.caps.huge_pfnmap).then(|| {
+    (!fx.caps.huge_pfnmap()).then(|| {
         Outcome::Skip(format!(
             "no {} in /proc/kallsyms: no huge pfnmap on this kernel (its one-fault-per-VMA \
              behaviour is checked by f1.*/f2.*)",

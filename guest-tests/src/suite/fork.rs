@@ -60,7 +60,7 @@ pub fn fork_copies_entries(fx: &Fixture) -> Result<Outcome> {
     let mut data = Data::new(fx, bar, offset, map.len())?;
     // 6.1's `vfio_pci_mmap_open` zaps the child's copy so that its VMA gets
     // tracked: the child then remaps it with one fault (RemapWholeVma).
-    let want = u64::from(!fx.caps.huge_pfnmap);
+    let want = u64::from(!fx.caps.huge_pfnmap());
     in_child("child", || {
         let got = touch_plan(&map, &plan)?;
         diag(&format!(

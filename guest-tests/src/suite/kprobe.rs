@@ -10,7 +10,6 @@ use anyhow::{ensure, Context, Result};
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
-use guest_tests::kernel::{kallsyms_find, HUGE_FAULT_SYMBOL};
 use guest_tests::model::{Order, PAGE, PMD, PUD};
 
 use super::check::{advise_huge, bar_of, expect_plan, need_huge, place, plan_of, Data};
@@ -36,18 +35,14 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
 impl Probes {
     /// Defines both probes, first removing any a killed earlier run left behind
     /// (a stale definition would make the new one fail with EEXIST).
-    fn add(dir: &Path) -> std::result::Result<Self, String> {
+    /// `symbol` is the handler's name in kallsyms (maybe a compiler clone,
+    /// `.isra.0`, which must be probed by that name).
+    fn add(dir: &Path, symbol: &str) -> std::result::Result<Self, String> {
         let events = dir.join("kprobe_events");
         Self::remove(dir);
         let probes = Probes {
             dir: dir.to_owned(),
         };
-        // The handler may be a compiler clone (`.isra.0`): probe it by that name.
-        let kallsyms = fs::File::open("/proc/kallsyms")
-            .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
-        let symbol = kallsyms_find(std::io::BufReader::new(kallsyms), HUGE_FAULT_SYMBOL)
-            .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?
-            .ok_or_else(|| format!("{HUGE_FAULT_SYMBOL} is not in /proc/kallsyms"))?;
         for def in [
             format!("p:bigbar/hf {symbol} order=%si:u32\n"),
             format!("r:bigbar/hfr {symbol} ret=$retval\n"),
@@ -147,7 +142,12 @@ pub fn kprobe_orders(fx: &Fixture) -> Result<Outcome> {
     };
     // tracefs has kprobe_events and kallsyms the handler: a probe that cannot be
     // defined now is a failure to look at, not a missing feature.
-    let probes = Probes::add(&dir).map_err(anyhow::Error::msg)?;
+    let symbol = fx
+        .caps
+        .huge_fault_symbol
+        .as_deref()
+        .context("no huge fault handler in kallsyms")?;
+    let probes = Probes::add(&dir, symbol).map_err(anyhow::Error::msg)?;
     let (offset, len) = if bar.size() >= 2 * PUD {
         (PUD - PMD - 2 * PAGE, PUD + 2 * PMD + 4 * PAGE)
     } else {
@@ -190,10 +190,7 @@ pub fn kprobe_orders(fx: &Fixture) -> Result<Outcome> {
             ));
         }
     }
-    ensure!(
-        !calls.is_empty(),
-        "the kprobe saw no call of {HUGE_FAULT_SYMBOL}"
-    );
+    ensure!(!calls.is_empty(), "the kprobe saw no call of {symbol}");
     ensure!(
         problems.is_empty(),
         "kprobe disagrees with the model: {}",

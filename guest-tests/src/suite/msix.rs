@@ -230,7 +230,7 @@ pub fn selftests_strategy(fx: &Fixture) -> Result<Outcome> {
         "selftests placement put the tail at {:#x}, not ≡ {want:#x} (mod 2 MiB)",
         tail.start()
     );
-    if fx.caps.huge_pfnmap {
+    if fx.caps.huge_pfnmap() {
         ensure!(
             t.tail_pmds > 0,
             "offset-aware placement must keep the tail's PMDs: {} faults",
