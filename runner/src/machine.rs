@@ -51,6 +51,13 @@ pub struct Plan {
     pub gdb: bool,
 }
 
+impl Plan {
+    /// Whether time limits apply: `--gdb` and `--shell` sessions are a human's.
+    fn limited(&self) -> bool {
+        !(self.gdb || self.shell)
+    }
+}
+
 /// A time limit that never strikes while someone debugs by hand.
 const NO_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -226,10 +233,10 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
     let mut record = Recovery::new(all);
     let (tx, rx, _route) = session::event_channel()?;
     // --timeout bounds the whole run, however many boots the recovery needs.
-    let budget = if plan.gdb || plan.shell {
-        NO_LIMIT
-    } else {
+    let budget = if plan.limited() {
         plan.timeout
+    } else {
+        NO_LIMIT
     };
     let run_deadline = Instant::now() + budget;
     for boot in 1..=MAX_BOOTS {
@@ -318,7 +325,7 @@ fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> Gu
         ]);
         append = format!("{append} nokaslr").trim().to_string();
     }
-    let limited = !(plan.gdb || plan.shell);
+    let limited = plan.limited();
     GuestConfig {
         kernel: prep.kernel.image.clone(),
         initramfs: run_dir.join(format!("initramfs-{boot}.cpio")),

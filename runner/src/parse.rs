@@ -93,15 +93,7 @@ fn judge_boot(ktap_text: &str, console_text: &str) -> ParsedBoot {
         watcher.feed_line(line, None);
     }
     let outcome = judge(&ktap, &watcher);
-    let console_tail = console_text
-        .lines()
-        .rev()
-        .take(40)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let console_tail = crate::device::tail(console_text, session::TAIL_LINES);
     ParsedBoot {
         ktap_seen: ktap.saw_version(),
         result: SessionResult {

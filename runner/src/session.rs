@@ -310,7 +310,7 @@ struct LoopState {
 const FIRST_LINE_GRACE: Duration = Duration::from_secs(120);
 
 /// Console lines kept for error messages.
-const TAIL_LINES: usize = 40;
+pub const TAIL_LINES: usize = 40;
 
 impl LoopState {
     fn new(echo: bool, device_socket: PathBuf, boot: usize) -> Self {
