@@ -67,7 +67,7 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Kernel to boot: `debian:sid`, `debian:trixie`, `debian:bookworm`, `stock`,
-    /// `reference`, a bzImage, or a kernel build directory. Repeat it, or say
+    /// `reference`, `fixed`, a bzImage, or a kernel build directory. Repeat it, or say
     /// `all`, for a matrix run (one kernel after another).
     #[arg(long, default_value = "debian:sid")]
     pub kernel: Vec<String>,
@@ -139,12 +139,13 @@ pub struct RunArgs {
 }
 
 /// The kernels `--kernel all` stands for.
-pub const ALL_KERNELS: [&str; 5] = [
+pub const ALL_KERNELS: [&str; 6] = [
     "debian:bookworm",
     "debian:trixie",
     "debian:sid",
     "stock",
     "reference",
+    "fixed",
 ];
 
 impl RunArgs {
@@ -217,7 +218,8 @@ mod tests {
                 "debian:bookworm",
                 "debian:trixie",
                 "debian:sid",
-                "reference"
+                "reference",
+                "fixed"
             ]
         );
         assert_eq!(parse(&[]).run.kernels(), ["debian:sid"]);

@@ -38,7 +38,7 @@ fn reference_series_applies_to_current_debian_source() {
     let fetcher = Fetcher::new(&cache).progress(&progress);
     let (package, version) = source::resolve_version(&fetcher).unwrap();
     let src = source::obtain(&fetcher, &package, &version).unwrap();
-    let series = Series::read(&build::default_patches()).unwrap();
+    let series = Series::read(&build::reference_patches()).unwrap();
     let based_on = series.based_on.clone().unwrap();
     if based_on != src.name() {
         eprintln!(

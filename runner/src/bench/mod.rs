@@ -63,9 +63,9 @@ pub struct BenchArgs {
 const GUEST_KERNEL: &str = "debian:sid";
 /// 512 GiB of BARs: the default device with its 16 GiB BAR grown.
 const BIG_BARS: &str = "1=64M:32:msix@2M,2=512G,4=1G";
-/// The default kernels; stock and reference only when already built.
+/// The default kernels; stock, reference and fixed only when already built.
 const DEFAULT_KERNELS: [&str; 3] = ["debian:sid", "debian:trixie", "debian:bookworm"];
-const BUILT_KERNELS: [&str; 2] = ["stock", "reference"];
+const BUILT_KERNELS: [&str; 3] = ["stock", "reference", "fixed"];
 const KIB_PER_MIB: f64 = 1024.0;
 
 /// What the runs of one mode select.

@@ -1,7 +1,8 @@
 //! Kernels bigbar builds itself from Debian's source: `stock` (the source as Debian
-//! ships it) and `reference` (plus the patch series in `vm-images/patches`), both
-//! configured with `make allnoconfig` and the fragment `vm-images/config/bigbar.config`,
-//! everything built in.
+//! ships it), `reference` (plus the placement series in `kernel/patches/reference`)
+//! and `fixed` (reference plus the fixes of the kernel findings in
+//! `kernel/patches/fixes`), all configured with `make allnoconfig` and the fragment
+//! `vm-images/config/bigbar.config`, everything built in.
 //!
 //! A build is a cache entry `kernel/built/<name>-<source version>-<hash>`, where the
 //! hash covers the source version, the fragment, the patches and the build recipe, so
@@ -35,29 +36,48 @@ pub fn default_fragment() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/bigbar.config")
 }
 
-/// The reference patch series shipped with vm-images.
-pub fn default_patches() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("patches")
+/// The directory of the project's kernel patch series (`kernel/patches`).
+pub fn patches_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel/patches")
+}
+
+/// The reference patch series: offset-aware placement (`kernel/patches/reference`).
+pub fn reference_patches() -> PathBuf {
+    patches_dir().join("reference")
+}
+
+/// The fixes of the kernel findings (`kernel/patches/fixes`), applied after the
+/// reference series in the `fixed` kernel.
+pub fn fix_patches() -> PathBuf {
+    patches_dir().join("fixes")
 }
 
 /// What a built kernel is made of, besides the Debian source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
-    /// `stock` or `reference`: names the cache entry and the kernel's LOCALVERSION.
+    /// `stock`, `reference` or `fixed`: names the cache entry and the kernel's
+    /// LOCALVERSION.
     pub name: String,
     /// The configuration fragment applied on top of `allnoconfig`.
     pub fragment: PathBuf,
-    /// The patch series applied to the source, if any.
-    pub series: Option<Series>,
+    /// The patch series applied to the source, in order.
+    pub series: Vec<Series>,
 }
 
 impl Recipe {
-    /// The recipe of a `stock` or `reference` spec, from the files shipped with the
-    /// crate; `None` for other specs.
+    /// The recipe of a `stock`, `reference` or `fixed` spec, from the files shipped
+    /// with the project; `None` for other specs.
     pub fn for_spec(spec: &KernelSpec) -> Result<Option<Self>> {
         let (name, series) = match spec {
-            KernelSpec::Stock => ("stock", None),
-            KernelSpec::Reference => ("reference", Some(Series::read(&default_patches())?)),
+            KernelSpec::Stock => ("stock", Vec::new()),
+            KernelSpec::Reference => ("reference", vec![Series::read(&reference_patches())?]),
+            KernelSpec::Fixed => (
+                "fixed",
+                vec![
+                    Series::read(&reference_patches())?,
+                    Series::read(&fix_patches())?,
+                ],
+            ),
             _ => return Ok(None),
         };
         Ok(Some(Self {
@@ -71,10 +91,10 @@ impl Recipe {
     /// `<name>-<version>-<16 hex digits of a SHA-256 over everything that matters>`.
     pub fn key(&self, package: &str, version: &str) -> Result<String> {
         let fragment = fs::read(&self.fragment).at("reading", &self.fragment)?;
-        let patches = match &self.series {
-            Some(s) => s.fingerprint_parts()?,
-            None => Vec::new(),
-        };
+        let mut patches = Vec::new();
+        for series in &self.series {
+            patches.extend(series.fingerprint_parts()?);
+        }
         Ok(build_key(&self.name, package, version, &fragment, &patches))
     }
 }
@@ -207,18 +227,20 @@ fn build_into(
 ) -> Result<()> {
     let started = Instant::now();
     let report = |m: &str| fetcher.report(&format!("kernel {}: {m}", recipe.name));
-    let tree = match &recipe.series {
-        Some(series) => {
-            report(&format!("linking a copy of {}", source.name()));
-            let tree = dir.join("src");
-            run(Command::new(require_tool("cp", "coreutils")?)
-                .arg("-al")
-                .arg(&source.tree)
-                .arg(&tree))?;
+    let patched = !recipe.series.is_empty();
+    let tree = if patched {
+        report(&format!("linking a copy of {}", source.name()));
+        let tree = dir.join("src");
+        run(Command::new(require_tool("cp", "coreutils")?)
+            .arg("-al")
+            .arg(&source.tree)
+            .arg(&tree))?;
+        for series in &recipe.series {
             series.apply(&tree, &source.name(), &report)?;
-            tree
         }
-        None => source.tree.clone(),
+        tree
+    } else {
+        source.tree.clone()
     };
     let make = Make {
         tree: tree.clone(),
@@ -257,7 +279,7 @@ fn build_into(
         fs::copy(obj.join(from), dir.join(to)).at("copying build output to", dir.join(to))?;
     }
     fs::remove_dir_all(obj).at("removing build directory", obj)?;
-    if recipe.series.is_some() {
+    if patched {
         fs::remove_dir_all(&tree).at("removing patched source copy", &tree)?;
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -273,21 +295,13 @@ fn build_into(
             config: Some("config".into()),
         },
     )?;
-    let series = recipe.series.as_ref();
     write_json(
         &dir.join(BUILD_INFO),
         &BuildInfo {
             source: source.name(),
             fragment: recipe.fragment.clone(),
-            patches: series
-                .map(|s| {
-                    s.patches
-                        .iter()
-                        .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            patches_based_on: series.and_then(|s| s.based_on.clone()),
+            patches: recipe.series.iter().flat_map(Series::names).collect(),
+            patches_based_on: recipe.series.first().and_then(|s| s.based_on.clone()),
             key: key.to_owned(),
             build_seconds: seconds,
         },

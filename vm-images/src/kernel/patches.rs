@@ -65,15 +65,36 @@ impl Series {
         }
     }
 
-    /// The bytes that identify the series for cache keys: each patch's name and
-    /// content, in order.
-    pub fn fingerprint_parts(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    /// The series' name: its directory's (`reference`, `fixes`).
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Each patch as `<series>/<file name>`, in order.
+    pub fn names(&self) -> Vec<String> {
+        let series = self.name();
         self.patches
             .iter()
             .map(|p| {
-                let name = p.file_name().unwrap_or_default().to_string_lossy();
-                Ok((name.into_owned(), fs::read(p).at("reading patch", p)?))
+                format!(
+                    "{series}/{}",
+                    p.file_name().unwrap_or_default().to_string_lossy()
+                )
             })
+            .collect()
+    }
+
+    /// The bytes that identify the series for cache keys: each patch's name (with
+    /// the series' name, so two series never collide) and content, in order.
+    pub fn fingerprint_parts(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.names()
+            .into_iter()
+            .zip(&self.patches)
+            .map(|(name, p)| Ok((name, fs::read(p).at("reading patch", p)?)))
             .collect()
     }
 
@@ -254,12 +275,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn shipped_series_is_complete() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("patches");
+    #[rstest::rstest]
+    #[case::reference(crate::kernel::build::reference_patches(), "reference", 4)]
+    #[case::fixes(crate::kernel::build::fix_patches(), "fixes", 2)]
+    fn shipped_series_are_complete(
+        #[case] dir: PathBuf,
+        #[case] name: &str,
+        #[case] at_least: usize,
+    ) {
         let s = Series::read(&dir).unwrap();
-        assert!(s.based_on.unwrap().starts_with("linux-source-"));
-        assert!(s.patches.len() >= 4);
+        assert_eq!(s.name(), name);
+        assert!(s.based_on.clone().unwrap().starts_with("linux-source-"));
+        assert!(s.patches.len() >= at_least);
+        assert!(s.names().iter().all(|n| n.starts_with(&format!("{name}/"))));
     }
 
     const FAILED_HUNK: &str = "\

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::debian::Suite;
 use crate::error::{Error, Result};
 
-/// A kernel to boot: `debian:<suite>` (e.g. `debian:sid`), `stock`, `reference`, or a
-/// path (later).
+/// A kernel to boot: `debian:<suite>` (e.g. `debian:sid`), `stock`, `reference`,
+/// `fixed`, or a path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum KernelSpec {
@@ -19,9 +19,12 @@ pub enum KernelSpec {
     /// Built by bigbar from Debian sid's `linux-source` with the minimal configuration
     /// fragment, unchanged: the control for [`KernelSpec::Reference`].
     Stock,
-    /// Like [`KernelSpec::Stock`] plus the patch series in `vm-images/patches`, which
-    /// implements the proposed mmap placement (`get_mapping_order`).
+    /// Like [`KernelSpec::Stock`] plus the patch series in `kernel/patches/reference`,
+    /// which implements the proposed mmap placement (`get_mapping_order`).
     Reference,
+    /// Like [`KernelSpec::Reference`] plus the fixes of the kernel findings in
+    /// `kernel/patches/fixes`: the kernel on which the whole catalogue passes.
+    Fixed,
     /// A kernel built locally (a bzImage or build tree); not supported yet.
     Path(PathBuf),
 }
@@ -47,6 +50,7 @@ impl FromStr for KernelSpec {
         match s {
             "stock" => return Ok(Self::Stock),
             "reference" => return Ok(Self::Reference),
+            "fixed" => return Ok(Self::Fixed),
             _ => {}
         }
         if let Some(path) = s.strip_prefix("path:") {
@@ -56,7 +60,7 @@ impl FromStr for KernelSpec {
             return Ok(Self::Path(s.into()));
         }
         Err(invalid(
-            "expected `debian:<suite>` (e.g. debian:sid), `stock`, `reference` or a path to a kernel"
+            "expected `debian:<suite>` (e.g. debian:sid), `stock`, `reference`, `fixed` or a path to a kernel"
                 .into(),
         ))
     }
@@ -68,6 +72,7 @@ impl fmt::Display for KernelSpec {
             Self::Debian(suite) => write!(f, "debian:{suite}"),
             Self::Stock => f.write_str("stock"),
             Self::Reference => f.write_str("reference"),
+            Self::Fixed => f.write_str("fixed"),
             Self::Path(path) => write!(f, "path:{}", path.display()),
         }
     }
@@ -97,6 +102,7 @@ mod tests {
     #[case("debian:bookworm", "debian:bookworm")]
     #[case("stock", "stock")]
     #[case("reference", "reference")]
+    #[case("fixed", "fixed")]
     #[case("/boot/vmlinuz", "path:/boot/vmlinuz")]
     #[case("path:build/arch/x86/boot/bzImage", "path:build/arch/x86/boot/bzImage")]
     fn parses_and_displays(#[case] text: &str, #[case] shown: &str) {
@@ -108,8 +114,8 @@ mod tests {
     #[case("debian:sdi", "unknown Debian suite `sdi`")]
     #[case("sid", "expected `debian:<suite>`")]
     #[case("", "expected `debian:<suite>`")]
-    #[case("Stock", "`stock`, `reference`")]
-    #[case("reference:x", "`stock`, `reference`")]
+    #[case("Stock", "`stock`, `reference`, `fixed`")]
+    #[case("reference:x", "`stock`, `reference`, `fixed`")]
     fn rejects(#[case] text: &str, #[case] message: &str) {
         let err = text.parse::<KernelSpec>().unwrap_err().to_string();
         assert!(err.contains(message), "{err}");
