@@ -4,8 +4,10 @@
 //! Test bodies are application code, so they return `anyhow::Result`: `?` on any
 //! error fails the test with the whole context chain as diagnostic.
 
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::isolate::{self, End, Finished, RecordKind};
@@ -27,10 +29,37 @@ pub enum Outcome {
 }
 
 /// How [`run`] reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunOptions {
     /// Print each test's wall time as a diagnostic after its result.
     pub times: bool,
+    /// The kernel log device (`/dev/kmsg`) to write [`BEGIN_MARKER`] and
+    /// [`END_MARKER`] lines to around each test; `None` writes none.
+    pub kmsg: Option<PathBuf>,
+}
+
+/// Written to the kernel log (`bigbar: begin NAME`) before a test starts.
+///
+/// The console then delimits the test itself: kernel messages between the two
+/// markers were printed while it ran. The KTAP stream cannot tell that, since it
+/// travels on another serial port and its lines race the console's.
+pub const BEGIN_MARKER: &str = "bigbar: begin ";
+/// Written to the kernel log (`bigbar: end NAME`) after a test and its teardown.
+pub const END_MARKER: &str = "bigbar: end ";
+
+/// Writes `marker` and `name` to the kernel log at `kmsg` as one record.
+///
+/// Best effort: without a writable `/dev/kmsg` (not root, a real machine's
+/// lockdown) the tests still run, their kernel messages just are not delimited.
+fn mark(kmsg: Option<&Path>, marker: &str, name: &str) {
+    let Some(path) = kmsg else {
+        return;
+    };
+    // Append: /dev/kmsg ignores it, and a plain file (in tests) keeps every record.
+    if let Ok(mut f) = OpenOptions::new().append(true).open(path) {
+        // One write is one record; its level is the kernel's default for /dev/kmsg.
+        let _ = f.write_all(format!("{marker}{name}\n").as_bytes());
+    }
 }
 
 /// The signature of a test body.
@@ -100,7 +129,7 @@ pub fn run<F, W: Write>(
     match setup() {
         Ok(fixture) => {
             for test in tests {
-                run_one(&mut ktap, test, &fixture, opts)?;
+                run_one(&mut ktap, test, &fixture, &opts)?;
             }
         }
         Err(e) => {
@@ -117,15 +146,18 @@ fn run_one<F, W: Write>(
     ktap: &mut Ktap<W>,
     test: &TestCase<F>,
     fixture: &F,
-    opts: RunOptions,
+    opts: &RunOptions,
 ) -> io::Result<()> {
     // Announce the test before it runs, as kselftest_harness does, so whoever
     // reads the stream knows which test was in flight if the kernel dies.
     ktap.diag(&format!(" RUN           {} ...", test.name))?;
+    let kmsg = opts.kmsg.as_deref();
+    mark(kmsg, BEGIN_MARKER, test.name);
     let finished = isolate::run(test.timeout, || child_body(test, fixture));
     if let Some(teardown) = test.teardown {
         teardown(fixture);
     }
+    mark(kmsg, END_MARKER, test.name);
     let (verdict, elapsed) = match finished {
         Ok(f) => (report(ktap, test, &f)?, Some(f.elapsed)),
         Err(e) => {
@@ -346,6 +378,38 @@ mod tests {
         .unwrap();
         assert_eq!(TORN_DOWN.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert_eq!(totals.fail, 2);
+    }
+
+    #[test]
+    fn kernel_log_markers_enclose_each_test_and_its_teardown() {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let tests = [
+            TestCase::new("t.pass", pass),
+            TestCase::new("t.sigbus", sigbus).with_teardown(|_| ()),
+        ];
+        let opts = RunOptions {
+            times: false,
+            kmsg: Some(log.path().to_path_buf()),
+        };
+        let mut buf = Vec::new();
+        run(&mut buf, &select(&tests, &[]), opts, || Ok(Fx { value: 1 })).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(log.path()).unwrap(),
+            "bigbar: begin t.pass\nbigbar: end t.pass\n\
+             bigbar: begin t.sigbus\nbigbar: end t.sigbus\n"
+        );
+    }
+
+    #[test]
+    fn an_unwritable_kernel_log_does_not_stop_the_tests() {
+        let opts = RunOptions {
+            times: false,
+            kmsg: Some("/nonexistent/kmsg".into()),
+        };
+        let tests = [TestCase::new("t.pass", pass)];
+        let mut buf = Vec::new();
+        let totals = run(&mut buf, &select(&tests, &[]), opts, || Ok(Fx { value: 1 })).unwrap();
+        assert_eq!(totals.pass, 1);
     }
 
     #[test]

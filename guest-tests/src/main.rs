@@ -55,7 +55,7 @@ struct Cli {
     /// `hang` (this binary stops printing). For testing the runner.
     #[arg(long, value_name = "KIND", hide = true, value_parser = suite::inject::KINDS)]
     inject: Option<String>,
-    /// Root under which sys/, proc/ and dev/vfio are found.
+    /// Root under which sys/, proc/, dev/vfio and dev/kmsg are found.
     #[arg(long, default_value = "/", hide = true)]
     root: PathBuf,
 }
@@ -119,7 +119,10 @@ fn main() -> ExitCode {
     match harness::run(
         io::stdout(),
         &selected,
-        harness::RunOptions { times: true },
+        harness::RunOptions {
+            times: true,
+            kmsg: Some(cli.root.join("dev/kmsg")),
+        },
         setup,
     ) {
         Ok(totals) => ExitCode::from(totals.exit_code() as u8),

@@ -37,11 +37,8 @@ const MAX_REPORT_LINES: usize = 80;
 
 /// Classifies a console line that starts a kernel report.
 pub fn classify(line: &str) -> Option<TroubleKind> {
-    // Strip the printk timestamp "[    1.234567] " so the patterns anchor on the message.
-    let msg = match line.find("] ") {
-        Some(i) if line.trim_start().starts_with('[') => &line[i + 2..],
-        _ => line,
-    };
+    // Without the printk timestamp the patterns anchor on the message.
+    let msg = crate::klog::message(line);
     if msg.starts_with("Kernel panic - not syncing") {
         Some(TroubleKind::Panic)
     } else if msg.starts_with("Oops:")

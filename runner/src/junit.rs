@@ -1,7 +1,7 @@
 //! JUnit XML: one `<testsuite>` per run (kernel), one `<testcase>` per KTAP result,
 //! for CI systems that render JUnit.
 
-use crate::ktap::Verdict;
+use crate::ktap::{TestResult, Verdict};
 use crate::report::{Outcome, Results};
 use anyhow::{Context, Result};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
@@ -18,13 +18,13 @@ pub fn report(results: &Results) -> Report {
                 Verdict::Pass => TestCaseStatus::success(),
                 Verdict::Skip | Verdict::Xfail => {
                     let mut s = TestCaseStatus::skipped();
-                    s.set_message(format!("{:?}: {}", t.result, first_line(&t.diagnostic)));
+                    s.set_message(format!("{:?}: {}", t.result, t.reason));
                     s
                 }
                 Verdict::Fail | Verdict::Xpass => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    s.set_message(first_line(&t.diagnostic).to_string());
-                    s.set_description(t.diagnostic.clone());
+                    s.set_message(t.reason.clone());
+                    s.set_description(failure_text(t));
                     s
                 }
             };
@@ -42,6 +42,11 @@ pub fn report(results: &Results) -> Report {
             s.set_message(format!("{:?}", run.outcome));
             suite.add_test_case(TestCase::new("run.outcome", s));
         }
+        let outside = crate::report::outside_tests(&run.kernel_log_outside_tests);
+        if !outside.is_empty() {
+            // Kept with the suite, not a test case: they fail no test.
+            suite.set_system_err(outside);
+        }
         report.add_test_suite(suite);
     }
     report
@@ -55,22 +60,34 @@ pub fn write(results: &Results, path: &Path) -> Result<()> {
     std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
+/// A failure's text: its reason first, then the diagnostic, so a viewer that
+/// shows only the start shows why; the kernel-log lines a verdict came from
+/// get a line of their own.
+fn failure_text(t: &TestResult) -> String {
+    let mut text = t.reason.clone();
+    if !t.kernel_log.is_empty() {
+        text.push_str("\nfailed by the kernel log: ");
+        text.push_str(&t.kernel_log.join("\n"));
+    }
+    if !t.diagnostic.is_empty() {
+        text.push_str("\n\n");
+        text.push_str(&t.diagnostic);
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ktap::TestResult;
     use crate::report::Run;
 
     fn run(outcome: Outcome) -> Run {
-        let t = |name: &str, result| TestResult {
-            number: 1,
-            name: name.into(),
-            result,
-            diagnostic: "expected 7 faults\ncounted 9".into(),
+        let t = |name: &str, result| {
+            TestResult::new(
+                name,
+                result,
+                "f2.count: expected 7 faults\nf2.count: 0.010 s",
+            )
         };
         let mut run = Run::blank("debian:sid", outcome);
         run.kernel.release = Some("7.2".into());
@@ -100,7 +117,36 @@ mod tests {
         assert_eq!(xml.matches("<failure").count(), 1);
         assert_eq!(xml.matches("<skipped").count(), 2);
         assert!(xml.contains("classname=\"f2\""));
-        assert!(xml.contains("message=\"expected 7 faults\""));
+        assert!(xml.contains("message=\"expected 7 faults\""), "{xml}");
+    }
+
+    #[test]
+    fn a_kernel_log_verdict_says_so_and_outside_lines_go_to_the_suite() {
+        let mut r = run(Outcome::Completed);
+        let f8 = &mut r.tests[1];
+        f8.kernel_log = vec!["[ 7.4] mm/pgtable-generic.c:44: bad pud 0(1)".into()];
+        f8.reason = "[kernel log] mm/pgtable-generic.c:44: bad pud 0(1)".into();
+        r.kernel_log_outside_tests = vec![crate::klog::Finding {
+            kind: crate::klog::Kind::Warning,
+            line: "[ 1.0] WARNING: CPU: 0 PID: 1 at x.c:1 f".into(),
+            test: None,
+            after: None,
+            boot: 1,
+        }];
+        let xml = report(&Results { runs: vec![r] }).to_string().unwrap();
+        assert!(
+            xml.contains("message=\"[kernel log] mm/pgtable-generic.c:44: bad pud 0(1)\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("failed by the kernel log: [ 7.4] mm/pgtable"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<system-err>kernel log outside tests"),
+            "{xml}"
+        );
+        assert_eq!(xml.matches("<failure").count(), 1);
     }
 
     #[test]

@@ -33,8 +33,66 @@ pub struct TestResult {
     pub name: String,
     /// Verdict, directives applied.
     pub result: Verdict,
+    /// Why it failed or was skipped, in one line: the directive's reason, the
+    /// failing check's diagnostic, or the kernel-log line that failed it (never
+    /// a timing line); empty for a plain pass.
+    pub reason: String,
     /// Diagnostic lines printed before the result line, and the directive's reason.
     pub diagnostic: String,
+    /// Kernel-log lines printed while it ran that failed it (see [`crate::klog`]).
+    pub kernel_log: Vec<String>,
+}
+
+impl TestResult {
+    /// A result built by the runner itself (not read from KTAP); its reason is
+    /// picked from `diagnostic` as for a parsed result.
+    pub fn new(name: &str, result: Verdict, diagnostic: &str) -> Self {
+        let lines: Vec<&str> = diagnostic.lines().collect();
+        TestResult {
+            number: 0,
+            name: name.to_string(),
+            result,
+            reason: reason(name, result, "", &lines),
+            diagnostic: diagnostic.to_string(),
+            kernel_log: Vec::new(),
+        }
+    }
+}
+
+/// The one line that says why test `name` got `verdict`.
+///
+/// A skip or expected failure states its reason in the directive. A failure's
+/// reason is the harness's `NAME: what failed` line, else the last diagnostic
+/// line; the `NAME: 0.016 s` timing line says nothing about why and is never
+/// picked; a bare directive (`TIMEOUT`) is the last resort.
+fn reason(name: &str, verdict: Verdict, directive: &str, diag: &[&str]) -> String {
+    if verdict == Verdict::Pass {
+        return String::new();
+    }
+    let directive = directive.trim();
+    let skipped = matches!(verdict, Verdict::Skip | Verdict::Xfail | Verdict::Xpass);
+    if skipped && !directive.is_empty() {
+        return directive.to_string();
+    }
+    let prefix = format!("{name}: ");
+    // Searched from the end: the harness prints the failing check last.
+    let mut telling = diag
+        .iter()
+        .rev()
+        .copied()
+        .filter(|l| !is_timing(l, &prefix));
+    let named = telling.clone().find_map(|l| l.strip_prefix(&prefix));
+    named
+        .or_else(|| telling.find(|l| !l.trim().is_empty()))
+        .unwrap_or(directive)
+        .to_string()
+}
+
+/// Whether `line` is the harness's timing diagnostic `NAME: 0.016 s`.
+fn is_timing(line: &str, prefix: &str) -> bool {
+    line.strip_prefix(prefix)
+        .and_then(|r| r.strip_suffix(" s"))
+        .is_some_and(|secs| secs.parse::<f64>().is_ok())
 }
 
 /// Incremental KTAP parser for the top-level test list.
@@ -86,8 +144,11 @@ impl Parser {
         match parse_result_line(line) {
             Some(mut result) => {
                 let mut diag = std::mem::take(&mut self.pending_diag);
-                if !result.diagnostic.is_empty() {
-                    diag.push(std::mem::take(&mut result.diagnostic));
+                let directive = std::mem::take(&mut result.diagnostic);
+                let lines: Vec<&str> = diag.iter().map(String::as_str).collect();
+                result.reason = reason(&result.name, result.result, &directive, &lines);
+                if !directive.is_empty() {
+                    diag.push(directive);
                 }
                 result.diagnostic = diag.join("\n");
                 self.in_flight = None;
@@ -175,7 +236,9 @@ fn parse_result_line(line: &str) -> Option<TestResult> {
         number,
         name,
         result,
+        reason: String::new(),
         diagnostic: reason,
+        kernel_log: Vec::new(),
     })
 }
 
@@ -261,6 +324,35 @@ mod tests {
     #[case("[    1.234] ok 1 fake")]
     fn non_result_lines(#[case] line: &str) {
         assert!(parse_result_line(line).is_none());
+    }
+
+    /// The reason picked from what guest-tests prints before a result line.
+    #[rstest]
+    #[case::failed_check(
+        &["#  RUN           f8.m ...", "# moved: counted 1", "# f8.m: moved: counted 1: PUD at +0x202000",
+          "# f8.m: 0.016 s"],
+        "not ok 33 f8.m",
+        "moved: counted 1: PUD at +0x202000"
+    )]
+    #[case::skip_reason(&["# f1.p: 0.002 s"], "ok 9 f1.p # SKIP no CONFIG_PTDUMP_DEBUGFS", "no CONFIG_PTDUMP_DEBUGFS")]
+    #[case::xfail_reason(&["# a1.w: 0.3 s"], "ok 1 a1.w # XFAIL 24 placements break it", "24 placements break it")]
+    #[case::timeout(
+        &["# f6.u: timed out after 5 s and survived SIGKILL (stuck in the kernel?)"],
+        "not ok 44 f6.u # TIMEOUT",
+        "timed out after 5 s and survived SIGKILL (stuck in the kernel?)"
+    )]
+    #[case::bare_directive(&["# f6.u: 5.000 s"], "not ok 44 f6.u # TIMEOUT", "TIMEOUT")]
+    #[case::foreign_producer(&["# expected 1 got 2"], "not ok 2 f2.count", "expected 1 got 2")]
+    #[case::only_timing(&["# f2.c: 0.010 s"], "not ok 2 f2.c", "")]
+    #[case::pass(&["# f2.c: 0.010 s"], "ok 2 f2.c", "")]
+    fn reasons(#[case] before: &[&str], #[case] result: &str, #[case] want: &str) {
+        let mut p = Parser::new();
+        p.feed_line("TAP version 13");
+        for l in before {
+            p.feed_line(l);
+        }
+        p.feed_line(result);
+        assert_eq!(p.results()[0].reason, want);
     }
 
     #[test]

@@ -284,7 +284,7 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
             dir.display()
         );
     }
-    let (outcome, tests, kernel_reports, boots, guest_seconds) = record.finish();
+    let record = record.finish();
     Ok(Some(Run {
         kernel: KernelInfo {
             spec: plan.kernel_spec.clone(),
@@ -298,11 +298,12 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
         accel: prep.accel.accel.clone(),
         accel_reason: prep.accel.reason.clone(),
         bars: plan.layout.to_string(),
-        outcome,
-        guest_seconds,
-        tests,
-        kernel_reports,
-        boots,
+        outcome: record.outcome,
+        guest_seconds: record.guest_seconds,
+        tests: record.tests,
+        kernel_reports: record.kernel_reports,
+        kernel_log_outside_tests: record.outside_tests,
+        boots: record.boots,
         run_dir: kept.map(|d| d.display().to_string()),
     }))
 }

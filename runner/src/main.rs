@@ -9,6 +9,7 @@ mod console;
 mod device;
 mod export;
 mod junit;
+mod klog;
 mod ktap;
 mod machine;
 mod matrix;
@@ -199,7 +200,9 @@ fn present(run: &Run) -> u8 {
         eprintln!(
             "kernel {:?} during {}:\n{}",
             r.kind,
-            r.during_test.as_deref().unwrap_or("boot"),
+            r.during_test
+                .as_deref()
+                .unwrap_or("no test (boot or between tests)"),
             r.text
         );
     }

@@ -114,12 +114,7 @@ mod tests {
         Run {
             tests: tests
                 .iter()
-                .map(|(n, v)| TestResult {
-                    number: 1,
-                    name: n.to_string(),
-                    result: *v,
-                    diagnostic: String::new(),
-                })
+                .map(|(n, v)| TestResult::new(n, *v, ""))
                 .collect(),
             ..run
         }

@@ -6,6 +6,7 @@
 //! live run judge it, so the table and exit status are the same.
 
 use crate::console::Watcher;
+use crate::klog::Attributor;
 use crate::ktap::Parser;
 use crate::recovery::Recovery;
 use crate::report::{KernelInfo, Outcome, QemuInfo, Results, Run};
@@ -40,7 +41,7 @@ pub fn read(path: &Path) -> Result<Run> {
         }
         record.absorb(i + 1, boot.result);
     }
-    let (outcome, tests, kernel_reports, boots, _) = record.finish();
+    let record = record.finish();
     // A bare log says nothing about the kernel or the emulator.
     let mut run = saved.unwrap_or_else(|| Run {
         qemu: QemuInfo {
@@ -50,11 +51,12 @@ pub fn read(path: &Path) -> Result<Run> {
         accel: "unknown".into(),
         ..Run::blank("unknown (parsed log)", Outcome::Completed)
     });
-    run.outcome = saved_outcome_or(&run.outcome, outcome);
-    run.tests = tests;
-    run.kernel_reports = kernel_reports;
+    run.outcome = saved_outcome_or(&run.outcome, record.outcome);
+    run.tests = record.tests;
+    run.kernel_reports = record.kernel_reports;
+    run.kernel_log_outside_tests = record.outside_tests;
     if streams.len() > 1 {
-        run.boots = boots;
+        run.boots = record.boots;
     }
     Ok(run)
 }
@@ -87,10 +89,13 @@ fn judge_boot(ktap_text: &str, console_text: &str) -> ParsedBoot {
     for line in ktap_text.lines() {
         ktap.feed_line(line);
     }
+    // As live: the console's test markers, not the KTAP stream, say which test
+    // a kernel line was printed during.
     let mut watcher = Watcher::new();
+    let mut klog = Attributor::new();
     for line in console_text.lines() {
-        // Console and KTAP lines cannot be matched up in time after the fact.
-        watcher.feed_line(line, None);
+        let during = klog.feed_line(line);
+        watcher.feed_line(line, during);
     }
     let outcome = judge(&ktap, &watcher);
     let console_tail = crate::device::tail(console_text, session::TAIL_LINES);
@@ -102,6 +107,7 @@ fn judge_boot(ktap_text: &str, console_text: &str) -> ParsedBoot {
             ktap_complete: ktap.complete(),
             tests: ktap.into_results(),
             kernel_reports: watcher.into_reports(),
+            findings: klog.into_findings(),
             guest_seconds: 0.0,
             console_tail,
         },
@@ -168,6 +174,7 @@ fn saved_metadata(path: &Path) -> Option<Run> {
             .unwrap_or(0.0),
         tests: vec![],
         kernel_reports: vec![],
+        kernel_log_outside_tests: vec![],
         boots: vec![],
         run_dir: None,
     })

@@ -6,6 +6,7 @@
 //! keeps the combined record and says whether another boot is worth it.
 
 use crate::console::KernelReport;
+use crate::klog::{self, Finding};
 use crate::ktap::{TestResult, Verdict};
 use crate::report::{Boot, Outcome};
 use crate::session::SessionResult;
@@ -16,7 +17,25 @@ pub struct Recovery {
     selected: Vec<String>,
     tests: Vec<TestResult>,
     reports: Vec<KernelReport>,
+    outside_tests: Vec<Finding>,
     boots: Vec<Boot>,
+}
+
+/// What a run found, all boots combined.
+#[derive(Debug)]
+pub struct Record {
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// Every selected test's result, in run order of the boots.
+    pub tests: Vec<TestResult>,
+    /// Every kernel report of every boot.
+    pub kernel_reports: Vec<KernelReport>,
+    /// Kernel-log findings printed outside any test (they fail none).
+    pub outside_tests: Vec<Finding>,
+    /// The boots.
+    pub boots: Vec<Boot>,
+    /// QEMU wall time summed over the boots.
+    pub guest_seconds: f64,
 }
 
 impl Recovery {
@@ -26,6 +45,7 @@ impl Recovery {
             selected,
             tests: Vec::new(),
             reports: Vec::new(),
+            outside_tests: Vec::new(),
             boots: Vec::new(),
         }
     }
@@ -41,6 +61,9 @@ impl Recovery {
 
     /// Adds the result of boot number `boot`; returns whether the remaining tests
     /// should run in another guest.
+    ///
+    /// Here, where live runs and `runner parse` meet, the kernel log is judged:
+    /// a test during which the kernel complained fails.
     pub fn absorb(&mut self, boot: usize, mut result: SessionResult) -> bool {
         let mut names: Vec<String> = result.tests.iter().map(|t| t.name.clone()).collect();
         let guest_died = matches!(
@@ -50,12 +73,16 @@ impl Recovery {
         let mut progressed = !result.tests.is_empty();
         if guest_died {
             if let Some(name) = result.in_flight.take() {
-                self.tests.append(&mut result.tests);
-                self.tests.push(died_during(&name, &result));
+                let died = died_during(&name, &result);
+                result.tests.push(died);
                 names.push(name);
                 progressed = true;
             }
         }
+        let findings = std::mem::take(&mut result.findings);
+        let outside = klog::judge(&mut result.tests, findings, &result.kernel_reports);
+        self.outside_tests
+            .extend(outside.into_iter().map(|f| Finding { boot, ..f }));
         self.tests.append(&mut result.tests);
         self.reports.append(&mut result.kernel_reports);
         self.boots.push(Boot {
@@ -78,13 +105,13 @@ impl Recovery {
         });
     }
 
-    /// The run's outcome, results, kernel reports, boots and total guest time.
+    /// The run's combined record.
     ///
     /// A crash in any boot makes the run a crash (exit status 3) even when later
     /// boots completed or could not start; otherwise a timeout; otherwise how the
     /// last boot ended. Selected tests that never ran are failed as "not run", so
     /// that a run cut short never looks shorter but clean.
-    pub fn finish(mut self) -> (Outcome, Vec<TestResult>, Vec<KernelReport>, Vec<Boot>, f64) {
+    pub fn finish(mut self) -> Record {
         let seconds = self.boots.iter().map(|b| b.guest_seconds).sum();
         let last = self.boots.last().map(|b| b.outcome.clone());
         let find = |f: fn(&Outcome) -> bool| {
@@ -100,16 +127,19 @@ impl Recovery {
             .unwrap_or_else(|| Outcome::Infrastructure("no guest was booted".into()));
         if outcome != Outcome::Completed {
             let boots = self.boots.len();
+            let why = format!("not run: the run ended after {boots} boot(s) before it");
             for name in self.remaining() {
-                self.tests.push(TestResult {
-                    number: 0,
-                    name,
-                    result: Verdict::Fail,
-                    diagnostic: format!("not run: the run ended after {boots} boot(s) before it"),
-                });
+                self.tests.push(TestResult::new(&name, Verdict::Fail, &why));
             }
         }
-        (outcome, self.tests, self.reports, self.boots, seconds)
+        Record {
+            outcome,
+            tests: self.tests,
+            kernel_reports: self.reports,
+            outside_tests: self.outside_tests,
+            boots: self.boots,
+            guest_seconds: seconds,
+        }
     }
 }
 
@@ -126,12 +156,7 @@ fn died_during(name: &str, result: &SessionResult) -> TestResult {
         .find(|r| r.during_test.as_deref() == Some(name))
         .map(|r| r.text.clone())
         .unwrap_or_else(|| result.console_tail.clone());
-    TestResult {
-        number: 0,
-        name: name.to_string(),
-        result: Verdict::Fail,
-        diagnostic: format!("{why}\n{report}"),
-    }
+    TestResult::new(name, Verdict::Fail, &format!("{why}\n{report}"))
 }
 
 #[cfg(test)]
@@ -140,12 +165,7 @@ mod tests {
     use crate::console::TroubleKind;
 
     fn pass(name: &str) -> TestResult {
-        TestResult {
-            number: 1,
-            name: name.into(),
-            result: Verdict::Pass,
-            diagnostic: String::new(),
-        }
+        TestResult::new(name, Verdict::Pass, "")
     }
 
     fn session(
@@ -165,6 +185,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            findings: Vec::new(),
             guest_seconds: 1.0,
             console_tail: "tail".into(),
             in_flight: in_flight.map(str::to_string),
@@ -179,7 +200,14 @@ mod tests {
         assert!(r.absorb(1, session(crash, &["a"], Some("b"), false)));
         assert_eq!(r.remaining(), ["c", "d"]);
         assert!(!r.absorb(2, session(Outcome::Completed, &["c", "d"], None, true)));
-        let (outcome, tests, reports, boots, secs) = r.finish();
+        let Record {
+            outcome,
+            tests,
+            kernel_reports: reports,
+            boots,
+            guest_seconds: secs,
+            ..
+        } = r.finish();
         assert!(matches!(outcome, Outcome::KernelCrashed(_)));
         assert_eq!(tests.len(), 4);
         assert_eq!(tests[1].name, "b");
@@ -198,7 +226,7 @@ mod tests {
         let mut r = Recovery::new(vec!["a".into()]);
         let hang = Outcome::TimedOut("silence".into());
         assert!(!r.absorb(1, session(hang, &[], None, false)));
-        let (outcome, tests, ..) = r.finish();
+        let Record { outcome, tests, .. } = r.finish();
         assert!(matches!(outcome, Outcome::TimedOut(_)));
         assert_eq!(tests.len(), 1);
         assert_eq!(tests[0].result, Verdict::Fail);
@@ -209,7 +237,7 @@ mod tests {
         let mut r = Recovery::new(vec!["a".into(), "b".into()]);
         let dead = Outcome::Infrastructure("device-emu exited".into());
         assert!(!r.absorb(1, session(dead, &["a"], Some("b"), false)));
-        assert!(matches!(r.finish().0, Outcome::Infrastructure(_)));
+        assert!(matches!(r.finish().outcome, Outcome::Infrastructure(_)));
     }
 
     #[test]
@@ -218,7 +246,12 @@ mod tests {
         let crash = Outcome::KernelCrashed("Oops".into());
         assert!(r.absorb(1, session(crash, &[], Some("a"), false)));
         r.absorb_failure(2, "device-emu did not start".into());
-        let (outcome, tests, _, boots, _) = r.finish();
+        let Record {
+            outcome,
+            tests,
+            boots,
+            ..
+        } = r.finish();
         assert_eq!(outcome, Outcome::KernelCrashed("Oops".into()));
         assert_eq!(boots.len(), 2);
         assert_eq!(
@@ -245,7 +278,7 @@ mod tests {
     fn a_completed_run_adds_nothing() {
         let mut r = Recovery::new(vec!["a".into()]);
         assert!(!r.absorb(1, session(Outcome::Completed, &["a"], None, true)));
-        let (outcome, tests, ..) = r.finish();
+        let Record { outcome, tests, .. } = r.finish();
         assert_eq!(outcome, Outcome::Completed);
         assert_eq!(tests.len(), 1);
     }

@@ -2,6 +2,7 @@
 //! a per-test table and the closing summary line.
 
 use crate::console::KernelReport;
+use crate::klog::Finding;
 use crate::ktap::{TestResult, Verdict};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -75,6 +76,9 @@ pub struct Run {
     pub tests: Vec<TestResult>,
     /// Oops, panic, warning and hung-task reports seen on the console.
     pub kernel_reports: Vec<KernelReport>,
+    /// Kernel-log lines reporting trouble printed outside any test (during
+    /// boot, between tests): attributed to no test, they fail none.
+    pub kernel_log_outside_tests: Vec<Finding>,
     /// The guest boots of this run, with the tests each ran.
     pub boots: Vec<Boot>,
     /// The kept run directory (sockets, initramfs), with `--keep`.
@@ -103,6 +107,7 @@ impl Run {
             guest_seconds: 0.0,
             tests: vec![],
             kernel_reports: vec![],
+            kernel_log_outside_tests: vec![],
             boots: vec![],
             run_dir: None,
         }
@@ -172,7 +177,8 @@ impl Tally {
     }
 }
 
-/// Renders the per-test table of one run, first diagnostic line of failures included.
+/// Renders the per-test table of one run, with the reason of every test that
+/// did not pass, then the kernel-log lines printed outside tests.
 pub fn table(run: &Run) -> String {
     let width = run
         .tests
@@ -194,12 +200,32 @@ pub fn table(run: &Run) -> String {
     for t in &run.tests {
         let verdict = format!("{:?}", t.result).to_lowercase();
         let _ = write!(out, "  {:<width$}  {verdict}", t.name);
-        if t.result != Verdict::Pass {
-            if let Some(last) = t.diagnostic.lines().last() {
-                let _ = write!(out, "  ({last})");
-            }
+        if t.result != Verdict::Pass && !t.reason.is_empty() {
+            let _ = write!(out, "  ({})", t.reason);
         }
         out.push('\n');
+    }
+    out.push_str(&outside_tests(&run.kernel_log_outside_tests));
+    out
+}
+
+/// The section listing kernel-log findings printed outside any test, if any.
+pub fn outside_tests(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    if findings.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "kernel log outside tests (boot, between tests; fails no test):"
+    );
+    for f in findings {
+        let when = match (&f.test, &f.after) {
+            (Some(test), _) => format!("during {test}, which has no result"),
+            (None, Some(test)) => format!("after {test}"),
+            (None, None) => "before the first test".to_string(),
+        };
+        let _ = writeln!(out, "  boot {}, {when}: {}", f.boot, f.line);
     }
     out
 }
@@ -209,12 +235,7 @@ mod tests {
     use super::*;
 
     fn result(name: &str, result: Verdict) -> TestResult {
-        TestResult {
-            number: 1,
-            name: name.into(),
-            result,
-            diagnostic: "why".into(),
-        }
+        TestResult::new(name, result, "why")
     }
 
     #[test]
@@ -261,6 +282,7 @@ mod tests {
             guest_seconds: 1.5,
             tests: vec![result("setup.bind_vfio", Verdict::Pass)],
             kernel_reports: vec![],
+            kernel_log_outside_tests: vec![],
             boots: vec![],
             run_dir: None,
         };

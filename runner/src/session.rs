@@ -8,6 +8,7 @@
 
 use crate::console::{KernelReport, Watcher};
 use crate::device::tail;
+use crate::klog::{Attributor, Finding};
 use crate::ktap::{Parser, TestResult};
 use crate::process::Supervised;
 use crate::report::Outcome;
@@ -86,6 +87,8 @@ pub struct SessionResult {
     pub tests: Vec<TestResult>,
     /// Kernel reports from the console.
     pub kernel_reports: Vec<KernelReport>,
+    /// Kernel-log lines reporting trouble, with the test each was printed during.
+    pub findings: Vec<Finding>,
     /// QEMU's wall time.
     pub guest_seconds: f64,
     /// Last console lines, for error messages.
@@ -298,6 +301,7 @@ struct Limits {
 struct LoopState {
     ktap: Parser,
     watcher: Watcher,
+    klog: Attributor,
     console_tail: Vec<String>,
     open_streams: u8,
     echo: bool,
@@ -317,6 +321,7 @@ impl LoopState {
         Self {
             ktap: Parser::new(),
             watcher: Watcher::new(),
+            klog: Attributor::new(),
             console_tail: Vec::new(),
             open_streams: 2,
             echo,
@@ -342,8 +347,10 @@ impl LoopState {
         if self.echo {
             eprintln!("| {line}");
         }
-        let current = self.current_test();
-        self.watcher.feed_line(&line, current.as_deref());
+        // The console's own test markers say which test a report belongs to;
+        // the KTAP stream's RUN lines race it on the other serial port.
+        let during = self.klog.feed_line(&line);
+        self.watcher.feed_line(&line, during);
         if self.console_tail.len() == TAIL_LINES {
             self.console_tail.remove(0);
         }
@@ -472,6 +479,7 @@ impl LoopState {
             outcome,
             tests: self.ktap.into_results(),
             kernel_reports: self.watcher.into_reports(),
+            findings: self.klog.into_findings(),
             guest_seconds,
             console_tail: self.console_tail.join("\n"),
             in_flight,
@@ -622,6 +630,98 @@ mod tests {
             other => panic!("expected a crash, got {other:?}"),
         }
         assert_eq!(r.in_flight.as_deref(), Some("f6.munmap_pud_unaligned"));
+    }
+
+    /// The console of a debian:sid boot around its `bad pud` finding, with the
+    /// guest's test markers, and its KTAP stream.
+    const SID_CONSOLE: [&str; 9] = [
+        "[    3.114130] Run /init as init process",
+        "[    3.200000] WARNING: CPU: 0 PID: 1 at drivers/x.c:1 probe+0x1/0x2",
+        "[    7.300000] bigbar: begin f8.mremap_move_pud_incongruent",
+        "[    7.310000] bigbar: end f8.mremap_move_pud_incongruent",
+        "[    7.440000] bigbar: begin f8.mremap_move_pud_congruent",
+        "[    7.442449] mm/pgtable-generic.c:44: bad pud 000000003ad0a0f5(800000f8400002b7)",
+        "[    7.450000] bigbar: end f8.mremap_move_pud_congruent",
+        "[    7.500000] bigbar: begin f9.map_private_einval",
+        "[    7.510000] bigbar: end f9.map_private_einval",
+    ];
+    const SID_KTAP: [&str; 12] = [
+        "TAP version 13",
+        "1..3",
+        "#  RUN           f8.mremap_move_pud_incongruent ...",
+        "# f8.mremap_move_pud_incongruent: 0.020 s",
+        "ok 1 f8.mremap_move_pud_incongruent",
+        "#  RUN           f8.mremap_move_pud_congruent ...",
+        "# f8.mremap_move_pud_congruent: 0.016 s",
+        "ok 2 f8.mremap_move_pud_congruent",
+        "#  RUN           f9.map_private_einval ...",
+        "# f9.map_private_einval: 0.005 s",
+        "ok 3 f9.map_private_einval",
+        "# Totals: pass:3 fail:0 xfail:0 xpass:0 skip:0 error:0",
+    ];
+
+    /// Name, verdict, reason and kernel-log lines of a record's tests.
+    fn verdicts(tests: &[TestResult]) -> Vec<(String, crate::ktap::Verdict, String, usize)> {
+        tests
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.result,
+                    t.reason.clone(),
+                    t.kernel_log.len(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_kernel_log_line_fails_its_test_whatever_order_the_ports_deliver_in() {
+        // The whole KTAP stream first, the console after it: the worst race. The
+        // markers on the console still put the bad pud in its test.
+        let mut events: Vec<Event> = SID_KTAP
+            .iter()
+            .map(|l| Event::Ktap(1, l.to_string()))
+            .collect();
+        events.extend(SID_CONSOLE.iter().map(|l| Event::Console(1, l.to_string())));
+        events.extend([Event::StreamClosed(1), Event::StreamClosed(1)]);
+        let live = drive_events(1, events, "exit 0", Duration::from_secs(30));
+        assert_eq!(live.outcome, Outcome::Completed);
+        let mut record = crate::recovery::Recovery::new(Vec::new());
+        record.absorb(1, live);
+        let live = record.finish();
+
+        use crate::ktap::Verdict::{Fail, Pass};
+        let bad_pud =
+            "[kernel log] mm/pgtable-generic.c:44: bad pud 000000003ad0a0f5(800000f8400002b7)";
+        let want = [
+            (
+                "f8.mremap_move_pud_incongruent".to_string(),
+                Pass,
+                String::new(),
+                0,
+            ),
+            (
+                "f8.mremap_move_pud_congruent".to_string(),
+                Fail,
+                bad_pud.to_string(),
+                1,
+            ),
+            ("f9.map_private_einval".to_string(), Pass, String::new(), 0),
+        ];
+        assert_eq!(verdicts(&live.tests), want);
+        assert_eq!(live.outside_tests.len(), 1, "{:?}", live.outside_tests);
+        assert_eq!(live.outside_tests[0].boot, 1);
+        assert!(live.outside_tests[0].line.contains("WARNING: CPU: 0"));
+
+        // The same boot saved and parsed again is judged the same.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("results.ktap"), SID_KTAP.join("\n")).unwrap();
+        std::fs::write(dir.path().join("console.log"), SID_CONSOLE.join("\n")).unwrap();
+        let parsed = crate::parse::read(dir.path()).unwrap();
+        assert_eq!(verdicts(&parsed.tests), want);
+        assert_eq!(parsed.kernel_log_outside_tests, live.outside_tests);
+        assert_eq!(parsed.outcome, Outcome::Completed);
     }
 
     #[test]
