@@ -217,6 +217,32 @@ pub fn munmap_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
     })
 }
 
+/// f6.mprotect_pud_unaligned (risky, after the munmap one): mprotect of
+/// [1 MiB, 1 GiB - 1 MiB) of a PUD-mapped GiB: two VMA splits inside the PUD at
+/// addresses that are not 2 MiB aligned, the path of f6.munmap_pud_unaligned
+/// (`vma_adjust_trans_huge`) through mprotect. Expected: the PUD is cleared and
+/// the three parts refault at their own orders, data intact.
+pub fn mprotect_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
+    if let Some(skip) = risky_off(fx) {
+        return Ok(skip);
+    }
+    risky("f6.mprotect_pud_unaligned", || {
+        split(fx, PUD, 0, PUD, Cut::Protect(PMD / 2, PUD - PMD / 2))
+    })
+}
+
+/// f6.mremap_shrink_pud_unaligned (risky, after the munmap one): mremap shrinking
+/// a PUD-mapped GiB to 1 GiB - 1 MiB, the same split through mremap. Expected:
+/// 511 PMDs + 256 PTEs refault.
+pub fn mremap_shrink_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
+    if let Some(skip) = risky_off(fx) {
+        return Ok(skip);
+    }
+    risky("f6.mremap_shrink_pud_unaligned", || {
+        split(fx, PUD, 0, PUD, Cut::Shrink(PUD - PMD / 2))
+    })
+}
+
 /// f8.mremap_grow_fails: growing a BAR mapping fails with EFAULT (VM_PFNMAP and
 /// VM_DONTEXPAND), in place or moving, and leaves it intact.
 pub fn mremap_grow_fails(fx: &Fixture) -> Result<Outcome> {
