@@ -393,8 +393,11 @@ not ok 1 vfio_pci_pud_split.munmap_unaligned_tail
     #[case::xfail("ok 2 f.t # XFAIL known\n", "f.t", Some(CaseResult::Xfail("known".into())))]
     #[case::fail("not ok 1 f.t\n", "f.t", Some(CaseResult::Fail(String::new())))]
     #[case::timeout("not ok 1 f.t # TIMEOUT\n", "f.t", Some(CaseResult::Fail("TIMEOUT".into())))]
-    #[case::oopsed_case(SPLIT_OOPS, "vfio_pci_pud_split.munmap_unaligned_tail",
-                        Some(CaseResult::Fail(String::new())))]
+    #[case::oopsed_case(
+        SPLIT_OOPS,
+        "vfio_pci_pud_split.munmap_unaligned_tail",
+        Some(CaseResult::Fail(String::new()))
+    )]
     #[case::other_case("ok 1 f.other\n", "f.t", None)]
     #[case::prefix_is_not_the_name("ok 1 f.t_longer\n", "f.t", None)]
     #[case::nested_line_ignored("    ok 1 f.t\n", "f.t", None)]
@@ -408,13 +411,17 @@ not ok 1 vfio_pci_pud_split.munmap_unaligned_tail
     #[case::pass("ok 1 f.t\n", 0, Ok(Outcome::Pass))]
     #[case::skip("ok 1 f.t # SKIP no huge pfnmap\n", 0, Ok(Outcome::Skip("no huge pfnmap".into())))]
     #[case::fail("not ok 1 f.t\n", 1, Err("f.t: not ok (exit status: 1)"))]
-    #[case::timeout("not ok 1 f.t # TIMEOUT\n", 1, Err("f.t: not ok # TIMEOUT (exit status: 1)"))]
-    #[case::silent("", 1, Err("f.t: no result line in the program's output (exit status: 1)"))]
-    fn outcomes(
-        #[case] ktap: &str,
-        #[case] code: i32,
-        #[case] want: Result<Outcome, &str>,
-    ) {
+    #[case::timeout(
+        "not ok 1 f.t # TIMEOUT\n",
+        1,
+        Err("f.t: not ok # TIMEOUT (exit status: 1)")
+    )]
+    #[case::silent(
+        "",
+        1,
+        Err("f.t: no result line in the program's output (exit status: 1)")
+    )]
+    fn outcomes(#[case] ktap: &str, #[case] code: i32, #[case] want: Result<Outcome, &str>) {
         let got = outcome("f.t", ktap, ExitStatus::from_raw(code << 8)).map_err(|e| e.to_string());
         assert_eq!(got, want.map_err(str::to_string));
     }
@@ -435,7 +442,11 @@ not ok 1 vfio_pci_pud_split.munmap_unaligned_tail
         // holds the executable open for writing (ETXTBSY when another test forks).
         let status = Command::new("sh")
             .arg("-c")
-            .arg(format!("cat > '{}' && chmod 755 '{}'", p.display(), p.display()))
+            .arg(format!(
+                "cat > '{}' && chmod 755 '{}'",
+                p.display(),
+                p.display()
+            ))
             .stdin(Stdio::piped())
             .spawn()
             .and_then(|mut c| {
@@ -483,6 +494,9 @@ not ok 1 vfio_pci_pud_split.munmap_unaligned_tail
         fs::create_dir(&coll).unwrap();
         fake_program(&coll, "silent", "#!/bin/sh\nexit 0\n");
         let err = discover(t.path()).unwrap_err().to_string();
-        assert!(err.ends_with("silent -l lists no test (not a kselftest_harness program?)"), "{err}");
+        assert!(
+            err.ends_with("silent -l lists no test (not a kselftest_harness program?)"),
+            "{err}"
+        );
     }
 }

@@ -73,7 +73,10 @@ pub fn build_collection(
     let key = cache_key(sources, &programs, kernel)?;
     let category = ["kselftests", name];
     let entry = fetcher.cache().get_or_create(&category, &key, |dir| {
-        fetcher.report(&format!("compiling {name} kselftests against {}", kernel.name()));
+        fetcher.report(&format!(
+            "compiling {name} kselftests against {}",
+            kernel.name()
+        ));
         compile_all(sources, &programs, kernel, dir)
     })?;
     Ok(Collection {
@@ -138,7 +141,12 @@ fn cache_key(sources: &Path, programs: &[String], kernel: &KernelSource) -> Resu
 
 /// Exports the UAPI headers, compiles each program into `dir/<collection>`,
 /// then drops the header build (only the programs are kept).
-fn compile_all(sources: &Path, programs: &[String], kernel: &KernelSource, dir: &Path) -> Result<()> {
+fn compile_all(
+    sources: &Path,
+    programs: &[String],
+    kernel: &KernelSource,
+    dir: &Path,
+) -> Result<()> {
     let cc = require_tool("cc", "gcc")?;
     let make = require_tool("make", "make")?;
     let obj = dir.join("obj");

@@ -300,7 +300,10 @@ mod tests {
         let e = read_back(&out);
         assert_eq!(e["lib/kselftests"].0, 0o040755);
         assert_eq!(e["lib/kselftests/repro"].0, 0o040755);
-        assert_eq!(e["lib/kselftests/repro/x_test"], (0o100755, b"ELF".to_vec(), (0, 0)));
+        assert_eq!(
+            e["lib/kselftests/repro/x_test"],
+            (0o100755, b"ELF".to_vec(), (0, 0))
+        );
     }
 
     #[test]
