@@ -113,17 +113,41 @@ fn read_id(path: &Path) -> Option<u16> {
     u16::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
 }
 
-impl Fixture {
-    /// Binds and opens the device, reads its BARs and the kernel capabilities.
-    pub fn open(opts: &Options) -> Result<Self, FixtureError> {
+/// The device bound to vfio-pci but not opened: what external programs that
+/// open it themselves (kselftest programs) start from.
+#[derive(Debug)]
+pub struct Bound {
+    /// The device in sysfs.
+    pub pci: PciDevice,
+    /// The driver it had before (`None` if unbound).
+    pub previous_driver: Option<String>,
+}
+
+impl Bound {
+    /// Finds the device (by `--bdf`, else by bigbar's IDs) and binds it to vfio-pci.
+    pub fn bind(opts: &Options) -> Result<Self, FixtureError> {
         let sys = opts.root.join("sys");
         let pci = match &opts.bdf {
             Some(bdf) => PciDevice::new(&sys, bdf),
             None => PciDevice::find(&sys, regs::VENDOR_ID, regs::DEVICE_ID)?,
         };
+        let previous_driver = pci.bind_vfio()?;
+        Ok(Bound {
+            pci,
+            previous_driver,
+        })
+    }
+}
+
+impl Fixture {
+    /// Binds and opens the device, reads its BARs and the kernel capabilities.
+    pub fn open(opts: &Options) -> Result<Self, FixtureError> {
+        let Bound {
+            pci,
+            previous_driver,
+        } = Bound::bind(opts)?;
         let is_bigbar = read_id(&pci.dir().join("vendor")) == Some(regs::VENDOR_ID)
             && read_id(&pci.dir().join("device")) == Some(regs::DEVICE_ID);
-        let previous_driver = pci.bind_vfio()?;
         let group = pci.iommu_group()?;
         let dev = VfioDevice::open(&opts.root.join("dev/vfio"), group, pci.bdf())?;
         let enabled_memory = dev.enable_memory_decode()?;

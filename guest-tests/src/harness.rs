@@ -4,6 +4,7 @@
 //! Test bodies are application code, so they return `anyhow::Result`: `?` on any
 //! error fails the test with the whole context chain as diagnostic.
 
+use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::panic::{self, AssertUnwindSafe};
@@ -62,13 +63,14 @@ fn mark(kmsg: Option<&Path>, marker: &str, name: &str) {
     }
 }
 
-/// The signature of a test body.
-pub type TestFn<F> = fn(&F) -> anyhow::Result<Outcome>;
+/// The signature of a test body: a function, or a closure for tests found at
+/// run time (external kselftest programs).
+pub type TestFn<F> = Box<dyn Fn(&F) -> anyhow::Result<Outcome>>;
 
 /// One registered test.
 pub struct TestCase<F> {
     /// KTAP name, `group.case`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// How long the child may run before it is killed.
     pub timeout: Duration,
     /// The body, run in a forked child.
@@ -80,23 +82,26 @@ pub struct TestCase<F> {
 
 impl<F> TestCase<F> {
     /// A test with the default deadline.
-    pub const fn new(name: &'static str, run: TestFn<F>) -> Self {
+    pub fn new(
+        name: impl Into<Cow<'static, str>>,
+        run: impl Fn(&F) -> anyhow::Result<Outcome> + 'static,
+    ) -> Self {
         TestCase {
-            name,
+            name: name.into(),
             timeout: DEFAULT_TIMEOUT,
-            run,
+            run: Box::new(run),
             teardown: None,
         }
     }
 
     /// The same test with a teardown run in the parent after it.
-    pub const fn with_teardown(mut self, teardown: fn(&F)) -> Self {
+    pub fn with_teardown(mut self, teardown: fn(&F)) -> Self {
         self.teardown = Some(teardown);
         self
     }
 
     /// The same test with another deadline.
-    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
@@ -106,7 +111,7 @@ impl<F> TestCase<F> {
 pub fn select<'a, F>(tests: &'a [TestCase<F>], filters: &[String]) -> Vec<&'a TestCase<F>> {
     tests
         .iter()
-        .filter(|t| crate::glob::selected(filters, t.name))
+        .filter(|t| crate::glob::selected(filters, &t.name))
         .collect()
 }
 
@@ -114,30 +119,89 @@ pub fn select<'a, F>(tests: &'a [TestCase<F>], filters: &[String]) -> Vec<&'a Te
 ///
 /// `setup` builds the fixture once, in this process, after the plan is printed, so
 /// that every child inherits it. If it fails, every test fails with its error.
-pub fn run<F, W: Write>(
+pub fn run<'a, F, W: Write>(
     out: W,
-    tests: &[&TestCase<F>],
+    tests: &[&'a TestCase<F>],
     opts: RunOptions,
-    setup: impl FnOnce() -> anyhow::Result<F>,
+    setup: impl FnOnce() -> anyhow::Result<F> + 'a,
 ) -> io::Result<Totals> {
-    let mut ktap = Ktap::start(out, tests.len())?;
-    if tests.is_empty() {
-        // Nothing to run: do not touch the device.
+    run_groups(out, vec![Group::boxed(tests.to_vec(), setup)], opts)
+}
+
+/// Tests over one fixture, in one KTAP document with other groups: the fixture
+/// is built right before the group's first test and dropped after its last, so
+/// that what it holds (an open VFIO group) is free for the next group.
+pub struct Group<'a, F> {
+    tests: Vec<&'a TestCase<F>>,
+    setup: Box<dyn FnOnce() -> anyhow::Result<F> + 'a>,
+}
+
+impl<'a, F: 'a> Group<'a, F> {
+    /// A group, ready for [`run_groups`].
+    pub fn boxed<W: Write>(
+        tests: Vec<&'a TestCase<F>>,
+        setup: impl FnOnce() -> anyhow::Result<F> + 'a,
+    ) -> Box<dyn Phase<W> + 'a> {
+        Box::new(Group {
+            tests,
+            setup: Box::new(setup),
+        })
+    }
+}
+
+/// A part of a KTAP document that runs its tests its own way (see [`Group`]).
+pub trait Phase<W: Write> {
+    /// How many results it writes.
+    fn len(&self) -> usize;
+    /// Whether it writes none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Runs its tests, one result each.
+    fn run(self: Box<Self>, ktap: &mut Ktap<W>, opts: &RunOptions) -> io::Result<()>;
+}
+
+impl<F, W: Write> Phase<W> for Group<'_, F> {
+    fn len(&self) -> usize {
+        self.tests.len()
+    }
+
+    fn run(self: Box<Self>, ktap: &mut Ktap<W>, opts: &RunOptions) -> io::Result<()> {
+        if self.tests.is_empty() {
+            // Nothing to run: do not touch the device.
+            return Ok(());
+        }
+        match (self.setup)() {
+            Ok(fixture) => {
+                for test in &self.tests {
+                    run_one(ktap, test, &fixture, opts)?;
+                }
+            }
+            Err(e) => {
+                ktap.diag(&format!("fixture setup failed: {e:#}"))?;
+                for test in &self.tests {
+                    ktap.result(&test.name, &Verdict::Fail)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `groups` one after another as one KTAP document written to `out`.
+pub fn run_groups<'a, W: Write>(
+    out: W,
+    groups: Vec<Box<dyn Phase<W> + 'a>>,
+    opts: RunOptions,
+) -> io::Result<Totals> {
+    let planned = groups.iter().map(|g| g.len()).sum();
+    let mut ktap = Ktap::start(out, planned)?;
+    if planned == 0 {
         ktap.diag("no test selected")?;
         return ktap.finish();
     }
-    match setup() {
-        Ok(fixture) => {
-            for test in tests {
-                run_one(&mut ktap, test, &fixture, &opts)?;
-            }
-        }
-        Err(e) => {
-            ktap.diag(&format!("fixture setup failed: {e:#}"))?;
-            for test in tests {
-                ktap.result(test.name, &Verdict::Fail)?;
-            }
-        }
+    for group in groups {
+        group.run(&mut ktap, &opts)?;
     }
     ktap.finish()
 }
@@ -152,12 +216,12 @@ fn run_one<F, W: Write>(
     // reads the stream knows which test was in flight if the kernel dies.
     ktap.diag(&format!(" RUN           {} ...", test.name))?;
     let kmsg = opts.kmsg.as_deref();
-    mark(kmsg, BEGIN_MARKER, test.name);
+    mark(kmsg, BEGIN_MARKER, &test.name);
     let finished = isolate::run(test.timeout, || child_body(test, fixture));
     if let Some(teardown) = test.teardown {
         teardown(fixture);
     }
-    mark(kmsg, END_MARKER, test.name);
+    mark(kmsg, END_MARKER, &test.name);
     let (verdict, elapsed) = match finished {
         Ok(f) => (report(ktap, test, &f)?, Some(f.elapsed)),
         Err(e) => {
@@ -168,7 +232,7 @@ fn run_one<F, W: Write>(
     if let (true, Some(t)) = (opts.times, elapsed) {
         ktap.diag(&format!("{}: {:.3} s", test.name, t.as_secs_f64()))?;
     }
-    ktap.result(test.name, &verdict)
+    ktap.result(&test.name, &verdict)
 }
 
 /// Runs the body in the child and turns its outcome into an exit status and messages.
@@ -213,7 +277,7 @@ fn report<F, W: Write>(
         }
     }
     let message = messages.join("\n");
-    let name = test.name;
+    let name = &test.name;
     let verdict = match f.end {
         End::Exited(KSFT_PASS) => Verdict::Pass,
         End::Exited(KSFT_SKIP) => Verdict::Skip(message.replace('\n', "; ")),
@@ -298,7 +362,9 @@ mod tests {
     const DUMMY_TIMEOUT: Duration = Duration::from_secs(20);
 
     fn suite() -> Vec<TestCase<Fx>> {
-        let case = |name, run| TestCase::new(name, run).with_timeout(DUMMY_TIMEOUT);
+        let case = |name: &'static str, run: fn(&Fx) -> anyhow::Result<Outcome>| {
+            TestCase::new(name, run).with_timeout(DUMMY_TIMEOUT)
+        };
         vec![
             case("dummy.pass", pass),
             case("dummy.fail", fail),

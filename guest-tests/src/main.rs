@@ -14,8 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use device_emu::layout::BarLayout;
-use guest_tests::fixture::{Fixture, Options};
-use guest_tests::{harness, isolate};
+use guest_tests::fixture::{Bound, Fixture, Options};
+use guest_tests::harness::{Group, TestCase};
+use guest_tests::{harness, isolate, kselftest};
 
 /// KTAP conformance tests for huge VFIO BAR mappings.
 #[derive(Parser, Debug)]
@@ -55,6 +56,11 @@ struct Cli {
     /// `hang` (this binary stops printing). For testing the runner.
     #[arg(long, value_name = "KIND", hide = true, value_parser = suite::inject::KINDS)]
     inject: Option<String>,
+    /// Also run the external kselftest programs installed under DIR
+    /// (`DIR/<collection>/<program>`), after the other tests, each case as
+    /// `<collection>.<program>.<case>` with VFIO_SELFTESTS_BDF set to the device.
+    #[arg(long, value_name = "DIR")]
+    kselftest_dir: Option<PathBuf>,
     /// Root under which sys/, proc/, dev/vfio and dev/kmsg are found.
     #[arg(long, default_value = "/", hide = true)]
     root: PathBuf,
@@ -74,6 +80,26 @@ fn expected_layout(cli: &Cli) -> anyhow::Result<Option<BarLayout>> {
     }
 }
 
+/// One test per case of the programs under `dir` (none without a directory).
+fn external_tests(dir: Option<&std::path::Path>) -> anyhow::Result<Vec<TestCase<Bound>>> {
+    let Some(dir) = dir else {
+        return Ok(Vec::new());
+    };
+    let cases = kselftest::discover(dir)
+        .with_context(|| format!("finding the kselftest programs in {}", dir.display()))?;
+    Ok(cases
+        .into_iter()
+        .map(|case| {
+            let timeout = case.timeout;
+            let name = case.name.clone();
+            TestCase::new(name, move |dev: &Bound| {
+                kselftest::run_case(&case, dev.pci.bdf())
+            })
+            .with_timeout(timeout)
+        })
+        .collect())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut tests = suite::all();
@@ -83,10 +109,21 @@ fn main() -> ExitCode {
     if let Some(t) = cli.inject.as_deref().and_then(suite::inject::test) {
         tests.insert(0, t);
     }
+    let external = match external_tests(cli.kselftest_dir.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("guest-tests: {e:#}");
+            return ExitCode::from(guest_tests::ktap::KSFT_FAIL as u8);
+        }
+    };
     let selected = harness::select(&tests, &cli.filters);
+    let selected_external = harness::select(&external, &cli.filters);
     if cli.list {
-        for t in &selected {
-            println!("{}", t.name);
+        for name in selected.iter().map(|t| &t.name) {
+            println!("{name}");
+        }
+        for name in selected_external.iter().map(|t| &t.name) {
+            println!("{name}");
         }
         return ExitCode::SUCCESS;
     }
@@ -116,15 +153,26 @@ fn main() -> ExitCode {
         isolate::diag(&fx.describe());
         Ok(fx)
     };
-    match harness::run(
-        io::stdout(),
-        &selected,
-        harness::RunOptions {
-            times: true,
-            kmsg: Some(cli.root.join("dev/kmsg")),
-        },
-        setup,
-    ) {
+    // The external programs open the device themselves, which they cannot while
+    // the fixture holds its VFIO group: they run in a second group, after it.
+    let bind = || {
+        let bound = Bound::bind(&opts).context("binding the device")?;
+        isolate::diag(&format!(
+            "external kselftests: {} bound to vfio-pci (previous driver {:?})",
+            bound.pci.bdf(),
+            bound.previous_driver
+        ));
+        Ok(bound)
+    };
+    let groups = vec![
+        Group::boxed(selected, setup),
+        Group::boxed(selected_external, bind),
+    ];
+    let options = harness::RunOptions {
+        times: true,
+        kmsg: Some(cli.root.join("dev/kmsg")),
+    };
+    match harness::run_groups(io::stdout(), groups, options) {
         Ok(totals) => ExitCode::from(totals.exit_code() as u8),
         Err(e) => {
             eprintln!("guest-tests: writing KTAP: {e}");

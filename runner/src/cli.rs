@@ -112,6 +112,13 @@ pub struct RunArgs {
     /// Extra QEMU argument (repeatable), passed through as is.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub qemu_arg: Vec<String>,
+    /// Also run bigbar's kernel reproducers (kernel/selftests/vfio) in the guest,
+    /// each case as a `repro.<program>.<case>` test, in a guest of their own
+    /// after the catalogue. They are compiled with the host's `cc -static`
+    /// against the kernel source the project builds from (Debian sid's
+    /// linux-source, fetched into the cache once).
+    #[arg(long)]
+    pub reproducers: bool,
     /// List the guest tests (after --filter) without booting.
     #[arg(long)]
     pub list: bool,

@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 use vm_images::debian::Suite;
 use vm_images::kernel::requirements::{self, IommuMode};
+use vm_images::kselftests::{self, Collection};
 use vm_images::{busybox, initramfs, kernel, qemu, Cache, Fetcher};
 
 /// What the user asked for.
@@ -49,6 +50,8 @@ pub struct Plan {
     pub shell: bool,
     /// Start the gdb stub.
     pub gdb: bool,
+    /// Build and run the kernel reproducers (`--reproducers`).
+    pub reproducers: bool,
 }
 
 impl Plan {
@@ -99,6 +102,8 @@ struct Prepared {
     iommu: IommuMode,
     busybox: PathBuf,
     accel: accel::Choice,
+    /// External kselftest programs for the guest (`--reproducers`).
+    kselftests: Vec<Collection>,
 }
 
 /// Most boots one run may take when guests keep dying.
@@ -131,6 +136,15 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
         |b| format!("busybox-static {}", b.package_version),
     )?
     .binary;
+    let kselftests = if plan.reproducers {
+        vec![stages::run(
+            "reproducers",
+            |_| build_reproducers(root, &fetcher),
+            |c| format!("{} against {}", c.programs.join(", "), c.source),
+        )?]
+    } else {
+        Vec::new()
+    };
     let accel = stages::run(
         "accelerator",
         |_| {
@@ -152,7 +166,42 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
         iommu,
         busybox,
         accel,
+        kselftests,
     })
+}
+
+/// Compiles the workspace's kernel reproducers (`kernel/selftests/vfio`).
+pub fn build_reproducers(root: &Path, fetcher: &Fetcher<'_>) -> Result<Collection> {
+    let sources = root.join("kernel/selftests/vfio");
+    kselftests::build_reproducers(fetcher, &sources)
+        .with_context(|| format!("building the reproducers of {}", sources.display()))
+}
+
+/// The guest binary's `--kselftest-dir` for listing `collections` on the host:
+/// their cache entry holds them in the install layout.
+pub fn host_kselftest_args(collections: &[Collection]) -> Vec<String> {
+    collections
+        .first()
+        .and_then(|c| c.dir.parent())
+        .map(|d| vec!["--kselftest-dir".to_string(), d.display().to_string()])
+        .unwrap_or_default()
+}
+
+/// The run's selected tests in the guests they run in: the catalogue, then the
+/// external kselftest cases in a guest of their own. A test of the catalogue
+/// that oopses leaves a task stuck in the kernel holding the device's VFIO
+/// group, and the external programs open that group themselves.
+fn phases(all: &[String], collections: &[Collection]) -> Vec<Vec<String>> {
+    let external = |n: &String| {
+        collections
+            .iter()
+            .any(|c| n.starts_with(&format!("{}.", c.name)))
+    };
+    let (ext, catalogue): (Vec<String>, Vec<String>) = all.iter().cloned().partition(external);
+    [catalogue, ext]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 /// A new run directory only the user can enter (device-emu refuses sockets in
@@ -203,6 +252,7 @@ fn check_config(k: &kernel::Kernel) -> Result<IommuMode> {
 fn selected_tests(prep: &Prepared, plan: &Plan) -> Result<Vec<String>> {
     let out = std::process::Command::new(&prep.built.guest_tests)
         .arg("--list")
+        .args(host_kselftest_args(&prep.kselftests))
         .args(&plan.guest_args)
         .output()
         .context("listing the guest tests")?;
@@ -230,6 +280,7 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
     }
     eprintln!("bigbar: run directory {}", run_dir.path().display());
     let all = selected_tests(&prep, plan)?;
+    let phases = phases(&all, &prep.kselftests);
     let mut record = Recovery::new(all);
     let (tx, rx, _route) = session::event_channel()?;
     // --timeout bounds the whole run, however many boots the recovery needs.
@@ -238,44 +289,23 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
     } else {
         NO_LIMIT
     };
-    let run_deadline = Instant::now() + budget;
-    for boot in 1..=MAX_BOOTS {
-        let left = run_deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            eprintln!("bigbar: --timeout is used up; the remaining tests are not run");
-            break;
+    let mut boots = Boots {
+        run_dir: run_dir.path(),
+        deadline: Instant::now() + budget,
+        done: 0,
+        single: phases.len() <= 1,
+    };
+    for (i, phase) in phases.iter().enumerate() {
+        if i > 0 {
+            eprintln!(
+                "bigbar: {} external kselftest cases run in a guest of their own",
+                phase.len()
+            );
         }
-        let selection = if boot == 1 {
-            Vec::new()
-        } else {
-            record.remaining()
-        };
         let events = (tx.clone(), &rx);
-        let at = BootAt {
-            run_dir: run_dir.path(),
-            boot,
-            time_left: left,
-        };
-        let result = match one_boot(&prep, plan, out, &at, &selection, events) {
-            Ok(result) => result,
-            // What earlier boots found must survive a later boot that cannot start.
-            Err(e) if boot > 1 => {
-                eprintln!("bigbar: boot {boot} could not start: {e:#}");
-                record.absorb_failure(boot, format!("boot {boot} could not start: {e:#}"));
-                break;
-            }
-            Err(e) => return Err(e),
-        };
-        if result.outcome != Outcome::Completed {
-            eprintln!("bigbar: last console lines:\n{}", result.console_tail);
-        }
-        if !record.absorb(boot, result) {
+        if !boots.run_phase(&prep, plan, out, phase, &mut record, events)? {
             break;
         }
-        eprintln!(
-            "bigbar: the guest died; {} tests remain, continuing in a fresh guest",
-            record.remaining().len()
-        );
     }
     let kept = plan.keep.then(|| run_dir.keep());
     if let Some(dir) = &kept {
@@ -306,6 +336,86 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
         boots: record.boots,
         run_dir: kept.map(|d| d.display().to_string()),
     }))
+}
+
+/// The boots of one run, across its phases.
+struct Boots<'a> {
+    run_dir: &'a Path,
+    /// When --timeout is used up.
+    deadline: Instant,
+    /// Boots taken so far.
+    done: usize,
+    /// Whether the run has one phase, whose first boot then runs the selection
+    /// as the user wrote it (filters, not a list of names).
+    single: bool,
+}
+
+impl Boots<'_> {
+    /// Runs the tests of `phase` not yet run, booting again after a guest that
+    /// died; returns whether the run goes on (false when it must stop: time or
+    /// boots used up, or a boot that could not start).
+    fn run_phase(
+        &mut self,
+        prep: &Prepared,
+        plan: &Plan,
+        out: &Path,
+        phase: &[String],
+        record: &mut Recovery,
+        (tx, rx): (Sender<Event>, &Receiver<Event>),
+    ) -> Result<bool> {
+        let mut first = true;
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.done == MAX_BOOTS {
+                eprintln!("bigbar: --timeout or the boot limit is used up; the remaining tests are not run");
+                return Ok(false);
+            }
+            let selection = if self.single && first {
+                Vec::new()
+            } else {
+                let left: Vec<String> = record.remaining();
+                phase.iter().filter(|n| left.contains(n)).cloned().collect()
+            };
+            if selection.is_empty() && !(self.single && first) {
+                return Ok(true);
+            }
+            first = false;
+            self.done += 1;
+            let boot = self.done;
+            let at = BootAt {
+                run_dir: self.run_dir,
+                boot,
+                time_left: left,
+            };
+            let result = match one_boot(prep, plan, out, &at, &selection, (tx.clone(), rx)) {
+                Ok(result) => result,
+                // What earlier boots found must survive a later boot that cannot start.
+                Err(e) if boot > 1 => {
+                    eprintln!("bigbar: boot {boot} could not start: {e:#}");
+                    record.absorb_failure(boot, format!("boot {boot} could not start: {e:#}"));
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            };
+            if result.outcome != Outcome::Completed {
+                eprintln!("bigbar: last console lines:\n{}", result.console_tail);
+            }
+            if !record.absorb(boot, result) {
+                return Ok(true);
+            }
+            let left_here = record
+                .remaining()
+                .iter()
+                .filter(|n| phase.contains(n))
+                .count();
+            if left_here == 0 {
+                return Ok(true);
+            }
+            eprintln!(
+                "bigbar: the guest died; {left_here} tests remain, continuing in a fresh guest"
+            );
+        }
+    }
 }
 
 /// The guest configuration of boot number `boot`.
@@ -471,6 +581,12 @@ fn build_initramfs(prep: &Prepared, plan: &Plan, path: &Path, only: &[String]) -
 /// The initramfs contents; `only` (exact test names) narrows the selection.
 fn initramfs_spec(prep: &Prepared, plan: &Plan, only: &[String]) -> initramfs::InitramfsSpec {
     let mut args = vec!["--bars".to_string(), plan.layout.to_string()];
+    if !prep.kselftests.is_empty() {
+        args.extend([
+            "--kselftest-dir".to_string(),
+            kselftests::GUEST_DIR.to_string(),
+        ]);
+    }
     if only.is_empty() {
         args.extend(plan.guest_args.iter().cloned());
     } else {
@@ -487,6 +603,7 @@ fn initramfs_spec(prep: &Prepared, plan: &Plan, only: &[String]) -> initramfs::I
         modules: prep.kernel.modules.clone(),
         test_args: args,
         shell: false,
+        kselftests: prep.kselftests.clone(),
     }
 }
 
@@ -574,6 +691,36 @@ mod tests {
             "results.boot3.ktap"
         );
         assert_eq!(session::boot_file("qemu", "log", 2), "qemu.boot2.log");
+    }
+
+    fn collection(name: &str) -> Collection {
+        Collection {
+            name: name.into(),
+            dir: PathBuf::from(format!("/cache/kselftests/{name}/entry/{name}")),
+            programs: vec!["x_test".into()],
+            source: "linux-source-7.2 7.2.13-1".into(),
+        }
+    }
+
+    #[rstest]
+    #[case::catalogue_only(&["f1.a", "f6.b"], &[&["f1.a", "f6.b"][..]])]
+    #[case::both(&["f1.a", "repro.x.f.t", "f6.b", "repro.x.f.u"],
+                 &[&["f1.a", "f6.b"][..], &["repro.x.f.t", "repro.x.f.u"][..]])]
+    #[case::external_only(&["repro.x.f.t"], &[&["repro.x.f.t"][..]])]
+    #[case::prefix_needs_the_dot(&["reproducible.a"], &[&["reproducible.a"][..]])]
+    #[case::nothing(&[], &[])]
+    fn external_cases_get_their_own_guest(#[case] all: &[&str], #[case] want: &[&[&str]]) {
+        let all: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+        assert_eq!(phases(&all, &[collection("repro")]), want);
+    }
+
+    #[test]
+    fn host_listing_points_at_the_install_layout() {
+        assert_eq!(
+            host_kselftest_args(&[collection("repro")]),
+            ["--kselftest-dir", "/cache/kselftests/repro/entry"]
+        );
+        assert!(host_kselftest_args(&[]).is_empty());
     }
 
     #[rstest]

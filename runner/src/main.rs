@@ -148,11 +148,7 @@ fn run(args: &RunArgs) -> Result<u8> {
 
 /// The plan of one kernel's run.
 fn plan(args: &RunArgs, spec: &str, layout: device_emu::layout::BarLayout) -> machine::Plan {
-    let cache = args
-        .cache
-        .clone()
-        .or_else(|| std::env::var_os("BIGBAR_CACHE").map(PathBuf::from))
-        .unwrap_or_else(|| target_dir().join("bigbar-cache"));
+    let cache = cache_dir(args);
     machine::Plan {
         kernel_spec: spec.to_string(),
         qemu: args.qemu.clone(),
@@ -170,7 +166,16 @@ fn plan(args: &RunArgs, spec: &str, layout: device_emu::layout::BarLayout) -> ma
         keep: args.keep || args.gdb,
         shell: args.shell,
         gdb: args.gdb,
+        reproducers: args.reproducers,
     }
+}
+
+/// `--cache`, else `$BIGBAR_CACHE`, else `target/bigbar-cache`.
+fn cache_dir(args: &RunArgs) -> PathBuf {
+    args.cache
+        .clone()
+        .or_else(|| std::env::var_os("BIGBAR_CACHE").map(PathBuf::from))
+        .unwrap_or_else(|| target_dir().join("bigbar-cache"))
 }
 
 /// Prints and writes (`matrix.md`) the tests × kernels table; returns the exit
@@ -218,11 +223,19 @@ fn present(run: &Run) -> u8 {
     exit_code(&run.outcome, &tally)
 }
 
-/// `--list`: builds the guest binary and lets it list its tests on the host.
+/// `--list`: builds the guest binary and lets it list its tests on the host
+/// (with `--reproducers`, the reproducers too: they list their own cases).
 fn list_tests(args: &RunArgs) -> Result<u8> {
     let bin = artefacts::build_guest(&workspace_root())?;
+    let mut kselftests = Vec::new();
+    if args.reproducers {
+        let cache = vm_images::Cache::new(cache_dir(args));
+        let fetcher = vm_images::Fetcher::new(&cache);
+        kselftests.push(machine::build_reproducers(&workspace_root(), &fetcher)?);
+    }
     let status = std::process::Command::new(&bin)
         .arg("--list")
+        .args(machine::host_kselftest_args(&kselftests))
         .args(args.guest_args())
         .status()
         .with_context(|| format!("running {} --list", bin.display()))?;

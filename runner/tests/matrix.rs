@@ -235,6 +235,14 @@ fn findings_fail_without_the_fixes_and_pass_with_them() {
             split.contains("Oops") || split.contains("BUG"),
             "{kernel}: {split}"
         );
+        let moved = test_record(run, "f8.mremap_move_pud_congruent");
+        assert!(
+            moved["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("[kernel log]"))
+                && moved["diagnostic"].as_str().unwrap().contains("bad pud"),
+            "{kernel}: {moved}"
+        );
     }
     let fixed = run_of(&v, "fixed");
     assert_eq!(

@@ -47,6 +47,7 @@ fn main() -> Result<()> {
             modules: k.modules.clone(),
             test_args: vec!["--demo".into(), "two words".into()],
             shell: false,
+            kselftests: Vec::new(),
         },
         &initrd,
     )?;

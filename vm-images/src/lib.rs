@@ -7,6 +7,8 @@
 //! - [`kernel`]: guest kernels: `debian:<suite>` with the vfio modules in load order, and
 //!   `stock` / `reference` built from Debian's `linux-source` ([`kernel::build`]).
 //! - [`busybox`]: Debian's static busybox.
+//! - [`kselftests`]: external kselftest programs (bigbar's kernel reproducers),
+//!   compiled statically against the kernel source.
 //! - [`initramfs`]: the guest's initramfs (newc cpio).
 //!
 //! Cache layout (below the root, default `<workspace>/target/bigbar-cache`, or
@@ -24,6 +26,7 @@
 //!                               build.log, kernel.json, build.json
 //! kernel/built/build.lock       held while a kernel builds (one build at a time)
 //! busybox/debian-<suite>/<version>/busybox
+//! kselftests/<collection>/<package>_<version>-<hash>/<collection>/  compiled programs
 //! <category>/current            the entry used while the cache is not refreshed
 //! ```
 //!
@@ -39,6 +42,7 @@ pub mod error;
 pub mod fetch;
 pub mod initramfs;
 pub mod kernel;
+pub mod kselftests;
 pub mod manifest;
 pub mod qemu;
 

@@ -13,6 +13,7 @@ use cpio::newc::{Builder, ModeFileType};
 pub use init_script::{EXIT_LINE_PREFIX, GUEST_TESTS_PATH, KTAP_TTY};
 
 use crate::error::{Error, IoContext, Result};
+use crate::kselftests::{Collection, GUEST_DIR};
 
 /// What goes into the initramfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,9 @@ pub struct InitramfsSpec {
     pub test_args: Vec<String>,
     /// Start an interactive shell on the console instead of running the tests.
     pub shell: bool,
+    /// External kselftest programs, installed as
+    /// `/lib/kselftests/<collection>/<program>` (see [`crate::kselftests`]).
+    pub kselftests: Vec<Collection>,
 }
 
 /// Directories of the image.
@@ -68,6 +72,7 @@ pub fn build(spec: &InitramfsSpec, out: &Path) -> Result<()> {
             &read(&spec.guest_tests)?,
         )
         .at("writing", out)?;
+    add_kselftests(&mut archive, &spec.kselftests)?;
     for (src, dest) in spec.modules.iter().zip(&module_paths) {
         archive
             .file(dest.trim_start_matches('/'), 0o644, &read(src)?)
@@ -79,6 +84,25 @@ pub fn build(spec: &InitramfsSpec, out: &Path) -> Result<()> {
     archive.finish().at("writing", out)?;
     crate::cache::set_readable(tmp.as_file(), tmp.path())?;
     tmp.persist(out).map_err(|e| e.error).at("replacing", out)?;
+    Ok(())
+}
+
+/// The kselftest install layout: one directory per collection, its programs in it.
+fn add_kselftests<W: Write>(archive: &mut Archive<W>, collections: &[Collection]) -> Result<()> {
+    if collections.is_empty() {
+        return Ok(());
+    }
+    let root = GUEST_DIR.trim_start_matches('/');
+    archive.dir(root).at("writing", root)?;
+    for c in collections {
+        let dir = format!("{root}/{}", c.name);
+        archive.dir(&dir).at("writing", &dir)?;
+        for program in &c.programs {
+            let data = read(&c.dir.join(program))?;
+            let dest = format!("{dir}/{program}");
+            archive.file(&dest, 0o755, &data).at("writing", &dest)?;
+        }
+    }
     Ok(())
 }
 
@@ -212,6 +236,7 @@ mod tests {
             modules: vec![w("a/vfio.ko.xz", b"M1"), w("b/vfio-pci.ko.xz", b"M2")],
             test_args: vec!["--list".into()],
             shell,
+            kselftests: Vec::new(),
         }
     }
 
@@ -255,6 +280,30 @@ mod tests {
             .filter(|n| n.starts_with(".initramfs-"))
             .collect();
         assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn kselftests_go_into_the_install_layout() {
+        let tmp = tempfile::tempdir().unwrap();
+        let built = tmp.path().join("entry/repro");
+        fs::create_dir_all(&built).unwrap();
+        fs::write(built.join("x_test"), b"ELF").unwrap();
+        let mut s = spec(tmp.path(), false);
+        s.kselftests.push(Collection {
+            name: "repro".into(),
+            dir: built,
+            programs: vec!["x_test".into()],
+            source: "linux-source-7.2 7.2.13-1".into(),
+        });
+        let out = tmp.path().join("k.cpio");
+        build(&s, &out).unwrap();
+        let e = read_back(&out);
+        assert_eq!(e["lib/kselftests"].0, 0o040755);
+        assert_eq!(e["lib/kselftests/repro"].0, 0o040755);
+        assert_eq!(
+            e["lib/kselftests/repro/x_test"],
+            (0o100755, b"ELF".to_vec(), (0, 0))
+        );
     }
 
     #[test]
