@@ -299,6 +299,9 @@ impl Make {
             .open(&self.log)
             .at("opening build log", &self.log)?;
         let mut out = log.try_clone().at("opening build log", &self.log)?;
+        for (name, value) in &self.tools.env {
+            writeln!(out, "# {name}={}", value.to_string_lossy()).at("writing", &self.log)?;
+        }
         writeln!(out, "$ {}", display(&cmd)).at("writing", &self.log)?;
         cmd.stdout(Stdio::piped()).stderr(log);
         let mut child = cmd.spawn().map_err(|source| Error::Spawn {

@@ -514,6 +514,16 @@ impl BuildTools {
 /// one bigbar does not fetch, or when the missing ones cannot be fetched (another
 /// distribution, an unreachable archive).
 pub fn obtain(fetcher: &Fetcher<'_>, lookup: &HostLookup) -> Result<BuildTools> {
+    obtain_for(fetcher, lookup, OsRelease::read_host)
+}
+
+/// [`obtain`] on a host whose `os-release` `release` gives, read only when a tool
+/// is to be fetched.
+pub fn obtain_for(
+    fetcher: &Fetcher<'_>,
+    lookup: &HostLookup,
+    release: impl FnOnce() -> Result<OsRelease>,
+) -> Result<BuildTools> {
     let missing = Missing::find(|r| lookup.has(r));
     if !missing.host_only.is_empty() {
         let (what, packages) = describe(&missing.host_only);
@@ -544,7 +554,7 @@ pub fn obtain(fetcher: &Fetcher<'_>, lookup: &HostLookup) -> Result<BuildTools> 
             reason,
         }
     };
-    let release = OsRelease::read_host().map_err(|e| unavailable(e.to_string()))?;
+    let release = release().map_err(|e| unavailable(e.to_string()))?;
     let distribution = release.distribution().map_err(unavailable)?;
     let fetched = fetch(fetcher, &distribution, &missing.fetchable).map_err(|e| match e {
         e @ Error::BuildToolBroken { .. } => e,
@@ -1070,6 +1080,85 @@ UBUNTU_CODENAME=noble
             [Fetchable::Flex, Fetchable::M4, Fetchable::Libelf]
         );
         assert_eq!(missing.host_only.len(), HOST_PROGRAMS.len());
+    }
+
+    /// A lookup whose PATH holds (empty, never run) programs named `programs` and
+    /// whose include directory holds empty `headers`.
+    fn fake_host(dir: &Path, programs: &[&str], headers: &[&str]) -> HostLookup {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        for p in programs {
+            fs::write(bin.join(p), "").unwrap();
+            fs::set_permissions(bin.join(p), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for h in headers {
+            let path = dir.join("include").join(h);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, "").unwrap();
+        }
+        HostLookup {
+            path: bin.into(),
+            include_dirs: vec![dir.join("include")],
+        }
+    }
+
+    const BASE: [&str; 5] = ["make", "gcc", "bc", "perl", "patch"];
+
+    #[rstest]
+    #[case::fedora(
+        FEDORA,
+        "Fedora Linux 40 (Workstation Edition), and bigbar fetches build tools only"
+    )]
+    #[case::mint(MINT, "Linux Mint 22")]
+    #[case::no_codename(SID, "names no VERSION_CODENAME")]
+    fn unfetchable_tools_are_named_with_packages(#[case] release: &str, #[case] reason: &str) {
+        let tmp = tempfile::tempdir().unwrap();
+        let lookup = fake_host(tmp.path(), &BASE, &["openssl/opensslv.h"]);
+        let cache = crate::Cache::new(tmp.path().join("cache"));
+        let fetcher = Fetcher::new(&cache);
+        let err = obtain_for(&fetcher, &lookup, || Ok(OsRelease::parse(release))).unwrap_err();
+        assert!(
+            matches!(err, Error::BuildToolsUnavailable { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        for part in [
+            "missing program `bison`, program `flex`, program `m4`, header <libelf.h>",
+            "`apt-get install bison flex m4 libelf-dev`",
+            reason,
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+        assert!(!cache.root().exists(), "nothing is fetched or cached");
+    }
+
+    #[test]
+    fn tools_bigbar_does_not_fetch_are_named_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lookup = fake_host(tmp.path(), &["make", "perl", "patch"], &[]);
+        let cache = crate::Cache::new(tmp.path().join("cache"));
+        let err = obtain_for(&Fetcher::new(&cache), &lookup, || panic!("not read")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot build a kernel: missing program `gcc`, program `bc`, header <openssl/opensslv.h>; install them with `apt-get install gcc bc libssl-dev`"
+        );
+    }
+
+    #[test]
+    fn a_complete_host_uses_its_own_tools() {
+        let tmp = tempfile::tempdir().unwrap();
+        let programs: Vec<&str> = BASE
+            .iter()
+            .copied()
+            .chain(["bison", "flex", "m4"])
+            .collect();
+        let lookup = fake_host(tmp.path(), &programs, &["openssl/opensslv.h", "libelf.h"]);
+        let cache = crate::Cache::new(tmp.path().join("cache"));
+        let tools = obtain_for(&Fetcher::new(&cache), &lookup, || panic!("not read")).unwrap();
+        assert_eq!(tools.fetched, None);
+        assert_eq!(tools.env, [("PATH".to_owned(), lookup.path.clone())]);
+        assert!(tools.make_args.is_empty());
     }
 
     #[test]
