@@ -183,6 +183,31 @@ pub enum Error {
         packages: String,
     },
 
+    /// Build tools the host lacks cannot be fetched: the host's distribution has no
+    /// archive bigbar knows, or that archive is unreachable or lacks them.
+    #[error(
+        "cannot build a kernel: missing {missing}, and bigbar cannot fetch them ({reason}); install them with `apt-get install {packages}` (or your distribution's equivalent)"
+    )]
+    BuildToolsUnavailable {
+        /// What is missing, comma separated.
+        missing: String,
+        /// The Debian/Ubuntu packages providing them, space separated.
+        packages: String,
+        /// Why they cannot be fetched.
+        reason: String,
+    },
+
+    /// A build tool unpacked into the cache does not run.
+    #[error("build tool {tool} unpacked from {package} does not run: {detail}")]
+    BuildToolBroken {
+        /// The program.
+        tool: PathBuf,
+        /// The package and version it came from.
+        package: String,
+        /// What happened.
+        detail: String,
+    },
+
     /// A patch of a series does not apply to the kernel source.
     #[error(
         "patch {position}/{count} {} does not apply to {source_version} (the series is based on {based_on}):\n{}",

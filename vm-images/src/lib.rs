@@ -5,7 +5,8 @@
 //! - [`debian`]: private apt configuration per suite, .deb download and unpacking.
 //! - [`qemu`]: a QEMU with the vfio-user client (host's or Debian sid's).
 //! - [`kernel`]: guest kernels: `debian:<suite>` with the vfio modules in load order, and
-//!   `stock` / `reference` built from Debian's `linux-source` ([`kernel::build`]).
+//!   `stock` / `reference` built from Debian's `linux-source` ([`kernel::build`]), with
+//!   build tools the host lacks fetched from its own release ([`kernel::build_tools`]).
 //! - [`busybox`]: Debian's static busybox.
 //! - [`kselftests`]: external kselftest programs (bigbar's kernel reproducers),
 //!   compiled statically against the kernel source.
@@ -25,6 +26,9 @@
 //! kernel/built/<stock|reference>-<version>-<hash>/  bzImage, config, System.map,
 //!                               build.log, kernel.json, build.json
 //! kernel/built/build.lock       held while a kernel builds (one build at a time)
+//! build-tools/<distro>-<codename>/<packages>-<hash>/  prefix/ (bison, flex, m4,
+//!                               libelf-dev the host lacks), pkgconfig/, tools.json
+//! build-tools/<distro>-<codename>/<packages>.current  the entry used while not refreshing
 //! busybox/debian-<suite>/<version>/busybox
 //! kselftests/<collection>/<package>_<version>-<hash>/<collection>/  compiled programs
 //! <category>/current            the entry used while the cache is not refreshed

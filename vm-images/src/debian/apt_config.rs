@@ -33,8 +33,16 @@ impl AptTree {
         self.dir.join("state/lists")
     }
 
-    /// Creates the directories and writes the configuration and sources list.
-    pub fn write(&self, mirror: &str, suite: &str, keyring: &Path, user: &str) -> Result<()> {
+    /// Creates the directories and writes the configuration and a sources list naming
+    /// `suite` with its `components` (space separated, e.g. `main`).
+    pub fn write(
+        &self,
+        mirror: &str,
+        suite: &str,
+        components: &str,
+        keyring: &Path,
+        user: &str,
+    ) -> Result<()> {
         for sub in [
             "etc/sources.list.d",
             "etc/preferences.d",
@@ -52,16 +60,18 @@ impl AptTree {
             fs::write(&status, "").at("writing", status)?;
         }
         let sources = self.dir.join("etc/sources.list");
-        fs::write(&sources, sources_line(mirror, suite, keyring)).at("writing", sources)?;
+        fs::write(&sources, sources_line(mirror, suite, components, keyring))
+            .at("writing", sources)?;
         let conf = self.config_file();
         fs::write(&conf, config_text(&self.dir, user)).at("writing", conf)
     }
 }
 
-/// The one line of the private sources list: only `suite`, signed by `keyring`.
-pub fn sources_line(mirror: &str, suite: &str, keyring: &Path) -> String {
+/// The one line of the private sources list: only `suite` (its `components`), signed
+/// by `keyring`.
+pub fn sources_line(mirror: &str, suite: &str, components: &str, keyring: &Path) -> String {
     format!(
-        "deb [arch=amd64 signed-by={}] {mirror} {suite} main\n",
+        "deb [arch=amd64 signed-by={}] {mirror} {suite} {components}\n",
         keyring.display()
     )
 }
@@ -143,6 +153,7 @@ mod tests {
         let line = sources_line(
             "http://deb.debian.org/debian",
             "sid",
+            "main",
             Path::new("/k/debian-archive-keyring.gpg"),
         );
         assert_eq!(
@@ -155,7 +166,7 @@ mod tests {
     fn tree_is_created() {
         let tmp = tempfile::tempdir().unwrap();
         let tree = AptTree::new(tmp.path().join("sid"));
-        tree.write("http://m", "sid", Path::new("/k.gpg"), "u")
+        tree.write("http://m", "sid", "main", Path::new("/k.gpg"), "u")
             .unwrap();
         assert_eq!(fs::read(tree.dir().join("state/status")).unwrap(), b"");
         assert!(tree.dir().join("cache/archives/partial").is_dir());

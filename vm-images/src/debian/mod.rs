@@ -26,9 +26,29 @@ use crate::fetch::Fetcher;
 pub struct Archive<'f> {
     fetcher: &'f Fetcher<'f>,
     suite: Suite,
+    /// Names the private tree below `apt/`, its lock and its once-per-run update.
+    tree_name: String,
+    mirror: String,
     tree: AptTree,
     keyring: PathBuf,
     _lock: CacheLock,
+}
+
+/// An apt repository other than the Debian mirror's suites (e.g. Ubuntu's archive):
+/// where it is, what of it to read and which keyring verifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    /// The private tree's name below `apt/`, e.g. `ubuntu-noble`; distinct from
+    /// every Debian suite name.
+    pub tree_name: String,
+    /// The archive's base URL, e.g. `http://archive.ubuntu.com/ubuntu`.
+    pub mirror: String,
+    /// The suite (codename) to read.
+    pub suite: Suite,
+    /// The components, e.g. `["main"]`.
+    pub components: Vec<String>,
+    /// The keyring apt verifies the Release file with.
+    pub keyring: PathBuf,
 }
 
 impl<'f> Archive<'f> {
@@ -62,25 +82,57 @@ impl<'f> Archive<'f> {
         suite: &Suite,
         keyring: Option<PathBuf>,
     ) -> Result<Self> {
-        require_tool("apt-get", "apt")?;
-        require_tool("apt-cache", "apt")?;
-        let lock = fetcher.cache().lock(&["apt"], suite.as_str())?;
         let keyring = match keyring {
             Some(k) => k,
             None => keyring::for_suite(fetcher, suite)?,
         };
-        let tree = AptTree::new(fetcher.cache().category_dir(&["apt", suite.as_str()]));
+        Self::open_tree(
+            fetcher,
+            &Repository {
+                tree_name: suite.to_string(),
+                mirror: fetcher.mirror_url().to_owned(),
+                suite: suite.clone(),
+                components: vec!["main".into()],
+                keyring,
+            },
+        )
+    }
+
+    /// Opens the private tree of `repository` and makes sure its package lists are
+    /// current for this run. Unlike [`Archive::open`], a keyring that cannot verify
+    /// it is an error: no other keyring is fetched.
+    pub fn open_repository(fetcher: &'f Fetcher<'f>, repository: &Repository) -> Result<Self> {
+        if !repository.keyring.is_file() {
+            return Err(Error::NoKeyring {
+                path: repository.keyring.clone(),
+            });
+        }
+        let archive = Self::open_tree(fetcher, repository)?;
+        archive.update()?;
+        Ok(archive)
+    }
+
+    /// Writes and locks the private tree of `repository`, without updating.
+    fn open_tree(fetcher: &'f Fetcher<'f>, repository: &Repository) -> Result<Self> {
+        require_tool("apt-get", "apt")?;
+        require_tool("apt-cache", "apt")?;
+        let name = repository.tree_name.as_str();
+        let lock = fetcher.cache().lock(&["apt"], name)?;
+        let tree = AptTree::new(fetcher.cache().category_dir(&["apt", name]));
         tree.write(
-            fetcher.mirror_url(),
-            suite.as_str(),
-            &keyring,
+            &repository.mirror,
+            repository.suite.as_str(),
+            &repository.components.join(" "),
+            &repository.keyring,
             &apt_config::current_user(),
         )?;
         Ok(Self {
             fetcher,
-            suite: suite.clone(),
+            suite: repository.suite.clone(),
+            tree_name: name.to_owned(),
+            mirror: repository.mirror.clone(),
             tree,
-            keyring,
+            keyring: repository.keyring.clone(),
             _lock: lock,
         })
     }
@@ -97,13 +149,12 @@ impl<'f> Archive<'f> {
 
     /// Runs `apt-get update` unless this fetcher already did for this suite.
     pub fn update(&self) -> Result<()> {
-        if self.fetcher.was_updated(self.suite.as_str()) {
+        if self.fetcher.was_updated(&self.tree_name) {
             return Ok(());
         }
         self.fetcher.report(&format!(
             "apt-get update ({} from {})",
-            self.suite,
-            self.fetcher.mirror_url()
+            self.suite, self.mirror
         ));
         let mut cmd = self.apt("apt-get");
         cmd.args(["-q", "update"]);
@@ -121,7 +172,7 @@ impl<'f> Archive<'f> {
             None if !output.status.success() => return Err(failure(&cmd, &output)),
             None => {}
         }
-        self.fetcher.mark_updated(self.suite.as_str());
+        self.fetcher.mark_updated(&self.tree_name);
         Ok(())
     }
 

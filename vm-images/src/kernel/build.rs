@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::build_tools::{self, BuildTools, HostLookup};
 use super::kconfig;
 use super::patches::Series;
 use super::source::{self, KernelSource};
@@ -147,73 +148,14 @@ pub fn obtain(fetcher: &Fetcher<'_>, spec: &KernelSpec, recipe: &Recipe) -> Resu
     if let Some(entry) = cache.existing(&CATEGORY, &key)? {
         return load_entry(&entry);
     }
-    check_build_tools()?;
+    let tools = build_tools::obtain(fetcher, &HostLookup::from_env())?;
     let source = source::obtain(fetcher, &package, &version)?;
     let entry = cache.get_or_create(&CATEGORY, &key, |dir| {
         // One build at a time: a kernel build uses every core.
         let _build = cache.lock(&CATEGORY, "build")?;
-        build_into(fetcher, spec, recipe, &source, &key, dir)
+        build_into(fetcher, spec, recipe, &source, &tools, &key, dir)
     })?;
     load_entry(&entry)
-}
-
-/// Programs and headers a kernel build needs, with the Debian package of each.
-const BUILD_TOOLS: [(&str, &str); 7] = [
-    ("make", "make"),
-    ("gcc", "gcc"),
-    ("bc", "bc"),
-    ("bison", "bison"),
-    ("flex", "flex"),
-    ("perl", "perl"),
-    ("patch", "patch"),
-];
-const BUILD_HEADERS: [(&str, &str); 2] = [
-    ("libelf.h", "libelf-dev"),
-    ("openssl/opensslv.h", "libssl-dev"),
-];
-const INCLUDE_DIRS: [&str; 2] = ["/usr/include", "/usr/include/x86_64-linux-gnu"];
-
-/// Fails, naming every missing program and header and their packages, unless all
-/// are installed.
-pub fn check_build_tools() -> Result<()> {
-    let missing = missing_build_tools(
-        |program| which::which(program).is_ok(),
-        |header| {
-            INCLUDE_DIRS
-                .iter()
-                .any(|d| Path::new(d).join(header).is_file())
-        },
-    );
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
-    packages.dedup();
-    Err(Error::BuildToolsMissing {
-        missing: missing
-            .iter()
-            .map(|(what, _)| what.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        packages: packages.join(" "),
-    })
-}
-
-/// The missing programs (`has_program`) and headers (`has_header`), each with the
-/// Debian package providing it.
-fn missing_build_tools(
-    has_program: impl Fn(&str) -> bool,
-    has_header: impl Fn(&str) -> bool,
-) -> Vec<(String, &'static str)> {
-    let programs = BUILD_TOOLS
-        .iter()
-        .filter(|(p, _)| !has_program(p))
-        .map(|(p, pkg)| (format!("program `{p}`"), *pkg));
-    let headers = BUILD_HEADERS
-        .iter()
-        .filter(|(h, _)| !has_header(h))
-        .map(|(h, pkg)| (format!("header <{h}>"), *pkg));
-    programs.chain(headers).collect()
 }
 
 /// Builds into the (empty) entry directory `dir`.
@@ -222,6 +164,7 @@ fn build_into(
     spec: &KernelSpec,
     recipe: &Recipe,
     source: &KernelSource,
+    tools: &BuildTools,
     key: &str,
     dir: &Path,
 ) -> Result<()> {
@@ -247,6 +190,7 @@ fn build_into(
         obj: dir.join("obj"),
         localversion: format!("-bigbar-{}", recipe.name),
         log: dir.join("build.log"),
+        tools: tools.clone(),
     };
     let fragment = fs::canonicalize(&recipe.fragment).at("resolving", &recipe.fragment)?;
     report(&format!(
@@ -338,6 +282,8 @@ struct Make {
     obj: PathBuf,
     localversion: String,
     log: PathBuf,
+    /// The environment and variables that make the build tools reachable.
+    tools: BuildTools,
 }
 
 /// How often a long build reports how far it got.
@@ -352,6 +298,7 @@ impl Make {
             .arg(format!("LOCALVERSION={}", self.localversion))
             .env("LC_ALL", "C")
             .stdin(Stdio::null());
+        self.tools.apply(&mut cmd);
         cmd
     }
 
@@ -366,6 +313,9 @@ impl Make {
             .open(&self.log)
             .at("opening build log", &self.log)?;
         let mut out = log.try_clone().at("opening build log", &self.log)?;
+        for (name, value) in &self.tools.env {
+            writeln!(out, "# {name}={}", value.to_string_lossy()).at("writing", &self.log)?;
+        }
         writeln!(out, "$ {}", display(&cmd)).at("writing", &self.log)?;
         cmd.stdout(Stdio::piped()).stderr(log);
         let mut child = cmd.spawn().map_err(|source| Error::Spawn {
@@ -499,19 +449,14 @@ mod tests {
         }
     }
 
+    /// Where the build tools come from is no input of the key: this value was
+    /// computed before build tools could come from the cache, and must stay.
     #[test]
-    fn missing_tools_are_named_with_packages() {
-        let missing = missing_build_tools(|p| p != "bison" && p != "flex", |h| h != "libelf.h");
-        let named: Vec<String> = missing.iter().map(|(w, p)| format!("{w}={p}")).collect();
+    fn key_is_pinned() {
         assert_eq!(
-            named,
-            [
-                "program `bison`=bison",
-                "program `flex`=flex",
-                "header <libelf.h>=libelf-dev"
-            ]
+            key("stock", "7.2.13-1", b"CONFIG_A=y\n", &[]),
+            "stock-7.2.13-1-7381ac61c3e8f5fd"
         );
-        assert!(missing_build_tools(|_| true, |_| true).is_empty());
     }
 
     #[rstest::rstest]
@@ -539,6 +484,7 @@ mod tests {
             obj: tmp.path().join("obj"),
             localversion: "-t".into(),
             log: tmp.path().join("build.log"),
+            tools: BuildTools::default(),
         };
         let err = make.run(&["all".into()], None).unwrap_err();
         let text = err.to_string();

@@ -1,6 +1,7 @@
 //! Guest kernels: the image, its configuration and the modules the guest loads.
 
 pub mod build;
+pub mod build_tools;
 pub mod ikconfig;
 pub mod kconfig;
 pub mod local;
