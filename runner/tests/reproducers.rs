@@ -1,9 +1,10 @@
 //! End to end: `--reproducers` compiles the kernel reproducers of
-//! `kernel/selftests/vfio` and runs them in the guest on Debian sid's kernel,
-//! which has both defects: the mremap reproducer fails (the moved GiB
-//! refaults), and the split reproducer fails or oopses the kernel (exit 3 with
-//! the oops attached). Needs network access to Debian's archive on the first
-//! run (kernel, linux-source), no KVM.
+//! `kernel/selftests/vfio` and runs them in the guest. On Debian sid's kernel and
+//! the project's `stock` build, which have both defects, the mremap reproducer
+//! fails (the moved GiB refaults) and the split reproducer fails or oopses the
+//! kernel (exit 3 with the oops attached); on `fixed` both pass. Needs network
+//! access to Debian's archive on the first run (kernel, linux-source), no KVM;
+//! `stock` and `fixed` are built on first use (minutes, then cached).
 
 mod common;
 
@@ -13,23 +14,25 @@ const MREMAP: &str = "repro.vfio_pci_pud_mremap_test.vfio_pci_pud_mremap.move_pu
 const SPLIT: &str = "repro.vfio_pci_pud_split_test.vfio_pci_pud_split.munmap_unaligned_tail";
 const SPLIT_CONTROL: &str = "repro.vfio_pci_pud_split_test.vfio_pci_pud_split.munmap_pmd_tail";
 
-#[test]
-fn debian_sid_shows_both_defects() {
+/// Runs the reproducers alone on `kernel`: its exit status and run record.
+fn reproducers_on(kernel: &str) -> (Option<i32>, serde_json::Value) {
     let out = tempfile::tempdir().expect("temp dir");
     let status = runner()
-        .args([
-            "--kernel",
-            "debian:sid",
-            "--reproducers",
-            "--filter",
-            "repro.*",
-        ])
+        .args(["--kernel", kernel, "--reproducers", "--filter", "repro.*"])
         .args(["--timeout", "900", "--out"])
         .arg(out.path())
         .status()
         .expect("runner starts");
-    let results = results(out.path());
-    let run = &results["runs"][0];
+    let run = results(out.path())["runs"][0].clone();
+    (status.code(), run)
+}
+
+#[rstest::rstest]
+#[case::debian_sid("debian:sid")]
+#[case::stock("stock")]
+fn kernels_without_the_fixes_show_both_defects(#[case] kernel: &str) {
+    let (code, run) = reproducers_on(kernel);
+    let run = &run;
     let names: Vec<String> = verdicts(run).into_iter().map(|(n, _, _)| n).collect();
     assert_eq!(names, [MREMAP, SPLIT_CONTROL, SPLIT], "{run}");
 
@@ -46,7 +49,7 @@ fn debian_sid_shows_both_defects() {
     let oops = reports
         .iter()
         .find(|r| r["during_test"].as_str() == Some(SPLIT));
-    match status.code() {
+    match code {
         // The oops is attached to the test that caused it.
         Some(3) => {
             let text = oops.and_then(|r| r["text"].as_str()).unwrap_or_default();
@@ -58,4 +61,16 @@ fn debian_sid_shows_both_defects() {
         Some(1) => assert!(oops.is_none(), "an oops must make the exit status 3: {run}"),
         other => panic!("exit status {other:?}: {run}"),
     }
+}
+
+#[test]
+fn fixed_passes_both_reproducers() {
+    let (code, run) = reproducers_on("fixed");
+    let names: Vec<String> = verdicts(&run).into_iter().map(|(n, _, _)| n).collect();
+    assert_eq!(names, [MREMAP, SPLIT_CONTROL, SPLIT], "{run}");
+    for name in [MREMAP, SPLIT_CONTROL, SPLIT] {
+        let (result, diag) = verdict(&run, name);
+        assert_eq!(result, "pass", "fixed: {name}: {diag}");
+    }
+    assert_eq!(code, Some(0), "{run}");
 }
