@@ -2,7 +2,7 @@
 //!
 //! `getrusage(RUSAGE_THREAD)` reads the thread's `min_flt`, which the kernel bumps
 //! once per `handle_mm_fault` that maps something, whatever the order installed
-//! (RULES.md, "Observing the order"). The touching code must take no faults of
+//! (docs/RULES.md, "Observing the order"). The touching code must take no faults of
 //! its own: the whole measurement is made once over a stack buffer first, which
 //! brings its code and stack pages in before the counted pass.
 

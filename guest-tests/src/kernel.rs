@@ -174,7 +174,7 @@ impl KernelCaps {
 /// The huge pfnmap orders of this architecture's Debian kernels.
 fn arch_orders() -> Orders {
     if cfg!(target_arch = "x86_64") {
-        // ARCH_SUPPORTS_PMD_PFNMAP and ARCH_SUPPORTS_PUD_PFNMAP are both y (RULES.md).
+        // ARCH_SUPPORTS_PMD_PFNMAP and ARCH_SUPPORTS_PUD_PFNMAP are both y (docs/RULES.md).
         Orders::ALL_HUGE
     } else {
         // Unverified for other architectures: PMD is the common denominator.

@@ -1,6 +1,6 @@
 //! Mapping part of a BAR at a chosen virtual-address congruence.
 //!
-//! The kernel picks addresses without regard to huge alignment (RULES.md A*), so
+//! The kernel picks addresses without regard to huge alignment (docs/RULES.md A*), so
 //! the tests place mappings themselves, like QEMU and the kernel selftests do:
 //! reserve `len + align` bytes of PROT_NONE address space, map the device with
 //! MAP_FIXED at the first address with the wanted residue inside it, and give the

@@ -1,4 +1,4 @@
-//! The pure rule model of how vfio-pci maps a BAR into user space (RULES.md F1, F2).
+//! The pure rule model of how vfio-pci maps a BAR into user space (docs/RULES.md F1, F2).
 //!
 //! Given where a BAR sits in physical memory, which part of it a VMA maps and where
 //! the VMA starts, [`plan`] predicts which page-table entries the kernel installs

@@ -1,4 +1,4 @@
-//! The address-placement rules A1–A3 (RULES.md) as pure predicates, and the
+//! The address-placement rules A1–A3 (docs/RULES.md) as pure predicates, and the
 //! measurement the A tests report: how the addresses the kernel picked relate to
 //! the physical addresses they map.
 //!
@@ -192,7 +192,7 @@ mod tests {
         #[case] faults: u64,
     ) {
         // The predicate and the fault model agree: the placements A3 accepts are
-        // the ones that give 541 faults for the tail (RULES.md).
+        // the ones that give 541 faults for the tail (docs/RULES.md).
         let tail = req(MSIX_BASE, 64 * MIB, 2 * MIB + 4 * KIB, 62 * MIB - 4 * KIB);
         assert_eq!(tail.placement_ok(Orders::ALL_HUGE, start), ok);
         let p = Placement {

@@ -1,6 +1,6 @@
 //! Reading x86's page-table dump (`CONFIG_PTDUMP_DEBUGFS`,
 //! `/sys/kernel/debug/page_tables/current_kernel`): the ground truth of which
-//! entry sizes map a virtual range (RULES.md, "Observing the order").
+//! entry sizes map a virtual range (docs/RULES.md, "Observing the order").
 //!
 //! The kernel (`arch/x86/mm/dump_pagetables.c`) prints one line per series of
 //! consecutive entries of one level with equal protection bits, for example

@@ -1,5 +1,5 @@
 //! What happens to installed entries when a mapping is split or moved
-//! (RULES.md F6, F8), and how many faults touching the result then costs.
+//! (docs/RULES.md F6, F8), and how many faults touching the result then costs.
 //!
 //! The kernel (7.2 `mm/huge_memory.c`, `mm/memory.c`, `mm/mremap.c`):
 //! - a VMA boundary strictly inside a huge entry clears that entry (PMD split at
@@ -64,7 +64,7 @@ pub fn after_move(installed: &[Entry], delta: i64) -> Vec<Entry> {
 }
 
 /// Whether a move by `delta` would hit a PUD entry it cannot move whole: the
-/// kernel then walks the leaf PUD as if it were a PMD table (RULES.md F6/F8,
+/// kernel then walks the leaf PUD as if it were a PMD table (docs/RULES.md F6/F8,
 /// "possibly a kernel bug"), so such a case belongs to the risky tests.
 pub fn move_splits_pud(installed: &[Entry], delta: i64) -> bool {
     installed

@@ -1,5 +1,5 @@
 //! End to end: the whole conformance catalogue runs on Debian sid's kernel.
-//! Every rule of RULES.md (f1–f9, a1–a5) has results; nothing fails except the
+//! Every rule of docs/RULES.md (f1–f9, a1–a5) has results; nothing fails except the
 //! known kernel findings listed below; the placement tests that Debian's kernel
 //! cannot satisfy are XFAIL with the measured alignment in their diagnostics.
 //! Needs network access to Debian's archive on the first run, no KVM.
@@ -9,7 +9,7 @@ mod common;
 use common::{results, runner};
 use serde_json::Value;
 
-/// The rule IDs of RULES.md.
+/// The rule IDs of docs/RULES.md.
 const RULES: [&str; 14] = [
     "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "a1", "a2", "a3", "a4", "a5",
 ];

@@ -1,5 +1,5 @@
 //! `fault_order.*`: touching a placed mapping costs the number of minor faults
-//! the rule model predicts (RULES.md F1, F2; 6.1: one per VMA), with the
+//! the rule model predicts (docs/RULES.md F1, F2; 6.1: one per VMA), with the
 //! model's cheap touch pattern that tells every installation apart.
 
 use anyhow::{ensure, Context, Result};

@@ -136,7 +136,7 @@ pub fn dontfork_hides_vma(fx: &Fixture) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-/// Advice that must be refused with EINVAL on a BAR mapping (RULES.md F7).
+/// Advice that must be refused with EINVAL on a BAR mapping (docs/RULES.md F7).
 const REFUSED: [(&str, i32); 6] = [
     ("MADV_DONTNEED", libc::MADV_DONTNEED),
     ("MADV_FREE", libc::MADV_FREE),

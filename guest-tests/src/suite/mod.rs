@@ -86,7 +86,7 @@ pub fn all() -> Vec<TestCase<Fixture>> {
         TestCase::new("a3.selftests_strategy", msix::selftests_strategy),
         TestCase::new("a4.fallback_fragmented", place::fallback_fragmented),
         TestCase::new("a5.free_hint_kept", place::free_hint_kept),
-        // Risky last: they may oops the kernel (RULES.md F6, "possibly a kernel bug").
+        // Risky last: they oops kernels without the fixes (docs/RULES.md F6, F8).
         TestCase::new(
             "f8.mremap_move_pud_incongruent",
             split::mremap_move_pud_incongruent,

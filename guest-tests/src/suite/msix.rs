@@ -1,7 +1,7 @@
 //! A3: the MSI-X hole of seed mail 004. `[0, 2 MiB)` and `[2 MiB + 4 KiB, 64 MiB)`
 //! of the 64 MiB BAR are mapped and every page touched: offset-aware placement
 //! gives 1 + 541 faults, a size-only one 1 + 15 871. Besides the kernel's own
-//! placement, the three userspace strategies of RULES.md place the same ranges.
+//! placement, the three userspace strategies of docs/RULES.md place the same ranges.
 
 use anyhow::{ensure, Context, Result};
 use guest_tests::fixture::{Bar, Fixture};

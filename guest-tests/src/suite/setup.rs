@@ -23,7 +23,7 @@ pub fn bind_vfio(fx: &Fixture) -> Result<Outcome> {
         None => diag("no expected layout (--bars none): BARs reported only"),
     }
     for b in &fx.bars {
-        // The model's notation (RULES.md) assumes natural alignment: Bp % S == 0.
+        // The model's notation (docs/RULES.md) assumes natural alignment: Bp % S == 0.
         if b.size().is_power_of_two() && b.phys() % b.size() != 0 {
             problems.push(format!(
                 "BAR {} at {:#x} is not aligned to its size {:#x}",
