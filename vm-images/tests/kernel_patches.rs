@@ -124,3 +124,44 @@ fn fixes_and_reference_apply_with_git_am() {
     let mremap = std::fs::read_to_string(tree.join("mm/mremap.c")).unwrap();
     assert!(!mremap.contains("pud_none_or_clear_bad(pud)"));
 }
+
+/// The reproducers in `kernel/selftests/vfio` build as a selftests directory of the
+/// kernel tree (`make -C tools/testing/selftests/<dir>`, the kernel's `lib.mk`),
+/// and without a device every case skips, as the kernel's vfio selftests do.
+#[test]
+fn reproducers_build_with_the_kernel_selftests_makefile() {
+    let cache = cache();
+    let fetcher = Fetcher::new(&cache).progress(&progress);
+    let (package, version) = source::resolve_version(&fetcher).unwrap();
+    let src = source::obtain(&fetcher, &package, &version).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let selftests = tmp.path().join("tools/testing/selftests");
+    let dir = selftests.join("vfio_pud");
+    std::fs::create_dir_all(&dir).unwrap();
+    let upstream = src.tree.join("tools/testing/selftests");
+    for file in ["lib.mk", "kselftest.h", "kselftest_harness.h"] {
+        std::fs::copy(upstream.join(file), selftests.join(file)).unwrap();
+    }
+    let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel/selftests/vfio");
+    for entry in std::fs::read_dir(&ours).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let out = Command::new("make").arg("-C").arg(&dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "make failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for program in ["vfio_pci_pud_split_test", "vfio_pci_pud_mremap_test"] {
+        let out = Command::new(dir.join(program))
+            .env_remove("VFIO_SELFTESTS_BDF")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{program}: {text}");
+        assert!(text.contains("# SKIP no device"), "{program}: {text}");
+        assert!(!text.contains("not ok"), "{program}: {text}");
+    }
+}
