@@ -80,7 +80,9 @@ fn kernel(a: &SavedRun, b: &SavedRun) -> KernelComparison {
         .iter()
         // A changed verdict is reported already; here: the same verdict, a
         // different reason (a count, a measured alignment).
-        .filter(|t| t.now.is_some_and(|v| t.expected == [v]) && t.note != t.reason)
+        .filter(|t| {
+            t.now.is_some_and(|v| t.expected == [v]) && mask_hex(&t.note) != mask_hex(&t.reason)
+        })
         .map(|t| DiagnosticChange {
             test: t.test.clone(),
             before: t.note.clone(),
@@ -192,6 +194,34 @@ fn kernel_markdown(k: &KernelComparison) -> String {
     out
 }
 
+/// `reason` with addresses and pointer values masked: hex numbers (`0x...`)
+/// and bare hex words of 8 digits or more (`00000000dad6de6c`) change with
+/// every boot (KASLR, ASLR, hashed pointers) and say nothing; decimal counts
+/// (`counted 1`, `24 of the placements`) are kept, they are what changed.
+pub fn mask_hex(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut word = String::new();
+    for c in reason.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+            continue;
+        }
+        out.push_str(if is_hex_word(&word) { "#" } else { &word });
+        word.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+fn is_hex_word(w: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
+    match w.strip_prefix("0x") {
+        Some(digits) => hex(digits),
+        None => w.len() >= 8 && hex(w) && w.chars().any(|c| c.is_ascii_digit()),
+    }
+}
+
 /// A Markdown table cell: code-quoted, pipes escaped, `—` for nothing.
 fn cell(s: &str) -> String {
     if s.is_empty() {
@@ -230,6 +260,16 @@ mod tests {
     #[case("counted 3 faults", "counted 4 faults", "… 4 faults")]
     fn tails(#[case] before: &str, #[case] after: &str, #[case] want: &str) {
         assert_eq!(differing_tails(before, after).1, want);
+    }
+
+    #[rstest]
+    #[case("bad pud 0000000056840036(800000f8400002b7)", "bad pud #(#)")]
+    #[case("s = 0x7efebfee0000, s mod 0x200000 = 0xe0000", "s = #, s mod # = #")]
+    #[case("24 of the placements, counted 1", "24 of the placements, counted 1")]
+    #[case("deadbeef feedface", "deadbeef feedface")]
+    #[case("address: ffd8890730000028", "address: #")]
+    fn masking(#[case] reason: &str, #[case] want: &str) {
+        assert_eq!(mask_hex(reason), want);
     }
 
     fn results(runs: serde_json::Value) -> SavedResults {
