@@ -16,6 +16,9 @@ pub const EXIT_TIMEOUT: u8 = 4;
 /// Exit status: the kernel could not be tested at all (fetch or build failed,
 /// QEMU or device-emu died, interrupted). `git bisect run` skips such commits.
 pub const EXIT_NOT_TESTED: u8 = 125;
+/// Exit status of `--repeat N`: some test's verdict (or the run's outcome)
+/// varied between repetitions.
+pub const EXIT_FLAKY: u8 = 5;
 
 const EXIT_HELP: &str = "\
 Exit status:
@@ -24,8 +27,14 @@ Exit status:
   2    usage error
   3    the kernel oopsed or panicked (the report is printed and in results.json)
   4    the guest did not finish within --timeout / --idle-timeout
+  5    with --repeat: a test's verdict varied between repetitions (flaky)
   125  the kernel could not be tested (fetch/build failed, QEMU or device-emu died,
-       interrupted); `git bisect run` treats this as 'skip'";
+       interrupted); `git bisect run` treats this as 'skip'
+
+With --baseline, 1 means a failure the baseline does not expect (or, with
+--fixed-is fail, a known failure that now passes) and 3 a crash it does not
+expect; known failures and known crashes leave 0.
+`runner compare A B`: 0 no regression, 1 a regression, 2 bad input.";
 
 /// Boot a Linux guest with bigbar's emulated large-BAR device and run the guest tests.
 #[derive(Parser, Debug)]
@@ -50,6 +59,12 @@ pub enum Command {
         /// Also write a JUnit XML report.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Judge the verdicts against a baseline, as the run's --baseline does.
+        #[arg(long, value_name = "FILE")]
+        baseline: Option<PathBuf>,
+        /// With --baseline: `ok` or `fail` for a known failure that now passes.
+        #[arg(long, value_enum, default_value_t = crate::baseline::FixedIs::Ok)]
+        fixed_is: crate::baseline::FixedIs,
     },
     /// Write the guest-tests binary in the kselftest install layout (for
     /// run_kselftest.sh, LAVA, KernelCI or tuxrun jobs on real hardware).
@@ -61,6 +76,25 @@ pub enum Command {
     /// mapping order, device-emu memory and register round trips; write
     /// bench.json and bench.md.
     Bench(crate::bench::BenchArgs),
+    /// Compare two saved runs (results.json files or --out directories, of one
+    /// kernel or a matrix): regressions, fixes, still failing, new and removed
+    /// tests, changed diagnostics. Markdown on stdout; exit 1 on a regression.
+    Compare(CompareArgs),
+}
+
+/// Arguments of `runner compare`.
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// The baseline (the older run): a results.json or an --out directory.
+    pub a: PathBuf,
+    /// The run judged against it (the newer run).
+    pub b: PathBuf,
+    /// Write the Markdown report to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Also write the comparison as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// Options of a test run.
@@ -140,6 +174,21 @@ pub struct RunArgs {
     /// Also write a JUnit XML report (one test case per KTAP result).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Judge the verdicts against FILE: a saved results.json (or --out
+    /// directory) or an expectations file (TOML, see expectations/debian.toml).
+    /// Known failures and known crashes no longer fail the exit status; new
+    /// failures do.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// What a known failure that now passes does to the exit status with
+    /// --baseline: `ok` (exit 0, printed loudly) or `fail` (exit 1).
+    #[arg(long, value_enum, default_value_t = crate::baseline::FixedIs::Ok)]
+    pub fixed_is: crate::baseline::FixedIs,
+    /// Run the selection N times, each in fresh guests, and report per test how
+    /// often each verdict occurred; a varying verdict exits 5. Repetition K is
+    /// saved in OUT/repK/ (a complete --out directory).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
     /// Echo the guest's kernel console to stderr while it runs.
     #[arg(long, short)]
     pub verbose: bool,
@@ -238,6 +287,46 @@ mod tests {
         assert!(matches!(c.command, Some(Command::Parse { .. })));
         let c = parse(&["export-kselftest", "/tmp/k"]);
         assert!(matches!(c.command, Some(Command::ExportKselftest { .. })));
+        let c = parse(&["compare", "a.json", "b", "--json", "c.json"]);
+        assert!(matches!(
+            c.command,
+            Some(Command::Compare(CompareArgs { json: Some(_), .. }))
+        ));
+    }
+
+    #[test]
+    fn baseline_and_repeat() {
+        let c = parse(&[
+            "--baseline",
+            "e.toml",
+            "--fixed-is",
+            "fail",
+            "--repeat",
+            "20",
+        ]);
+        assert_eq!(c.run.fixed_is, crate::baseline::FixedIs::Fail);
+        assert_eq!(c.run.repeat, 20);
+        assert_eq!(parse(&[]).run.fixed_is, crate::baseline::FixedIs::Ok);
+        for bad in [&["--repeat", "0"][..], &["--fixed-is", "maybe"]] {
+            let e = Cli::try_parse_from(std::iter::once("runner").chain(bad.iter().copied()))
+                .unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn exit_statuses_are_distinct() {
+        let all = [
+            EXIT_OK,
+            EXIT_TEST_FAILED,
+            EXIT_USAGE,
+            EXIT_KERNEL_CRASHED,
+            EXIT_TIMEOUT,
+            EXIT_FLAKY,
+            EXIT_NOT_TESTED,
+        ];
+        let set: std::collections::BTreeSet<u8> = all.into_iter().collect();
+        assert_eq!(set.len(), all.len());
     }
 
     #[test]

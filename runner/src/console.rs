@@ -5,10 +5,10 @@
 //! losing it. [`Watcher`] recognises the start of such a report and collects its
 //! lines until the kernel's end-of-trace marker (or a line budget).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What kind of kernel trouble a report describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TroubleKind {
     /// `Oops:`, `BUG:` or a general protection fault: the kernel killed a task.

@@ -4,10 +4,10 @@
 //! test is in flight while the guest runs, and tolerant: a line it does not
 //! understand is kept as a diagnostic rather than aborting the run.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The verdict of one test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// `ok` without directive.

@@ -3,11 +3,14 @@
 
 mod accel;
 mod artefacts;
+mod baseline;
 mod bench;
 mod cli;
+mod compare;
 mod console;
 mod device;
 mod export;
+mod glob;
 mod junit;
 mod klog;
 mod ktap;
@@ -16,7 +19,9 @@ mod matrix;
 mod parse;
 mod process;
 mod recovery;
+mod repeat;
 mod report;
+mod saved;
 mod session;
 mod stages;
 
@@ -32,9 +37,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         None => run(&cli.run),
-        Some(Command::Parse { path, junit }) => parse_saved(path, junit.as_deref()),
+        Some(Command::Parse {
+            path,
+            junit,
+            baseline,
+            fixed_is,
+        }) => parse_saved(path, junit.as_deref(), baseline.as_deref(), *fixed_is),
         Some(Command::ExportKselftest { dir }) => export_kselftest(dir),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Compare(args)) => compare_saved(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -101,24 +112,60 @@ fn run(args: &RunArgs) -> Result<u8> {
     for spec in &kernels {
         machine::kernel_spec(spec).map_err(|e| UsageError(format!("{e:#}")))?;
     }
+    // A baseline that cannot be read is refused before anything boots.
+    let base = match &args.baseline {
+        Some(p) => Some(baseline::Baseline::load(p).map_err(|e| UsageError(e.to_string()))?),
+        None => None,
+    };
     let out = out_dir(args)?;
+    if args.shell {
+        return machine::shell(&workspace_root(), &plan(args, &kernels[0], layout));
+    }
+    if args.repeat > 1 {
+        return run_repeated(args, &kernels, &layout, &out, base.as_ref());
+    }
+    let Some(results) = run_kernels(args, &kernels, &layout, &out)? else {
+        return Ok(cli::EXIT_OK);
+    };
+    results.write(&out)?;
+    if let Some(path) = &args.junit {
+        junit::write(&results, path)?;
+    }
+    let code = if results.runs.len() == 1 {
+        present(&results.runs[0])
+    } else {
+        present_matrix(&results, &out)?
+    };
+    let code = match &base {
+        Some(b) => judge_against(&results, b, args.fixed_is, true),
+        None => code,
+    };
+    eprintln!("bigbar: results in {}", out.display());
+    Ok(code)
+}
+
+/// Runs every kernel once into `out` (a matrix: one subdirectory per kernel);
+/// `None` when nothing ran (`--dry-run`).
+fn run_kernels(
+    args: &RunArgs,
+    kernels: &[String],
+    layout: &device_emu::layout::BarLayout,
+    out: &Path,
+) -> Result<Option<Results>> {
     let mut results = Results::default();
-    for spec in &kernels {
+    for spec in kernels {
         if session::interrupted() {
             eprintln!("bigbar: interrupted; {spec} and the kernels after it are not run");
             break;
         }
         // A matrix keeps each kernel's files apart; a single run writes to --out.
         let dir = if kernels.len() == 1 {
-            out.clone()
+            out.to_path_buf()
         } else {
             out.join(spec.replace(['/', ':'], "_"))
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let plan = plan(args, spec, layout.clone());
-        if args.shell {
-            return machine::shell(&workspace_root(), &plan);
-        }
         match machine::boot_and_test(&workspace_root(), &plan, &dir) {
             Ok(Some(run)) => results.runs.push(run),
             Ok(None) => continue, // --dry-run printed what it would do
@@ -130,20 +177,156 @@ fn run(args: &RunArgs) -> Result<u8> {
             Err(e) => return Err(e),
         }
     }
-    if results.runs.is_empty() {
-        return Ok(cli::EXIT_OK);
+    Ok((!results.runs.is_empty()).then_some(results))
+}
+
+/// Judges every run of `results` against the baseline, prints what it found
+/// when `print`, and returns the exit status (the highest over the kernels).
+/// A kernel a results baseline lacks is judged on its own, as without one.
+fn judge_against(
+    results: &Results,
+    base: &baseline::Baseline,
+    fixed_is: baseline::FixedIs,
+    print: bool,
+) -> u8 {
+    let single = results.runs.len() == 1;
+    let mut code = cli::EXIT_OK;
+    for run in &results.runs {
+        let saved = saved::SavedRun::from(run);
+        let status = match base.for_kernel(&run.kernel.spec, single) {
+            Some(kb) => {
+                let j = baseline::judge(&kb, &saved);
+                if print {
+                    print!("{}", baseline::summary(&j, fixed_is));
+                }
+                j.exit_status(fixed_is)
+            }
+            None => {
+                if print {
+                    println!(
+                        "baseline has no run of {}: judged on its own",
+                        run.kernel.spec
+                    );
+                }
+                exit_code(&run.outcome, &Tally::of(&run.tests))
+            }
+        };
+        code = code.max(status);
     }
-    results.write(&out)?;
-    if let Some(path) = &args.junit {
-        junit::write(&results, path)?;
+    code
+}
+
+/// `--repeat N`: N repetitions into OUT/repK, then the verdict histograms.
+fn run_repeated(
+    args: &RunArgs,
+    kernels: &[String],
+    layout: &device_emu::layout::BarLayout,
+    out: &Path,
+    base: Option<&baseline::Baseline>,
+) -> Result<u8> {
+    let mut reps = Vec::new();
+    let mut statuses = Vec::new();
+    let mut first: Option<Results> = None;
+    for k in 1..=args.repeat {
+        if session::interrupted() {
+            eprintln!(
+                "bigbar: interrupted; repetitions {k} to {} are not run",
+                args.repeat
+            );
+            break;
+        }
+        let dir = out.join(format!("rep{k}"));
+        let Some(results) = run_kernels(args, kernels, layout, &dir)? else {
+            return Ok(cli::EXIT_OK);
+        };
+        results.write(&dir)?;
+        let status = match base {
+            Some(b) => judge_against(&results, b, args.fixed_is, false),
+            None => plain_status(&results),
+        };
+        for run in &results.runs {
+            let tally = Tally::of(&run.tests);
+            println!(
+                "repetition {k}/{}: {}: {} (exit {status})",
+                args.repeat,
+                run.kernel.spec,
+                tally.summary_line()
+            );
+        }
+        statuses.push(status);
+        reps.push(saved::SavedResults::from(&results));
+        first.get_or_insert(results);
     }
-    let code = if results.runs.len() == 1 {
-        present(&results.runs[0])
-    } else {
-        present_matrix(&results, &out)?
+    let Some(first) = first else {
+        return Ok(cli::EXIT_NOT_TESTED);
     };
-    eprintln!("bigbar: results in {}", out.display());
-    Ok(code)
+    let flakiness = repeat::histograms(&reps);
+    for f in &flakiness {
+        print!("{}", repeat::table(f));
+    }
+    write_repeated(out, &first, &flakiness, &statuses)?;
+    if let Some(path) = &args.junit {
+        junit::write(&first, path)?;
+    }
+    eprintln!(
+        "bigbar: results in {} (repetition K in rep K/)",
+        out.display()
+    );
+    Ok(repeat::exit_status(&flakiness, &statuses))
+}
+
+/// The exit status of a run without a baseline (the highest over its kernels).
+fn plain_status(results: &Results) -> u8 {
+    results
+        .runs
+        .iter()
+        .map(|r| exit_code(&r.outcome, &Tally::of(&r.tests)))
+        .max()
+        .unwrap_or(cli::EXIT_OK)
+}
+
+/// OUT/results.json of a repeated run: repetition 1's `runs` (so `compare`,
+/// `parse` and `--baseline` read it as a run), each repetition's directory and
+/// exit status, and the histograms (`flakiness`).
+fn write_repeated(
+    out: &Path,
+    first: &Results,
+    flakiness: &[repeat::Flakiness],
+    statuses: &[u8],
+) -> Result<()> {
+    let repetitions: Vec<serde_json::Value> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, s)| serde_json::json!({"repetition": i + 1, "dir": format!("rep{}", i + 1), "exit_status": s}))
+        .collect();
+    let doc = serde_json::json!({
+        "runs": first.runs,
+        "repetitions": repetitions,
+        "flakiness": flakiness,
+    });
+    let path = out.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// `runner compare A B`: bad input (missing, malformed) is exit 2.
+fn compare_saved(args: &cli::CompareArgs) -> Result<u8> {
+    let load = |p: &Path| saved::load(p).map_err(|e| UsageError(e.to_string()));
+    let (a, b) = (load(&args.a)?, load(&args.b)?);
+    let c = compare::compare(&a, &b);
+    let md = c.markdown(&args.a.display().to_string(), &args.b.display().to_string());
+    match &args.markdown {
+        Some(p) => std::fs::write(p, &md).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{md}"),
+    }
+    if let Some(p) = &args.json {
+        let json = serde_json::to_string_pretty(&c)? + "\n";
+        std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
+    }
+    for k in &c.kernels {
+        eprintln!("bigbar: compare {}", k.judgement.count_line());
+    }
+    Ok(c.exit_status())
 }
 
 /// The plan of one kernel's run.
@@ -247,13 +430,26 @@ fn list_tests(args: &RunArgs) -> Result<u8> {
 }
 
 /// `runner parse`.
-fn parse_saved(path: &Path, junit_path: Option<&Path>) -> Result<u8> {
+fn parse_saved(
+    path: &Path,
+    junit_path: Option<&Path>,
+    baseline_path: Option<&Path>,
+    fixed_is: baseline::FixedIs,
+) -> Result<u8> {
+    let base = match baseline_path {
+        Some(p) => Some(baseline::Baseline::load(p).map_err(|e| UsageError(e.to_string()))?),
+        None => None,
+    };
     let run = parse::read(path)?;
     let results = parse::results(run);
     if let Some(p) = junit_path {
         junit::write(&results, p)?;
     }
-    Ok(present(&results.runs[0]))
+    let code = present(&results.runs[0]);
+    Ok(match &base {
+        Some(b) => judge_against(&results, b, fixed_is, true),
+        None => code,
+    })
 }
 
 /// `runner export-kselftest`.
