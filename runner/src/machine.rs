@@ -127,7 +127,14 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
     let kernel = stages::run(
         "kernel",
         |_| kernel::obtain(&fetcher, &spec).context("obtaining the kernel"),
-        |k| format!("{} ({})", k.release, k.image.display()),
+        |k| match &k.pvh_image {
+            Some(pvh) => format!(
+                "{} ({}, booted through its PVH entry)",
+                k.release,
+                pvh.display()
+            ),
+            None => format!("{} ({})", k.release, k.image.display()),
+        },
     )?;
     let iommu = check_config(&kernel)?;
     let busybox = stages::run(
@@ -153,7 +160,7 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
                 &plan.accel,
                 || qemu.command(),
                 &version,
-                &kernel.image,
+                kernel.boot_image(),
                 &cache,
             )
         },
@@ -438,7 +445,7 @@ fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> Gu
     }
     let limited = plan.limited();
     GuestConfig {
-        kernel: prep.kernel.image.clone(),
+        kernel: prep.kernel.boot_image().to_owned(),
         initramfs: run_dir.join(format!("initramfs-{boot}.cpio")),
         append,
         accel: prep.accel.accel.clone(),

@@ -31,6 +31,39 @@ pub fn release(image: &[u8]) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
+/// The uncompressed kernel (`vmlinux`, an ELF file) that a bzImage carries as its
+/// payload, located through the boot header (protocol 2.08+: `setup_sects` at
+/// 0x1f1, `payload_offset`/`payload_length` at 0x248), if its compression is one
+/// of the three and it decompresses whole to an ELF file: the kernel's build
+/// appends the uncompressed size to every payload, and a stream that stops short
+/// (an xz payload with the x86 BCJ filter, which lzma-rs does not implement, or a
+/// damaged image) is refused rather than booted half-written.
+pub fn vmlinux(image: &[u8]) -> Option<Vec<u8>> {
+    if image.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let word = |at: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    let setup_sects = match *image.get(0x1f1)? {
+        0 => 4,
+        n => n as usize,
+    };
+    let start = (setup_sects + 1) * 512 + word(0x248)?;
+    let payload = image.get(start..start.checked_add(word(0x24c)?)?)?;
+    let (_, decompress) = DECOMPRESSORS
+        .iter()
+        .find(|(magic, _)| payload.starts_with(magic))?;
+    let size = u32::from_le_bytes(
+        payload
+            .get(payload.len().checked_sub(4)?..)?
+            .try_into()
+            .ok()?,
+    );
+    let elf = decompress(payload);
+    (elf.len() == size as usize && elf.starts_with(b"\x7fELF")).then_some(elf)
+}
+
 /// The embedded configuration text, if the image carries one.
 pub fn config(image: &[u8]) -> Option<String> {
     // An uncompressed vmlinux (or an image with the config outside the payload).
@@ -162,5 +195,41 @@ pub(crate) mod tests {
         image.truncate(0x300);
         assert_eq!(config(&image), None);
         assert_eq!(release(b"not a kernel"), None);
+    }
+
+    /// A bzImage-shaped file whose header locates `payload` (setup_sects 1, so the
+    /// protected-mode part starts at 1024), with the uncompressed size `size`
+    /// appended as the kernel's build does.
+    fn with_payload(payload: &[u8], size: u32) -> Vec<u8> {
+        let mut image = vec![0u8; 1024];
+        image[0x1f1] = 1;
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        let mut body = payload.to_vec();
+        body.extend_from_slice(&size.to_le_bytes());
+        image[0x248..0x24c].copy_from_slice(&16u32.to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        image.extend_from_slice(&[0u8; 16]);
+        image.extend(body);
+        image
+    }
+
+    #[rstest::rstest]
+    #[case::whole(0, true)]
+    #[case::stream_stops_short(1, false)]
+    fn vmlinux_is_the_whole_payload(#[case] extra: u32, #[case] found: bool) {
+        let elf = b"\x7fELF and the rest of a kernel".to_vec();
+        let image = with_payload(&gzip(&elf), elf.len() as u32 + extra);
+        assert_eq!(vmlinux(&image), found.then_some(elf));
+    }
+
+    #[test]
+    fn vmlinux_needs_a_known_compression_and_an_elf() {
+        let not_elf = b"MZ not an ELF file".to_vec();
+        assert_eq!(
+            vmlinux(&with_payload(&gzip(&not_elf), not_elf.len() as u32)),
+            None
+        );
+        assert_eq!(vmlinux(&with_payload(b"LZ4 or so", 9)), None);
+        assert_eq!(vmlinux(b"not a kernel"), None);
     }
 }

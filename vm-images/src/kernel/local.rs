@@ -44,6 +44,7 @@ pub fn obtain(spec: &KernelSpec, path: &Path) -> Result<Kernel> {
         modules,
         config: config_path,
         iommu: Some(iommu),
+        pvh_image: None,
     })
 }
 

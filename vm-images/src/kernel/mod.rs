@@ -8,6 +8,7 @@ pub mod local;
 pub mod modinfo;
 pub mod modules;
 pub mod patches;
+pub mod pvh;
 pub mod requirements;
 pub mod source;
 mod spec;
@@ -52,6 +53,18 @@ pub struct Kernel {
     /// `config` to whoever boots it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iommu: Option<requirements::IommuMode>,
+    /// An uncompressed copy of `image` that QEMU boots through its PVH entry,
+    /// sparing the guest the decompression of the bzImage under emulation (see
+    /// [`pvh`]); `None` boots `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvh_image: Option<PathBuf>,
+}
+
+impl Kernel {
+    /// The file to give QEMU's `-kernel`: the PVH copy when there is one.
+    pub fn boot_image(&self) -> &Path {
+        self.pvh_image.as_deref().unwrap_or(&self.image)
+    }
 }
 
 /// Obtains the kernel `spec` names, from the cache if it holds it.
@@ -89,7 +102,7 @@ pub fn obtain_debian(fetcher: &Fetcher<'_>, suite: &Suite) -> Result<Kernel> {
     let category = ["kernel", category_name.as_str()];
     let cache = fetcher.cache();
     if let Some((_, entry)) = fetcher.warm_entry(&category, str::to_owned)? {
-        return load_entry(&entry);
+        return with_pvh_image(fetcher, &category_name, &entry);
     }
     let archive = Archive::open(fetcher, suite)?;
     let resolved = resolve(&archive)?;
@@ -103,7 +116,21 @@ pub fn obtain_debian(fetcher: &Fetcher<'_>, suite: &Suite) -> Result<Kernel> {
         fill_entry(fetcher, &archive, &resolved, &spec, dir)
     })?;
     fetcher.set_current(&category, &key)?;
-    load_entry(&entry)
+    with_pvh_image(fetcher, &category_name, &entry)
+}
+
+/// The Debian kernel of cache entry `entry`, with its PVH copy (made on first use;
+/// Debian builds with `CONFIG_PVH`).
+fn with_pvh_image(fetcher: &Fetcher<'_>, category: &str, entry: &Path) -> Result<Kernel> {
+    let mut kernel = load_entry(entry)?;
+    let key = entry.file_name().unwrap_or_default().to_string_lossy();
+    kernel.pvh_image = pvh::cached(
+        fetcher.cache(),
+        &["kernel-pvh", category],
+        &key,
+        &kernel.image,
+    )?;
+    Ok(kernel)
 }
 
 /// The packages of the current kernel of a suite.
@@ -267,6 +294,7 @@ fn load_entry(entry: &Path) -> Result<Kernel> {
         modules: info.modules.iter().map(|m| entry.join(m)).collect(),
         config: info.config.map(|c| entry.join(c)),
         iommu: None,
+        pvh_image: None,
     };
     let files = std::iter::once(&kernel.image)
         .chain(&kernel.modules)
