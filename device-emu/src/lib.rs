@@ -66,6 +66,8 @@ pub mod device;
 #[cfg(feature = "server")]
 pub mod dma;
 #[cfg(feature = "server")]
+pub mod irqs;
+#[cfg(feature = "server")]
 pub mod msix;
 #[cfg(feature = "server")]
 pub mod registers;

@@ -31,6 +31,7 @@ fn start() -> Running {
         server.set_limits(Limits {
             message_timeout: MESSAGE_TIMEOUT,
             handshake_timeout: Duration::from_secs(10),
+            ..Limits::default()
         })
     })
 }
