@@ -303,7 +303,10 @@ mod tests {
         let _ = cs.write(0x1c, &0x80u32.to_le_bytes()).unwrap();
         assert_eq!(read32(&cs, 0x1c), 0x80);
         // No MSI-X BAR, no MSI-X capability: MSI follows PCI Express.
-        assert_eq!(capabilities(&cs), [(CAP_ID_PCIE, PCIE_CAP_OFFSET), (CAP_ID_MSI, MSI_CAP_OFFSET)]);
+        assert_eq!(
+            capabilities(&cs),
+            [(CAP_ID_PCIE, PCIE_CAP_OFFSET), (CAP_ID_MSI, MSI_CAP_OFFSET)]
+        );
     }
 
     #[test]
@@ -391,7 +394,9 @@ mod tests {
     ) {
         let mut cs = ConfigSpace::new(&BarLayout::default());
         let len = if value > 0xffff { 4 } else { 2 };
-        let _ = cs.write(offset as u64, &value.to_le_bytes()[..len]).unwrap();
+        let _ = cs
+            .write(offset as u64, &value.to_le_bytes()[..len])
+            .unwrap();
         let mut b = [0; 4];
         cs.read(offset as u64, &mut b[..len]).unwrap();
         assert_eq!(u32::from_le_bytes(b), reads);

@@ -22,9 +22,7 @@ use vfio_bindings::bindings::vfio::{
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
 
 use crate::bar_memory::{BarMemory, MemoryError};
-use crate::config_space::{
-    ConfigSpace, WriteEffect, CONFIG_SPACE_SIZE, MSIX_VECTORS, MSI_VECTORS,
-};
+use crate::config_space::{ConfigSpace, WriteEffect, CONFIG_SPACE_SIZE, MSIX_VECTORS, MSI_VECTORS};
 use crate::dma::DmaMappings;
 use crate::irqs::{Delivery, Interrupts};
 use crate::layout::{BarLayout, MSIX_PAGE_SIZE, REGISTER_BAR_INDEX, REGISTER_BAR_SIZE};
@@ -760,7 +758,8 @@ mod tests {
             .unwrap();
         assert_eq!(d.raise(regs::IRQ_INDEX_MSIX, 3), Status::Ok);
         let mut pba = [0; 8];
-        d.region_read(1, 2 * M + MSIX_PBA_DISTANCE, &mut pba).unwrap();
+        d.region_read(1, 2 * M + MSIX_PBA_DISTANCE, &mut pba)
+            .unwrap();
         assert_eq!(u64::from_le_bytes(pba), 1 << 3, "held in the PBA");
     }
 

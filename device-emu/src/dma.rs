@@ -580,9 +580,16 @@ mod tests {
     #[case::read_only_dst(0x20 * K, 0x12 * K, 16, Err(DmaFault::Permission))]
     #[case::messages_to_shared(0x10 * K + 8, 0x20 * K + 8, 2 * K - 16, Ok(()))]
     #[case::shared_to_messages(0x20 * K, 0x10 * K, 2 * K, Ok(()))]
-    fn copies(#[case] src: u64, #[case] dst: u64, #[case] len: u64, #[case] result: Result<(), DmaFault>) {
+    fn copies(
+        #[case] src: u64,
+        #[case] dst: u64,
+        #[case] len: u64,
+        #[case] result: Result<(), DmaFault>,
+    ) {
         let mut bus = bus();
-        bus.maps.write_shared(0x20 * K, &[0xab; 2 * K as usize]).unwrap();
+        bus.maps
+            .write_shared(0x20 * K, &[0xab; 2 * K as usize])
+            .unwrap();
         let expect: Vec<u8> = if src >= 0x20 * K {
             vec![0xab; len as usize]
         } else {
@@ -631,7 +638,10 @@ mod tests {
         m.read_shared(0x11 * K + 4, &mut back).unwrap();
         assert_eq!(&back, b"dma!");
         assert_eq!(m.read_shared(0x12 * K, &mut back), Err(DmaFault::Unmapped));
-        assert_eq!(m.read_shared(0x12 * K - 2, &mut back), Err(DmaFault::Unmapped));
+        assert_eq!(
+            m.read_shared(0x12 * K - 2, &mut back),
+            Err(DmaFault::Unmapped)
+        );
         m.unmap(0x10 * K, 2 * K).unwrap();
         assert_eq!(m.read_shared(0x11 * K, &mut back), Err(DmaFault::Unmapped));
     }

@@ -95,7 +95,8 @@ impl Interrupts {
 
     /// Masks vectors `start..start + count` of `index`.
     pub fn mask(&mut self, index: u32, start: u32, count: u32) {
-        self.masked.extend((start..start + count).map(|v| (index, v)));
+        self.masked
+            .extend((start..start + count).map(|v| (index, v)));
     }
 
     /// Unmasks vectors `start..start + count` of `index`, delivering the

@@ -407,14 +407,23 @@ mod tests {
         let _ = write(&mut file, regs::IRQ_INDEX, 4, 2, &[]);
         let _ = write(&mut file, regs::IRQ_VECTOR, 4, 5, &[]);
         let code = Command::RaiseIrq as u64;
-        assert_eq!(write(&mut file, regs::COMMAND, 4, code, &[]), Effect::RaiseIrq(2, 5));
+        assert_eq!(
+            write(&mut file, regs::COMMAND, 4, code, &[]),
+            Effect::RaiseIrq(2, 5)
+        );
         file.irq_raised(Status::IrqUnset);
         assert_eq!(read(&file, regs::STATUS, 4), Status::IrqUnset as u64);
 
         let _ = write(&mut file, regs::DMA_SRC, 8, 0x1000, &[]);
         let _ = write(&mut file, regs::DMA_DST, 8, 0x2000, &[]);
         let _ = write(&mut file, regs::DMA_LEN, 8, 64, &[]);
-        let _ = write(&mut file, regs::DMA_IRQ, 4, u64::from(regs::dma_irq(2, 1)), &[]);
+        let _ = write(
+            &mut file,
+            regs::DMA_IRQ,
+            4,
+            u64::from(regs::dma_irq(2, 1)),
+            &[],
+        );
         let code = Command::DmaCopy as u64;
         let job = DmaJob {
             src: 0x1000,
@@ -422,7 +431,10 @@ mod tests {
             len: 64,
             irq: regs::dma_irq(2, 1),
         };
-        assert_eq!(write(&mut file, regs::COMMAND, 4, code, &[]), Effect::StartDma(job));
+        assert_eq!(
+            write(&mut file, regs::COMMAND, 4, code, &[]),
+            Effect::StartDma(job)
+        );
         assert_eq!(read(&file, regs::DMA_STATUS, 4), DmaStatus::Busy as u64);
         // A second copy while the first runs is refused.
         assert_eq!(write(&mut file, regs::COMMAND, 4, code, &[]), Effect::None);

@@ -363,8 +363,12 @@ impl<'d, T: Transport> Session<'d, T> {
         let deadline = Instant::now() + self.limits.message_timeout;
         let got = r.len;
         take(&mut acc, r);
-        fill(&mut self.transport, &mut head[got..], deadline, &mut acc)
-            .map_err(|e| format!("reading a message header ({} of {HEADER_SIZE} bytes): {e}", got + e.got))?;
+        fill(&mut self.transport, &mut head[got..], deadline, &mut acc).map_err(|e| {
+            format!(
+                "reading a message header ({} of {HEADER_SIZE} bytes): {e}",
+                got + e.got
+            )
+        })?;
         let header = Header::parse(&head);
         let reply_ok = waiting.is_some() && header.kind() == flags::TYPE_REPLY;
         if header.kind() != flags::TYPE_COMMAND && !reply_ok {
@@ -386,14 +390,18 @@ impl<'d, T: Transport> Session<'d, T> {
             ));
         }
         let payload_len = size - HEADER_SIZE;
-        fill(&mut self.transport, &mut self.buf[..payload_len], deadline, &mut acc).map_err(
-            |e| {
-                format!(
-                    "reading {payload_len} bytes of command {} ({} read): {e}",
-                    header.command, e.got
-                )
-            },
-        )?;
+        fill(
+            &mut self.transport,
+            &mut self.buf[..payload_len],
+            deadline,
+            &mut acc,
+        )
+        .map_err(|e| {
+            format!(
+                "reading {payload_len} bytes of command {} ({} read): {e}",
+                header.command, e.got
+            )
+        })?;
         Ok(Some(Incoming {
             header,
             payload_len,
@@ -494,7 +502,9 @@ impl<T: Transport> crate::dma::DmaBus for Bus<'_, '_, T> {
 
 /// The first 16 bytes of a message (its header).
 fn head16(bytes: &[u8]) -> [u8; HEADER_SIZE] {
-    bytes[..HEADER_SIZE].try_into().expect("a message has a header")
+    bytes[..HEADER_SIZE]
+        .try_into()
+        .expect("a message has a header")
 }
 
 /// Time left until `deadline`, `None` once it passed.
