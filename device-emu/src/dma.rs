@@ -132,11 +132,11 @@ impl SharedMemory {
         if at.checked_add(buf.len()).is_none_or(|end| end > self.len) {
             return false;
         }
+        // SAFETY: `at` is inside the mapping (checked above).
+        let from = unsafe { self.base.as_ptr().add(at) };
         // SAFETY: `at..at + len` lies inside the mapping (checked above);
         // `buf` is a distinct Rust buffer, so the ranges do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.base.as_ptr().add(at), buf.as_mut_ptr(), buf.len())
-        };
+        unsafe { std::ptr::copy_nonoverlapping(from, buf.as_mut_ptr(), buf.len()) };
         true
     }
 
@@ -145,10 +145,10 @@ impl SharedMemory {
         if at.checked_add(data.len()).is_none_or(|end| end > self.len) {
             return false;
         }
+        // SAFETY: `at` is inside the mapping (checked above).
+        let to = unsafe { self.base.as_ptr().add(at) };
         // SAFETY: as in `read`, with the copy going the other way.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(at), data.len())
-        };
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), to, data.len()) };
         true
     }
 }

@@ -29,7 +29,8 @@
 //!   offsets and vectors, and descriptors where none belong (or more than
 //!   advertised); `EBADF` for a descriptor of the wrong kind; `E2BIG` for a
 //!   transfer above the negotiated limit; `ENOTSUP` for unknown or unsupported
-//!   commands; `EEXIST` for an overlapping DMA map; `ENOSPC` beyond
+//!   commands; `EEXIST` for an overlapping DMA map; `ENOENT` for an unmap
+//!   that matches no mapping; `ENOSPC` beyond
 //!   [`crate::dma::MAX_MAPPINGS`]. A command with the no-reply flag gets no
 //!   reply either way; its error is logged.
 
