@@ -30,9 +30,13 @@ impl Outcome {
     }
 }
 
-/// Runs the command whose code was written to [`crate::regs::COMMAND`].
+/// Runs the BAR command whose code was written to [`crate::regs::COMMAND`]
+/// (the register file hands `RaiseIrq` and `DmaCopy` to the device; here they
+/// are unknown codes).
 pub fn execute(code: u32, args: &Args, bars: &[BarMemory]) -> Outcome {
-    let Some(command) = Command::from_u32(code) else {
+    let bar_command = Command::from_u32(code)
+        .filter(|c| matches!(c, Command::Fill | Command::Verify | Command::Discard));
+    let Some(command) = bar_command else {
         log::warn!("unknown command code {code}");
         return Outcome::status(Status::BadCommand);
     };
@@ -61,6 +65,7 @@ pub fn execute(code: u32, args: &Args, bars: &[BarMemory]) -> Outcome {
         Command::Discard => bar
             .discard(args.offset, args.length)
             .map(|()| Outcome::status(Status::Ok)),
+        Command::RaiseIrq | Command::DmaCopy => unreachable!("filtered out above"),
     };
     log::debug!("{command:?} {args:?}: {result:?}");
     result.unwrap_or_else(|e| {
@@ -80,6 +85,7 @@ fn check_range(command: Command, args: &Args, bar_size: u64) -> Result<(), &'sta
             WORD
         }
         Command::Discard => DISCARD_ALIGN,
+        Command::RaiseIrq | Command::DmaCopy => return Err("not a BAR command"),
     };
     if args.offset % align != 0 || args.length % align != 0 {
         return Err("offset or length unaligned");
@@ -109,6 +115,8 @@ mod tests {
 
     #[rstest]
     #[case::unknown_command(0, args(1, 0, 8, 8), Status::BadCommand)]
+    #[case::raise_irq_is_not_a_bar_command(4, args(1, 0, 8, 8), Status::BadCommand)]
+    #[case::dma_copy_is_not_a_bar_command(5, args(1, 0, 8, 8), Status::BadCommand)]
     #[case::register_bar(1, args(0, 0, 8, 8), Status::BadBar)]
     #[case::absent_bar(1, args(3, 0, 8, 8), Status::BadBar)]
     #[case::huge_bar_index(1, args(u32::MAX, 0, 8, 8), Status::BadBar)]

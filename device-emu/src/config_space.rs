@@ -23,6 +23,15 @@ pub const PCIE_CAP_LEN: usize = 0x3c;
 pub const MSIX_CAP_OFFSET: usize = 0x80;
 /// Number of MSI-X vectors.
 pub const MSIX_VECTORS: u16 = 8;
+/// Offset of the MSI capability (always present).
+pub const MSI_CAP_OFFSET: usize = 0x90;
+/// Number of MSI vectors (Multiple Message Capable 0: one; x86 Linux
+/// allocates more than one MSI vector only behind interrupt remapping).
+pub const MSI_VECTORS: u16 = 1;
+/// Message Control bit of MSI: 64-bit message address capable.
+pub const MSI_FLAGS_64BIT: u16 = 1 << 7;
+/// Message Control bit of MSI: MSI enable.
+pub const MSI_FLAGS_ENABLE: u16 = 1;
 
 /// Standard register offsets (PCI Local Bus spec, type 0 header).
 mod reg {
@@ -55,6 +64,8 @@ pub const BAR_PREFETCHABLE: u32 = 0b1000;
 pub const CAP_ID_PCIE: u8 = 0x10;
 /// Capability ID of MSI-X.
 pub const CAP_ID_MSIX: u8 = 0x11;
+/// Capability ID of MSI.
+pub const CAP_ID_MSI: u8 = 0x05;
 /// Offset of Device Capabilities inside the PCI Express capability.
 pub const PCIE_DEVCAP: usize = 0x04;
 /// Offset of Device Control inside the PCI Express capability.
@@ -118,16 +129,16 @@ impl ConfigSpace {
             cs.add_bar(bar);
         }
 
+        // PCI Express, then MSI-X (when there is an MSI-X BAR), then MSI.
         cs.data[reg::CAPABILITIES_POINTER] = PCIE_CAP_OFFSET as u8;
-        let next = if layout.msix_bar().is_some() {
-            MSIX_CAP_OFFSET as u8
-        } else {
-            0
-        };
-        cs.add_pcie_cap(next);
-        if let Some(bar) = layout.msix_bar() {
-            cs.add_msix_cap(bar);
+        match layout.msix_bar() {
+            Some(bar) => {
+                cs.add_pcie_cap(MSIX_CAP_OFFSET as u8);
+                cs.add_msix_cap(bar, MSI_CAP_OFFSET as u8);
+            }
+            None => cs.add_pcie_cap(MSI_CAP_OFFSET as u8),
         }
+        cs.add_msi_cap();
         cs
     }
 
@@ -186,17 +197,29 @@ impl ConfigSpace {
     }
 
     /// MSI-X capability: table and PBA in `bar`; enable and function mask writable.
-    fn add_msix_cap(&mut self, bar: &BarSpec) {
+    fn add_msix_cap(&mut self, bar: &BarSpec, next: u8) {
         let c = MSIX_CAP_OFFSET;
         let table = bar
             .msix_offset()
             .expect("the MSI-X BAR has an MSI-X offset");
         self.data[c] = CAP_ID_MSIX;
-        self.data[c + 1] = 0;
+        self.data[c + 1] = next;
         self.set16(c + 2, MSIX_VECTORS - 1, 0xc000);
         let bir = u32::from(bar.index());
         self.set32(c + 4, table as u32 | bir, 0);
         self.set32(c + 8, (table + MSIX_PBA_DISTANCE) as u32 | bir, 0);
+    }
+
+    /// MSI capability, 64-bit, [`MSI_VECTORS`] vector, no per-vector masks:
+    /// enable, address and data writable (the last in the list).
+    fn add_msi_cap(&mut self) {
+        let c = MSI_CAP_OFFSET;
+        self.data[c] = CAP_ID_MSI;
+        self.data[c + 1] = 0;
+        self.set16(c + 2, MSI_FLAGS_64BIT, MSI_FLAGS_ENABLE);
+        self.set32(c + 4, 0, 0xffff_fffc);
+        self.set32(c + 8, 0, 0xffff_ffff);
+        self.set16(c + 12, 0, 0xffff);
     }
 
     fn range(&self, offset: u64, len: usize) -> Result<std::ops::Range<usize>, OutOfRange> {
@@ -279,8 +302,11 @@ mod tests {
         // A real address sticks.
         let _ = cs.write(0x1c, &0x80u32.to_le_bytes()).unwrap();
         assert_eq!(read32(&cs, 0x1c), 0x80);
-        // No MSI-X BAR, no MSI-X capability.
-        assert_eq!(cs.data[PCIE_CAP_OFFSET + 1], 0);
+        // No MSI-X BAR, no MSI-X capability: MSI follows PCI Express.
+        assert_eq!(
+            capabilities(&cs),
+            [(CAP_ID_PCIE, PCIE_CAP_OFFSET), (CAP_ID_MSI, MSI_CAP_OFFSET)]
+        );
     }
 
     #[test]
@@ -342,7 +368,8 @@ mod tests {
             capabilities(&cs),
             [
                 (CAP_ID_PCIE, PCIE_CAP_OFFSET),
-                (CAP_ID_MSIX, MSIX_CAP_OFFSET)
+                (CAP_ID_MSIX, MSIX_CAP_OFFSET),
+                (CAP_ID_MSI, MSI_CAP_OFFSET)
             ]
         );
         let c = PCIE_CAP_OFFSET;
@@ -350,8 +377,29 @@ mod tests {
         assert_eq!(read16(&cs, c + 2), 0x0002);
         assert_eq!(read32(&cs, c + PCIE_DEVCAP), PCIE_DEVCAP_FLR);
         assert_eq!(read16(&cs, c + PCIE_DEVCTL), 0x2810);
-        // The capability fits before MSI-X.
+        // The capability fits before MSI-X, MSI-X (12 bytes) before MSI.
         assert!(c + PCIE_CAP_LEN <= MSIX_CAP_OFFSET);
+        const { assert!(MSIX_CAP_OFFSET + 12 <= MSI_CAP_OFFSET) };
+    }
+
+    #[rstest]
+    #[case::control(MSI_CAP_OFFSET + 2, 0xffff, u32::from(MSI_FLAGS_64BIT | MSI_FLAGS_ENABLE))]
+    #[case::address_low(MSI_CAP_OFFSET + 4, 0xffff_ffff, 0xffff_fffc)]
+    #[case::address_high(MSI_CAP_OFFSET + 8, 0xffff_ffff, 0xffff_ffff)]
+    #[case::data(MSI_CAP_OFFSET + 12, 0xffff, 0xffff)]
+    fn msi_capability_takes_enable_address_and_data(
+        #[case] offset: usize,
+        #[case] value: u32,
+        #[case] reads: u32,
+    ) {
+        let mut cs = ConfigSpace::new(&BarLayout::default());
+        let len = if value > 0xffff { 4 } else { 2 };
+        let _ = cs
+            .write(offset as u64, &value.to_le_bytes()[..len])
+            .unwrap();
+        let mut b = [0; 4];
+        cs.read(offset as u64, &mut b[..len]).unwrap();
+        assert_eq!(u32::from_le_bytes(b), reads);
     }
 
     #[rstest]

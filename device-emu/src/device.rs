@@ -6,7 +6,6 @@
 //! mmap through a sparse mmap capability; the 4 KiB page with the MSI-X table
 //! and PBA is left out of the areas, so its accesses reach the server.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
@@ -14,7 +13,8 @@ use std::ops::Range;
 use vfio_bindings::bindings::vfio::{
     vfio_region_info, vfio_region_sparse_mmap_area, VFIO_IRQ_INFO_AUTOMASKED,
     VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE, VFIO_IRQ_INFO_NORESIZE,
-    VFIO_IRQ_SET_ACTION_TYPE_MASK, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_CONFIG_REGION_INDEX,
+    VFIO_IRQ_SET_ACTION_MASK, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_ACTION_TYPE_MASK,
+    VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_CONFIG_REGION_INDEX,
     VFIO_PCI_ERR_IRQ_INDEX, VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX,
     VFIO_PCI_MSI_IRQ_INDEX, VFIO_PCI_NUM_REGIONS, VFIO_PCI_REQ_IRQ_INDEX,
     VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
@@ -22,11 +22,13 @@ use vfio_bindings::bindings::vfio::{
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
 
 use crate::bar_memory::{BarMemory, MemoryError};
-use crate::config_space::{ConfigSpace, WriteEffect, CONFIG_SPACE_SIZE, MSIX_VECTORS};
+use crate::config_space::{ConfigSpace, WriteEffect, CONFIG_SPACE_SIZE, MSIX_VECTORS, MSI_VECTORS};
 use crate::dma::DmaMappings;
+use crate::irqs::{Delivery, Interrupts};
 use crate::layout::{BarLayout, MSIX_PAGE_SIZE, REGISTER_BAR_INDEX, REGISTER_BAR_SIZE};
 use crate::msix::MsixPage;
-use crate::registers::RegisterFile;
+use crate::registers::{DmaJob, Effect, RegisterFile};
+use crate::regs::{self, DmaFault, Status};
 
 /// An access the device rejects; returned to the client as an error reply.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,15 @@ pub enum AccessError {
         /// Vectors requested.
         requested: u32,
     },
+    /// Masking asked of an index that does not report `VFIO_IRQ_INFO_MASKABLE`.
+    #[error("interrupt index {0} is not maskable")]
+    NotMaskable(u32),
+    /// Mask or unmask with no vectors, which addresses nothing.
+    #[error("mask or unmask of interrupt index {0} with a count of 0")]
+    NoVectors(u32),
+    /// Mask or unmask eventfds (the device never masks by itself).
+    #[error("mask and unmask eventfds are not supported")]
+    MaskEventfd,
 }
 
 impl AccessError {
@@ -80,7 +91,9 @@ impl AccessError {
         match self {
             Self::Dma(DmaError::Overlap { .. }) => Errno::EEXIST,
             Self::Dma(DmaError::TooMany { .. }) => Errno::ENOSPC,
-            Self::UnmapFlags(_) => Errno::ENOTSUP,
+            // As libvfio-user answers an unmap that matches no mapping.
+            Self::Dma(DmaError::NotMapped { .. }) => Errno::ENOENT,
+            Self::UnmapFlags(_) | Self::MaskEventfd => Errno::ENOTSUP,
             _ => Errno::EINVAL,
         }
     }
@@ -100,9 +113,11 @@ pub struct Device {
     config: ConfigSpace,
     registers: RegisterFile,
     msix: MsixPage,
-    /// Eventfds the client registered, by (irq index, action, vector).
-    irq_fds: BTreeMap<(u32, u32, u32), File>,
+    interrupts: Interrupts,
     dma: DmaMappings,
+    /// A copy the register BAR started, for the session to run once the
+    /// write that started it has been answered.
+    dma_job: Option<DmaJob>,
 }
 
 impl Device {
@@ -117,8 +132,9 @@ impl Device {
             config: ConfigSpace::new(&layout),
             registers: RegisterFile::new(layout.memory_bar_mask()),
             msix: MsixPage::new(),
-            irq_fds: BTreeMap::new(),
+            interrupts: Interrupts::default(),
             dma: DmaMappings::default(),
+            dma_job: None,
             bars,
             layout,
         })
@@ -141,7 +157,80 @@ impl Device {
 
     /// Number of eventfds the client has registered.
     pub fn irq_fds(&self) -> usize {
-        self.irq_fds.len()
+        self.interrupts.eventfds()
+    }
+
+    /// The DMA mappings.
+    pub fn dma(&self) -> &DmaMappings {
+        &self.dma
+    }
+
+    /// Takes the copy the register BAR started, if any.
+    pub fn take_dma_job(&mut self) -> Option<DmaJob> {
+        self.dma_job.take()
+    }
+
+    /// Records the end of `job` in the DMA registers and raises its
+    /// completion interrupt, if it asked for one.
+    pub fn finish_dma(&mut self, job: &DmaJob, result: Result<(), DmaFault>) {
+        log::debug!("DMA {job:?}: {result:?}");
+        self.registers.dma_finished(result);
+        if let Some((index, vector)) = regs::dma_irq_target(job.irq) {
+            let status = self.raise(index, vector);
+            if status != Status::Ok {
+                log::warn!("DMA completion interrupt {index}/{vector}: {status:?}");
+            }
+        }
+    }
+
+    /// Raises MSI or MSI-X `vector` of `index` as the device itself (the
+    /// `RaiseIrq` command and DMA completion); the status says what came of it.
+    pub fn raise(&mut self, index: u32, vector: u32) -> Status {
+        let msi = index == regs::IRQ_INDEX_MSI || index == regs::IRQ_INDEX_MSIX;
+        let exists = self
+            .irqs()
+            .get(index as usize)
+            .is_some_and(|irq| vector < irq.count);
+        if !msi || !exists {
+            return Status::BadIrq;
+        }
+        let status = match self.interrupts.trigger((index, vector)) {
+            Ok(Delivery::Signalled | Delivery::Pending) => Status::Ok,
+            Ok(Delivery::NoEventfd) => Status::IrqUnset,
+            Err(e) => {
+                log::error!("signalling interrupt {index}/{vector}: {e}");
+                Status::HostError
+            }
+        };
+        self.sync_pba();
+        status
+    }
+
+    /// Mirrors the pending MSI-X triggers into the PBA, which QEMU reads
+    /// from the device ("the server maintains the device's pending
+    /// interrupts").
+    fn sync_pba(&mut self) {
+        for v in 0..u32::from(MSIX_VECTORS) {
+            let pending = self.interrupts.is_pending((regs::IRQ_INDEX_MSIX, v));
+            self.msix.set_pending(v, pending);
+        }
+    }
+
+    fn register_write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let effect = self
+            .registers
+            .write(offset, data, &self.bars)
+            .map_err(AccessError::from)?;
+        match effect {
+            Effect::None => {}
+            Effect::RaiseIrq(index, vector) => {
+                let status = self.raise(index, vector);
+                log::debug!("raise interrupt {index}/{vector}: {status:?}");
+                self.registers.irq_raised(status);
+            }
+            Effect::StartDma(job) => self.dma_job = Some(job),
+        }
+        Ok(())
     }
 
     /// The device reset, for both ways a client can ask for one: vfio-user's
@@ -160,13 +249,15 @@ impl Device {
         self.config = ConfigSpace::new(&self.layout);
         self.registers = RegisterFile::new(self.layout.memory_bar_mask());
         self.msix = MsixPage::new();
+        self.dma_job = None;
+        self.sync_pba();
     }
 
     /// State for a new client: the reset state, BAR memory released (all zeros)
     /// and the previous client's eventfds and DMA mappings dropped.
     pub fn power_on(&mut self) -> io::Result<()> {
+        self.interrupts.clear();
         self.reset_state();
-        self.irq_fds.clear();
         self.dma.clear();
         self.bars.iter().try_for_each(BarMemory::wipe)
     }
@@ -240,7 +331,8 @@ impl Device {
         }
     }
 
-    /// The interrupts to announce: INTx, no MSI, MSI-X, error and request.
+    /// The interrupts to announce: INTx, MSI, MSI-X, error and request.
+    /// Masking is reported where [`Interrupts::maskable`] accepts it.
     pub fn irqs(&self) -> Vec<IrqInfo> {
         let msix = if self.layout.msix_bar().is_some() {
             u32::from(MSIX_VECTORS)
@@ -254,8 +346,12 @@ impl Device {
                 VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED,
                 1,
             ),
-            (VFIO_PCI_MSI_IRQ_INDEX, msi_flags, 0),
-            (VFIO_PCI_MSIX_IRQ_INDEX, msi_flags, msix),
+            (VFIO_PCI_MSI_IRQ_INDEX, msi_flags, u32::from(MSI_VECTORS)),
+            (
+                VFIO_PCI_MSIX_IRQ_INDEX,
+                msi_flags | VFIO_IRQ_INFO_MASKABLE,
+                msix,
+            ),
             (VFIO_PCI_ERR_IRQ_INDEX, VFIO_IRQ_INFO_EVENTFD, 1),
             (VFIO_PCI_REQ_IRQ_INDEX, VFIO_IRQ_INFO_EVENTFD, 1),
         ]
@@ -371,10 +467,7 @@ impl ServerBackend for Device {
             data.len()
         );
         if region == u32::from(REGISTER_BAR_INDEX) {
-            return Ok(self
-                .registers
-                .write(offset, data, &self.bars)
-                .map_err(AccessError::from)?);
+            return self.register_write(offset, data);
         }
         if region == VFIO_PCI_CONFIG_REGION_INDEX {
             check_range(region, offset, data.len(), CONFIG_SPACE_SIZE as u64)?;
@@ -453,18 +546,63 @@ impl ServerBackend for Device {
             }
             .into());
         }
-        let action = flags & VFIO_IRQ_SET_ACTION_TYPE_MASK;
-        // Any change drops the eventfds the vectors had for this action; new
-        // ones are kept (the device never signals them, but holds them open as
-        // a device with live interrupts would).
-        // A count of 0 addresses every vector of the index (VFIO_DEVICE_SET_IRQS).
-        let covered = |v: u32| count == 0 || (v >= start && v - start < count);
-        self.irq_fds
-            .retain(|&(i, a, v), _| !(i == index && a == action && covered(v)));
-        if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
-            for (vector, fd) in (start..).zip(fds) {
-                self.irq_fds.insert((index, action, vector), fd);
+        let eventfd = flags & VFIO_IRQ_SET_DATA_EVENTFD != 0;
+        let result = match flags & VFIO_IRQ_SET_ACTION_TYPE_MASK {
+            VFIO_IRQ_SET_ACTION_TRIGGER => self.set_triggers(index, start, count, eventfd, fds),
+            action => self.set_masks(index, start, count, eventfd, action),
+        };
+        self.sync_pba();
+        result
+    }
+}
+
+impl Device {
+    /// `ACTION_TRIGGER`: eventfds replace the vectors' eventfds (none remove
+    /// them); `DATA_NONE` signals the vectors, or with a count of 0 disables
+    /// every vector of the index (the semantics of `VFIO_DEVICE_SET_IRQS`).
+    fn set_triggers(
+        &mut self,
+        index: u32,
+        start: u32,
+        count: u32,
+        eventfd: bool,
+        fds: Vec<File>,
+    ) -> io::Result<()> {
+        if eventfd {
+            self.interrupts.set_eventfds(index, start, count, fds);
+        } else if count == 0 {
+            self.interrupts.disable(index);
+        } else {
+            for vector in start..start + count {
+                self.interrupts.trigger((index, vector))?;
             }
+        }
+        Ok(())
+    }
+
+    /// `ACTION_MASK` and `ACTION_UNMASK` with `DATA_NONE`, on maskable
+    /// indices only.
+    fn set_masks(
+        &mut self,
+        index: u32,
+        start: u32,
+        count: u32,
+        eventfd: bool,
+        action: u32,
+    ) -> io::Result<()> {
+        if !Interrupts::maskable(index) {
+            return Err(AccessError::NotMaskable(index).into());
+        }
+        if eventfd {
+            return Err(AccessError::MaskEventfd.into());
+        }
+        if count == 0 {
+            return Err(AccessError::NoVectors(index).into());
+        }
+        match action {
+            VFIO_IRQ_SET_ACTION_MASK => self.interrupts.mask(index, start, count),
+            VFIO_IRQ_SET_ACTION_UNMASK => self.interrupts.unmask(index, start, count)?,
+            other => unreachable!("the session checked the action {other:#x}"),
         }
         Ok(())
     }
@@ -573,13 +711,56 @@ mod tests {
             .set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, trigger_eventfd, 7, 2, fds())
             .is_err());
         assert!(d
-            .set_irqs(VFIO_PCI_MSI_IRQ_INDEX, trigger_eventfd, 0, 1, fds())
+            .set_irqs(VFIO_PCI_MSI_IRQ_INDEX, trigger_eventfd, 0, 2, fds())
             .is_err());
         assert!(d.set_irqs(9, trigger_eventfd, 0, 1, fds()).is_err());
-        // DATA_NONE | TRIGGER over the vectors disables them.
+        // DATA_NONE | TRIGGER with a count of 0 disables them.
         d.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, 1 | 32, 0, 0, Vec::new())
             .unwrap();
         assert_eq!(d.irq_fds(), 0);
+    }
+
+    #[rstest::rstest]
+    #[case::msix_mask(VFIO_PCI_MSIX_IRQ_INDEX, 1 | 8, 0, 1, true)]
+    #[case::msix_unmask(VFIO_PCI_MSIX_IRQ_INDEX, 1 | 16, 7, 1, true)]
+    #[case::intx_mask(VFIO_PCI_INTX_IRQ_INDEX, 1 | 8, 0, 1, true)]
+    #[case::msi_mask(VFIO_PCI_MSI_IRQ_INDEX, 1 | 8, 0, 1, false)]
+    #[case::err_unmask(VFIO_PCI_ERR_IRQ_INDEX, 1 | 16, 0, 1, false)]
+    #[case::mask_no_vectors(VFIO_PCI_MSIX_IRQ_INDEX, 1 | 8, 0, 0, false)]
+    #[case::mask_eventfd(VFIO_PCI_MSIX_IRQ_INDEX, 4 | 8, 0, 1, false)]
+    fn masking_is_accepted_where_it_is_advertised(
+        #[case] index: u32,
+        #[case] flags: u32,
+        #[case] start: u32,
+        #[case] count: u32,
+        #[case] accepted: bool,
+    ) {
+        let mut d = device();
+        let maskable = d.irqs()[index as usize].flags & VFIO_IRQ_INFO_MASKABLE != 0;
+        let result = d.set_irqs(index, flags, start, count, Vec::new());
+        assert_eq!(result.is_ok(), accepted, "{result:?}");
+        if count == 1 && flags & 4 == 0 {
+            assert_eq!(maskable, accepted, "advertised and accepted agree");
+        }
+    }
+
+    #[test]
+    fn raise_reports_unset_and_bad_vectors() {
+        let mut d = device();
+        assert_eq!(d.raise(regs::IRQ_INDEX_MSIX, 0), Status::IrqUnset);
+        assert_eq!(d.raise(regs::IRQ_INDEX_MSIX, 8), Status::BadIrq);
+        assert_eq!(d.raise(regs::IRQ_INDEX_MSI, 1), Status::BadIrq);
+        assert_eq!(d.raise(VFIO_PCI_INTX_IRQ_INDEX, 0), Status::BadIrq);
+        let fd = tempfile::tempfile().unwrap();
+        d.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, 4 | 32, 3, 1, vec![fd])
+            .unwrap();
+        d.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, 1 | 8, 3, 1, Vec::new())
+            .unwrap();
+        assert_eq!(d.raise(regs::IRQ_INDEX_MSIX, 3), Status::Ok);
+        let mut pba = [0; 8];
+        d.region_read(1, 2 * M + MSIX_PBA_DISTANCE, &mut pba)
+            .unwrap();
+        assert_eq!(u64::from_le_bytes(pba), 1 << 3, "held in the PBA");
     }
 
     #[test]

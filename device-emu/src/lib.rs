@@ -10,10 +10,16 @@
 //! - BAR 0: the register BAR ([`regs`]), 4 KiB, trapped.
 //! - Memory BARs per [`layout::BarLayout`]: each a sparse memfd offered for mmap,
 //!   except the 4 KiB page holding the MSI-X table and PBA, which is trapped.
-//! - Config space: type 0 header, PCI Express (v2 endpoint, FLR capable) and MSI-X
-//!   ([`config_space::MSIX_VECTORS`] vectors) capabilities.
-//! - Interrupts: INTx, MSI-X, error and request eventfds are accepted and kept;
-//!   the device never raises one.
+//! - Config space: type 0 header, PCI Express (v2 endpoint, FLR capable), MSI-X
+//!   ([`config_space::MSIX_VECTORS`] vectors) and MSI
+//!   ([`config_space::MSI_VECTORS`] vector) capabilities.
+//! - Interrupts ([`irqs`]): INTx, MSI, MSI-X, error and request eventfds. The
+//!   device raises MSI and MSI-X vectors on the register command `RaiseIrq`
+//!   and at the end of a DMA copy; MSI-X (and INTx) can be masked, a masked
+//!   trigger waits in the PBA until unmasked.
+//! - A DMA engine ([`regs::Command::DmaCopy`], [`dma`]): copies up to 1 MiB
+//!   between IOVAs the client mapped, in sealed shared memory files or
+//!   through `DMA_READ`/`DMA_WRITE` messages; faults are statuses.
 //! - Device reset, by vfio-user `DEVICE_RESET` or by a function level reset
 //!   (the PCI Express capability advertises FLR; writing Device Control's
 //!   "Initiate FLR" bit triggers it, and the bit reads back 0), restores config
@@ -65,6 +71,8 @@ pub mod config_space;
 pub mod device;
 #[cfg(feature = "server")]
 pub mod dma;
+#[cfg(feature = "server")]
+pub mod irqs;
 #[cfg(feature = "server")]
 pub mod msix;
 #[cfg(feature = "server")]

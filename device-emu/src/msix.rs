@@ -1,5 +1,6 @@
 //! The MSI-X table and PBA, served from memory in the trapped 4 KiB page of the
-//! MSI-X BAR. The device never raises an interrupt, so the PBA stays zero.
+//! MSI-X BAR. The PBA shows the triggers held behind a `SET_IRQS` mask
+//! ([`crate::irqs`]); the device sets it, the client only reads it.
 
 use crate::config_space::MSIX_VECTORS;
 use crate::layout::{MSIX_PAGE_SIZE, MSIX_PBA_DISTANCE};
@@ -55,6 +56,18 @@ impl MsixPage {
         }
     }
 
+    /// Sets or clears the pending bit of `vector` (ignored past the table).
+    pub fn set_pending(&mut self, vector: u32, pending: bool) {
+        let (byte, bit) = (vector as usize / 8, vector % 8);
+        if let Some(b) = self.pba.get_mut(byte) {
+            if pending {
+                *b |= 1 << bit;
+            } else {
+                *b &= !(1 << bit);
+            }
+        }
+    }
+
     fn byte(&self, at: u64) -> Option<&u8> {
         debug_assert!(at < MSIX_PAGE_SIZE);
         let at = usize::try_from(at).ok()?;
@@ -98,5 +111,16 @@ mod tests {
         assert_eq!(read32(&page, 1024), 0);
         // Past the table's 8 entries.
         assert_eq!(read32(&page, 8 * 16 + 12), 0);
+    }
+
+    #[test]
+    fn pending_bits_show_in_the_pba() {
+        let mut page = MsixPage::new();
+        page.set_pending(0, true);
+        page.set_pending(7, true);
+        page.set_pending(64, true);
+        assert_eq!(read32(&page, MSIX_PBA_DISTANCE), 0x81);
+        page.set_pending(0, false);
+        assert_eq!(read32(&page, MSIX_PBA_DISTANCE), 0x80);
     }
 }

@@ -13,6 +13,16 @@
 //! before the write returns, so [`STATUS`] and the result registers are valid on
 //! the next read. The arguments are [`ARG_BAR`], [`ARG_OFFSET`], [`ARG_LENGTH`],
 //! [`ARG_STRIDE`] and [`ARG_SEED`].
+//!
+//! Two commands reach beyond BAR memory. [`Command::RaiseIrq`] makes the
+//! device signal interrupt [`IRQ_INDEX`] vector [`IRQ_VECTOR`] itself, through
+//! the eventfd the client registered for it. [`Command::DmaCopy`] starts the
+//! DMA engine: it copies [`DMA_LEN`] bytes (at most [`DMA_MAX_LEN`]) from
+//! IOVA [`DMA_SRC`] to IOVA [`DMA_DST`] of the client's DMA mappings. The
+//! copy runs after the write that started it has been answered, so
+//! [`DMA_STATUS`] reads [`DmaStatus::Busy`] until it ends with
+//! [`DmaStatus::Done`] or [`DmaStatus::Error`] (the [`DmaFault`] in
+//! [`DMA_ERROR`]); [`DMA_IRQ`] optionally names a completion interrupt.
 
 /// PCI vendor ID of the emulated device (the ID QEMU uses for its test devices).
 pub const VENDOR_ID: u16 = 0x1234;
@@ -54,10 +64,49 @@ pub const SCRATCH: u64 = 0x58;
 /// Read-only u64: number of commands executed since the last reset.
 pub const COMMANDS_DONE: u64 = 0x60;
 
+/// Read/write u32: interrupt index [`Command::RaiseIrq`] raises
+/// ([`IRQ_INDEX_MSI`] or [`IRQ_INDEX_MSIX`], the VFIO index numbers).
+pub const IRQ_INDEX: u64 = 0x68;
+/// Read/write u32: vector [`Command::RaiseIrq`] raises.
+pub const IRQ_VECTOR: u64 = 0x6c;
+/// Read/write u64: IOVA the DMA engine copies from.
+pub const DMA_SRC: u64 = 0x70;
+/// Read/write u64: IOVA the DMA engine copies to.
+pub const DMA_DST: u64 = 0x78;
+/// Read/write u64: bytes the DMA engine copies (1 to [`DMA_MAX_LEN`]).
+pub const DMA_LEN: u64 = 0x80;
+/// Read/write u32: completion interrupt of a copy, [`dma_irq`] or 0 for none.
+pub const DMA_IRQ: u64 = 0x88;
+/// Read-only u32: the [`DmaStatus`] of the DMA engine.
+pub const DMA_STATUS: u64 = 0x8c;
+/// Read-only u32: the [`DmaFault`] of the last copy.
+pub const DMA_ERROR: u64 = 0x90;
+/// Read-only u64: copies finished (done or failed) since the last reset.
+pub const DMA_COPIES: u64 = 0x98;
+
+/// VFIO interrupt index of MSI (`VFIO_PCI_MSI_IRQ_INDEX`).
+pub const IRQ_INDEX_MSI: u32 = 1;
+/// VFIO interrupt index of MSI-X (`VFIO_PCI_MSIX_IRQ_INDEX`).
+pub const IRQ_INDEX_MSIX: u32 = 2;
+/// Largest copy of the DMA engine.
+pub const DMA_MAX_LEN: u64 = 1 << 20;
+/// [`DMA_IRQ`] bit: raise an interrupt when the copy ends.
+pub const DMA_IRQ_ENABLE: u32 = 1 << 31;
+
+/// The [`DMA_IRQ`] value that raises `index` vector `vector` at completion.
+pub fn dma_irq(index: u32, vector: u16) -> u32 {
+    DMA_IRQ_ENABLE | (index & 0xff) << 16 | u32::from(vector)
+}
+
+/// Decodes a [`DMA_IRQ`] value: `Some((index, vector))` when enabled.
+pub fn dma_irq_target(value: u32) -> Option<(u32, u32)> {
+    (value & DMA_IRQ_ENABLE != 0).then_some(((value >> 16) & 0xff, value & 0xffff))
+}
+
 /// Value of the [`MAGIC`] register: "bbar" in ASCII.
 pub const MAGIC_VALUE: u32 = u32::from_be_bytes(*b"bbar");
 /// Version of this register interface.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Commands written to [`COMMAND`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +119,11 @@ pub enum Command {
     /// Release the host memory behind the range (punch a hole in the memfd);
     /// the range reads back as zeros.
     Discard = 3,
+    /// Signal [`IRQ_INDEX`] vector [`IRQ_VECTOR`] (held pending while masked).
+    RaiseIrq = 4,
+    /// Start the DMA engine with [`DMA_SRC`], [`DMA_DST`], [`DMA_LEN`] and
+    /// [`DMA_IRQ`]; the status is `Ok` once it is accepted.
+    DmaCopy = 5,
 }
 
 impl Command {
@@ -79,6 +133,8 @@ impl Command {
             1 => Some(Self::Fill),
             2 => Some(Self::Verify),
             3 => Some(Self::Discard),
+            4 => Some(Self::RaiseIrq),
+            5 => Some(Self::DmaCopy),
             _ => None,
         }
     }
@@ -100,6 +156,12 @@ pub enum Status {
     Mismatch = 4,
     /// The host failed to carry out the command (I/O error on the memfd).
     HostError = 5,
+    /// `RaiseIrq`: the device has no such interrupt index or vector.
+    BadIrq = 6,
+    /// `RaiseIrq`: the client registered no eventfd for the vector.
+    IrqUnset = 7,
+    /// `DmaCopy`: the DMA engine is still busy with the previous copy.
+    Busy = 8,
 }
 
 impl Status {
@@ -112,6 +174,69 @@ impl Status {
             3 => Some(Self::BadRange),
             4 => Some(Self::Mismatch),
             5 => Some(Self::HostError),
+            6 => Some(Self::BadIrq),
+            7 => Some(Self::IrqUnset),
+            8 => Some(Self::Busy),
+            _ => None,
+        }
+    }
+}
+
+/// Values of the [`DMA_STATUS`] register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum DmaStatus {
+    /// No copy since the last reset.
+    Idle = 0,
+    /// A copy was started and has not ended.
+    Busy = 1,
+    /// The last copy wrote every byte.
+    Done = 2,
+    /// The last copy failed; [`DMA_ERROR`] says why.
+    Error = 3,
+}
+
+impl DmaStatus {
+    /// Decodes a value read from [`DMA_STATUS`].
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Idle),
+            1 => Some(Self::Busy),
+            2 => Some(Self::Done),
+            3 => Some(Self::Error),
+            _ => None,
+        }
+    }
+}
+
+/// Values of the [`DMA_ERROR`] register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum DmaFault {
+    /// No error.
+    None = 0,
+    /// [`DMA_LEN`] is 0 or above [`DMA_MAX_LEN`], or a range wraps.
+    BadLength = 1,
+    /// Part of the source or destination is not covered by a DMA mapping.
+    Unmapped = 2,
+    /// A mapping lacks the read (source) or write (destination) permission.
+    Permission = 3,
+    /// The client failed a DMA read or write message (or did not answer).
+    Transfer = 4,
+    /// Source and destination overlap.
+    Overlap = 5,
+}
+
+impl DmaFault {
+    /// Decodes a value read from [`DMA_ERROR`].
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::None),
+            1 => Some(Self::BadLength),
+            2 => Some(Self::Unmapped),
+            3 => Some(Self::Permission),
+            4 => Some(Self::Transfer),
+            5 => Some(Self::Overlap),
             _ => None,
         }
     }
@@ -159,13 +284,29 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for c in [Command::Fill, Command::Verify, Command::Discard] {
-            assert_eq!(Command::from_u32(c as u32), Some(c));
+        for c in 1..=5 {
+            assert_eq!(Command::from_u32(c).map(|c| c as u32), Some(c));
         }
         assert_eq!(Command::from_u32(0), None);
-        for s in 0..=5 {
+        assert_eq!(Command::from_u32(6), None);
+        for s in 0..=8 {
             assert_eq!(Status::from_u32(s).map(|s| s as u32), Some(s));
         }
-        assert_eq!(Status::from_u32(6), None);
+        assert_eq!(Status::from_u32(9), None);
+        for s in 0..=3 {
+            assert_eq!(DmaStatus::from_u32(s).map(|s| s as u32), Some(s));
+        }
+        assert_eq!(DmaStatus::from_u32(4), None);
+        for f in 0..=5 {
+            assert_eq!(DmaFault::from_u32(f).map(|f| f as u32), Some(f));
+        }
+        assert_eq!(DmaFault::from_u32(6), None);
+    }
+
+    #[test]
+    fn dma_irq_round_trips() {
+        assert_eq!(dma_irq_target(0), None);
+        assert_eq!(dma_irq_target(dma_irq(IRQ_INDEX_MSIX, 7)), Some((2, 7)));
+        assert_eq!(dma_irq_target(dma_irq(IRQ_INDEX_MSI, 0)), Some((1, 0)));
     }
 }

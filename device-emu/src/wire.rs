@@ -153,6 +153,20 @@ impl Reply {
         }
     }
 
+    /// A command of the server's own (`DMA_READ`, `DMA_WRITE`), with `id`.
+    pub fn command(id: u16, command: u16) -> Self {
+        let header = Header {
+            id,
+            command,
+            size: 0,
+            flags: flags::TYPE_COMMAND,
+            error: 0,
+        };
+        Self {
+            bytes: header.encode().to_vec(),
+        }
+    }
+
     /// An error reply to `request` (header only, as the specification demands).
     pub fn error(request: &Header, errno: i32) -> Vec<u8> {
         let header = Header {
@@ -187,6 +201,12 @@ impl Reply {
     pub fn bytes(mut self, v: &[u8]) -> Self {
         self.bytes.extend_from_slice(v);
         self
+    }
+
+    /// Finishes a command of the server's own with message id `id`.
+    pub fn finish_with_id(mut self, id: u16) -> Vec<u8> {
+        self.bytes[0..2].copy_from_slice(&id.to_ne_bytes());
+        self.finish()
     }
 
     /// The encoded message with its size set. Replies are built from bounded

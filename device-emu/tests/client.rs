@@ -75,7 +75,7 @@ fn irq_info_and_eventfds() {
     );
     assert_eq!(
         client.get_irq_info(VFIO_PCI_MSI_IRQ_INDEX).unwrap().count,
-        0
+        1
     );
     assert_eq!(
         client.get_irq_info(VFIO_PCI_MSIX_IRQ_INDEX).unwrap().count,

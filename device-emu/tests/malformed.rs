@@ -31,6 +31,7 @@ fn start() -> Running {
         server.set_limits(Limits {
             message_timeout: MESSAGE_TIMEOUT,
             handshake_timeout: Duration::from_secs(10),
+            ..Limits::default()
         })
     })
 }
@@ -373,6 +374,12 @@ fn closed(m: Msg) -> Vec<(Msg, Expect)> {
     (dma_map(3, 0, 0x10000, 0x4000), Expect::Ok),
     (dma_unmap(0, 0x10000, 0x1000), Expect::Err(Errno::EINVAL)),
 ])]
+#[case::dma_unmap_never_mapped(err(Errno::ENOENT, dma_unmap(0, 0x10000, 0x1000)))]
+#[case::dma_unmap_twice(vec![
+    (dma_map(3, 0, 0x10000, 0x1000), Expect::Ok),
+    (dma_unmap(0, 0x10000, 0x1000), Expect::Ok),
+    (dma_unmap(0, 0x10000, 0x1000), Expect::Err(Errno::ENOENT)),
+])]
 #[case::dma_unmap_with_fd(einval(dma_unmap(0, 0, 4096).fds(FdKind::Memory, 1)))]
 // Queries.
 #[case::device_info_short(einval(msg(DEVICE_GET_INFO, &[16, 0, 0, 0])))]
@@ -400,6 +407,11 @@ fn closed(m: Msg) -> Vec<(Msg, Expect)> {
 #[case::set_irqs_none_with_fd(einval(set_irqs(0x21, MSIX, 0, 1).fds(FdKind::EventFd, 1)))]
 #[case::set_irqs_above_max_msg_fds(einval(set_irqs(EVENTFD_TRIGGER, MSIX, 0, 2).fds(FdKind::EventFd, 2)))]
 #[case::set_irqs_long(einval(msg(DEVICE_SET_IRQS, &P::default().u32(24).u32(0x21).u32(MSIX).u32(0).u32(1).u32(0).0)))]
+#[case::set_irqs_mask_msi(einval(set_irqs(0x9, 1, 0, 1)))]
+#[case::set_irqs_unmask_err(einval(set_irqs(0x11, 3, 0, 1)))]
+#[case::set_irqs_mask_no_vectors(einval(set_irqs(0x9, MSIX, 0, 0)))]
+#[case::set_irqs_mask_eventfd(err(Errno::ENOTSUP, set_irqs(0xc, MSIX, 0, 1).fds(FdKind::EventFd, 1)))]
+#[case::set_irqs_mask_msix(vec![(set_irqs(0x9, MSIX, 7, 1), Expect::Ok), (set_irqs(0x11, MSIX, 7, 1), Expect::Ok)])]
 #[case::set_irqs_eventfd(vec![(set_irqs(EVENTFD_TRIGGER, MSIX, 7, 1).fds(FdKind::EventFd, 1), Expect::Ok)])]
 // REGION_READ and REGION_WRITE.
 #[case::read_region_index(einval(read(9, 0, 4)))]
@@ -489,6 +501,36 @@ fn a_refused_no_reply_command_gets_no_reply() {
     conn.send(&read(9, 0, 4).flags(flags::NO_REPLY));
     conn.send(&write(0, regs::SCRATCH, 8, &[0; 8]).flags(flags::NO_REPLY));
     conn.still_in_step();
+}
+
+/// A client that sends a message a byte at a time, each byte well within
+/// the message timeout, is dropped once the whole message took longer than
+/// it: the deadline does not restart with every byte.
+#[test]
+fn a_trickling_client_is_dropped_at_the_message_deadline() {
+    let running = start();
+    let mut conn = Conn::open(&running.path);
+    conn.expect(&version(), Expect::Ok);
+    let bytes = write(0, regs::SCRATCH, 8, &[0; 8]).bytes;
+    let began = std::time::Instant::now();
+    let mut sent = 0;
+    for b in &bytes {
+        if conn.0.write_all(std::slice::from_ref(b)).is_err() {
+            break;
+        }
+        sent += 1;
+        // The pace of the slow client itself, a third of the timeout.
+        std::thread::sleep(MESSAGE_TIMEOUT / 3);
+    }
+    assert!(
+        conn.reply().is_none(),
+        "the server answered a trickled message"
+    );
+    let took = began.elapsed();
+    assert!(sent < bytes.len(), "all {sent} bytes went through");
+    assert!(took < 3 * MESSAGE_TIMEOUT, "dropped after {took:?}");
+    drop(conn);
+    served_afterwards(&running);
 }
 
 /// The DMA mapping limit: 65535 maps (sent without replies), then ENOSPC.

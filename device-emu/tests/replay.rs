@@ -11,6 +11,8 @@ const RECORDING: &[u8] = include_bytes!("data/qemu-11.1-session.rec");
 
 #[test]
 fn qemu_traffic_is_accepted_whole() {
+    // Rejections are logged with their reason (RUST_LOG=warn).
+    let _ = env_logger::builder().is_test(true).try_init();
     let mut device = Device::new(BarLayout::default()).unwrap();
     device.power_on().unwrap();
     let mut session = Session::new(
@@ -19,7 +21,12 @@ fn qemu_traffic_is_accepted_whole() {
         Limits::default(),
     );
     assert_eq!(session.run(), End::Closed);
-    assert_eq!(session.rejected, 0);
+    // QEMU with the emulated Intel IOMMU unmaps whole address ranges when a
+    // device's IOMMU context changes, mapped or not: 58 DMA_UNMAPs of ranges
+    // that hold no mapping, which the specification's exact-match rule
+    // answers with ENOENT (logged by QEMU, not fatal). Everything else is
+    // accepted.
+    assert_eq!(session.rejected, 58);
     assert!(session.messages > 4000, "{} messages", session.messages);
     assert_eq!(session.transport().replies as u64, session.messages);
 }

@@ -64,6 +64,21 @@ mod ioctls {
         device_reset,
         request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 11)
     );
+    ioctl_write_ptr_bad!(
+        device_set_irqs,
+        request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 10),
+        u8
+    );
+    ioctl_write_ptr_bad!(
+        iommu_map_dma,
+        request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 13),
+        sys::vfio_iommu_type1_dma_map
+    );
+    ioctl_readwrite_bad!(
+        iommu_unmap_dma,
+        request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 14),
+        sys::vfio_iommu_type1_dma_unmap
+    );
     ioctl_readwrite_bad!(
         device_get_region_info,
         request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 8),
@@ -331,6 +346,74 @@ impl VfioDevice {
         unsafe { ioctls::device_reset(self.device.as_raw_fd()) }
             .map(drop)
             .map_err(ioctl_err("VFIO_DEVICE_RESET", &self.bdf))
+    }
+
+    /// `VFIO_DEVICE_SET_IRQS` for vectors `start..start + eventfds.len()` of
+    /// `index` with `flags` (`DATA_EVENTFD` with descriptors, `DATA_NONE`
+    /// with `count` and no descriptors).
+    pub fn set_irqs(
+        &self,
+        index: u32,
+        flags: u32,
+        start: u32,
+        count: u32,
+        eventfds: &[std::os::fd::RawFd],
+    ) -> Result<(), VfioError> {
+        let head = std::mem::size_of::<sys::vfio_irq_set>();
+        let mut buf = vec![0u8; head + 4 * eventfds.len()];
+        let fields = [
+            (head + 4 * eventfds.len()) as u32,
+            flags,
+            index,
+            start,
+            count,
+        ];
+        for (i, v) in fields.iter().enumerate() {
+            buf[4 * i..4 * i + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        for (i, fd) in eventfds.iter().enumerate() {
+            buf[head + 4 * i..head + 4 * i + 4].copy_from_slice(&fd.to_ne_bytes());
+        }
+        // SAFETY: `buf` holds a vfio_irq_set header followed by `argsz - head`
+        // bytes of data, as argsz says; the kernel reads at most argsz bytes.
+        unsafe { ioctls::device_set_irqs(self.device.as_raw_fd(), buf.as_ptr()) }
+            .map(drop)
+            .map_err(ioctl_err("VFIO_DEVICE_SET_IRQS", &self.bdf))
+    }
+
+    /// `VFIO_IOMMU_MAP_DMA`: maps `len` bytes of this process at `vaddr` to
+    /// `iova` for the device, readable and writable (type1 only).
+    ///
+    /// The caller keeps the memory mapped until [`VfioDevice::unmap_dma`]:
+    /// the kernel pins the pages, so unmapping them early only leaks them.
+    pub fn map_dma(&self, vaddr: u64, iova: u64, len: u64) -> Result<(), VfioError> {
+        let map = sys::vfio_iommu_type1_dma_map {
+            argsz: std::mem::size_of::<sys::vfio_iommu_type1_dma_map>() as u32,
+            flags: sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE,
+            vaddr,
+            iova,
+            size: len,
+        };
+        // SAFETY: `map` is a complete vfio_iommu_type1_dma_map; the kernel
+        // only reads it and pins the pages it names (an invalid range fails).
+        unsafe { ioctls::iommu_map_dma(self._container.as_raw_fd(), &map) }
+            .map(drop)
+            .map_err(ioctl_err("VFIO_IOMMU_MAP_DMA", format!("IOVA {iova:#x}")))
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA` of what [`VfioDevice::map_dma`] mapped at `iova`.
+    pub fn unmap_dma(&self, iova: u64, len: u64) -> Result<(), VfioError> {
+        let mut unmap = sys::vfio_iommu_type1_dma_unmap {
+            argsz: std::mem::size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
+            flags: 0,
+            iova,
+            size: len,
+            ..Default::default()
+        };
+        // SAFETY: `unmap` is a complete vfio_iommu_type1_dma_unmap with argsz set.
+        unsafe { ioctls::iommu_unmap_dma(self._container.as_raw_fd(), &mut unmap) }
+            .map(drop)
+            .map_err(ioctl_err("VFIO_IOMMU_UNMAP_DMA", format!("IOVA {iova:#x}")))
     }
 
     /// Reads the command register as vfio-pci virtualises it.

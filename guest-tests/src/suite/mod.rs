@@ -4,9 +4,11 @@
 pub mod bench;
 mod check;
 mod content;
+mod dma;
 mod fault_order;
 mod fork;
 pub mod inject;
+mod irq;
 mod kprobe;
 mod msix;
 mod orders;
@@ -86,6 +88,9 @@ pub fn all() -> Vec<TestCase<Fixture>> {
         TestCase::new("a3.selftests_strategy", msix::selftests_strategy),
         TestCase::new("a4.fallback_fragmented", place::fallback_fragmented),
         TestCase::new("a5.free_hint_kept", place::free_hint_kept),
+        TestCase::new("irq.msix_device_raised", irq::msix_device_raised),
+        TestCase::new("irq.msi_device_raised", irq::msi_device_raised),
+        TestCase::new("dma.copy", dma::copy_test),
         // Risky last: they oops kernels without the fixes (docs/RULES.md F6, F8).
         TestCase::new(
             "f8.mremap_move_pud_incongruent",
