@@ -37,7 +37,20 @@ pub struct RunOptions {
     /// The kernel log device (`/dev/kmsg`) to write [`BEGIN_MARKER`] and
     /// [`END_MARKER`] lines to around each test; `None` writes none.
     pub kmsg: Option<PathBuf>,
+    /// Write `# heartbeat NAME SECONDS` this often while a test runs (`None`:
+    /// never), so that a watcher of the stream can tell a long test from a
+    /// dead machine; see [`HEARTBEAT`].
+    pub heartbeat: Option<Duration>,
 }
+
+/// Starts the diagnostic (after `# `) the parent writes while a test runs:
+/// `heartbeat NAME SECONDS`, the whole seconds since the test's fork.
+pub const HEARTBEAT: &str = "heartbeat ";
+
+/// How often the guest binary beats by default: well under the runner's
+/// 30 s progress limit, so that a guest slowed down by a loaded host under TCG
+/// still beats many times within it.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// Written to the kernel log (`bigbar: begin NAME`) before a test starts.
 ///
@@ -217,7 +230,7 @@ fn run_one<F, W: Write>(
     ktap.diag(&format!(" RUN           {} ...", test.name))?;
     let kmsg = opts.kmsg.as_deref();
     mark(kmsg, BEGIN_MARKER, &test.name);
-    let finished = isolate::run(test.timeout, || child_body(test, fixture));
+    let finished = run_child(ktap, test, fixture, opts.heartbeat);
     if let Some(teardown) = test.teardown {
         teardown(fixture);
     }
@@ -233,6 +246,28 @@ fn run_one<F, W: Write>(
         ktap.diag(&format!("{}: {:.3} s", test.name, t.as_secs_f64()))?;
     }
     ktap.result(&test.name, &verdict)
+}
+
+/// Forks the test's child and waits for it, beating on the KTAP stream.
+fn run_child<F, W: Write>(
+    ktap: &mut Ktap<W>,
+    test: &TestCase<F>,
+    fixture: &F,
+    every: Option<Duration>,
+) -> Result<Finished, isolate::IsolateError> {
+    let body = || child_body(test, fixture);
+    let Some(every) = every else {
+        return isolate::run(test.timeout, body);
+    };
+    // Best effort: a beat that cannot be written changes nothing for the test.
+    let mut beat = |t: Duration| {
+        let _ = ktap.diag(&format!("{HEARTBEAT}{} {}", test.name, t.as_secs()));
+    };
+    let heartbeat = isolate::Heartbeat {
+        every,
+        beat: &mut beat,
+    };
+    isolate::run_beating(test.timeout, Some(heartbeat), body)
 }
 
 /// Runs the body in the child and turns its outcome into an exit status and messages.
@@ -456,6 +491,7 @@ mod tests {
         let opts = RunOptions {
             times: false,
             kmsg: Some(log.path().to_path_buf()),
+            heartbeat: None,
         };
         let mut buf = Vec::new();
         run(&mut buf, &select(&tests, &[]), opts, || Ok(Fx { value: 1 })).unwrap();
@@ -471,11 +507,50 @@ mod tests {
         let opts = RunOptions {
             times: false,
             kmsg: Some("/nonexistent/kmsg".into()),
+            heartbeat: None,
         };
         let tests = [TestCase::new("t.pass", pass)];
         let mut buf = Vec::new();
         let totals = run(&mut buf, &select(&tests, &[]), opts, || Ok(Fx { value: 1 })).unwrap();
         assert_eq!(totals.pass, 1);
+    }
+
+    fn sleeps(_: &Fx) -> anyhow::Result<Outcome> {
+        std::thread::sleep(Duration::from_millis(700));
+        Ok(Outcome::Pass)
+    }
+
+    #[test]
+    fn a_running_test_beats_on_the_stream_and_still_passes() {
+        let opts = RunOptions {
+            times: false,
+            kmsg: None,
+            heartbeat: Some(Duration::from_millis(200)),
+        };
+        let tests = [
+            TestCase::new("t.slow", sleeps).with_timeout(DUMMY_TIMEOUT),
+            TestCase::new("t.quick", skip),
+        ];
+        let mut buf = Vec::new();
+        let totals = run(&mut buf, &select(&tests, &[]), opts, || Ok(Fx { value: 1 })).unwrap();
+        assert_eq!(totals.pass, 1);
+        let out = String::from_utf8(buf).unwrap();
+        let beats: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("# heartbeat "))
+            .collect();
+        assert!(beats.len() >= 2, "{out}");
+        assert!(
+            beats.iter().all(|l| l.starts_with("# heartbeat t.slow ")),
+            "{out}"
+        );
+        // Beats come between the announcement and the result of their test.
+        let run_at = out.find("RUN           t.slow").unwrap();
+        let ok_at = out.find("ok 1 t.slow").unwrap();
+        assert!(beats.iter().all(|b| {
+            let at = out.find(b).unwrap();
+            run_at < at && at < ok_at
+        }));
     }
 
     #[test]

@@ -139,12 +139,31 @@ fn write_all_raw(fd: RawFd, mut bytes: &[u8]) {
     }
 }
 
+/// Called by the waiting parent every `every` while the child runs, with the
+/// time since the fork: whoever watches the parent from outside (the runner,
+/// through the KTAP stream) then tells a long test from a dead machine.
+pub struct Heartbeat<'a> {
+    /// Interval between two calls.
+    pub every: Duration,
+    /// What to do at each beat.
+    pub beat: &'a mut dyn FnMut(Duration),
+}
+
 /// Runs `body` in a forked child and waits at most `timeout` for it.
 ///
 /// `body` returns the child's exit status. It may call [`diag`] and [`message`].
 /// The child gets its own process group (so a timeout kills everything it forked)
 /// and no core dumps (a dump of a process mapping 16 GiB BARs helps nobody).
 pub fn run<B: FnOnce() -> i32>(timeout: Duration, body: B) -> Result<Finished, IsolateError> {
+    run_beating(timeout, None, body)
+}
+
+/// [`run`], calling `heartbeat` (if any) while the parent waits for the child.
+pub fn run_beating<B: FnOnce() -> i32>(
+    timeout: Duration,
+    heartbeat: Option<Heartbeat<'_>>,
+    body: B,
+) -> Result<Finished, IsolateError> {
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
     // Anything buffered in stdout would otherwise be written twice.
     let _ = io::stdout().flush();
@@ -163,7 +182,12 @@ pub fn run<B: FnOnce() -> i32>(timeout: Duration, body: B) -> Result<Finished, I
             drop(write_end);
             // Also done by the child; doing it here too closes the race with a kill.
             let _ = setpgid(child, child);
-            wait_child(child, read_end, started, timeout)
+            let waiting = Waiting {
+                child,
+                started,
+                deadline: started + timeout,
+            };
+            wait_child(&waiting, read_end, heartbeat)
         }
     }
 }
@@ -212,29 +236,65 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, IsolateError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-fn wait_child(
+/// The child a parent waits for.
+struct Waiting {
     child: Pid,
-    pipe: OwnedFd,
     started: Instant,
-    timeout: Duration,
+    deadline: Instant,
+}
+
+/// When the next beat is due, and the beat itself.
+struct Beats<'a> {
+    next: Instant,
+    heartbeat: Heartbeat<'a>,
+}
+
+impl Beats<'_> {
+    /// Beats if one is due (at most once: a parent that overslept several
+    /// intervals is alive now, and one beat says so).
+    fn beat_if_due(&mut self, started: Instant) {
+        let now = Instant::now();
+        if now >= self.next {
+            (self.heartbeat.beat)(now - started);
+            self.next = now + self.heartbeat.every;
+        }
+    }
+}
+
+fn wait_child(
+    w: &Waiting,
+    pipe: OwnedFd,
+    heartbeat: Option<Heartbeat<'_>>,
 ) -> Result<Finished, IsolateError> {
+    let (child, started) = (w.child, w.started);
     let pidfd = pidfd_open(child)?;
-    let deadline = started + timeout;
+    let mut beats = heartbeat.map(|h| Beats {
+        next: started + h.every,
+        heartbeat: h,
+    });
     let mut reader = RecordReader::default();
     let mut pipe_open = true;
     let end = loop {
         if let Some(end) = reap(child, WaitPidFlag::WNOHANG)? {
             break end;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        if let Some(b) = beats.as_mut() {
+            b.beat_if_due(started);
+        }
+        let now = Instant::now();
+        let left = w.deadline.saturating_duration_since(now);
         if left.is_zero() {
             break kill_and_reap(child, &pidfd);
         }
+        let wait = match &beats {
+            Some(b) => left.min(b.next.saturating_duration_since(now)),
+            None => left,
+        };
         let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         if pipe_open {
             fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
         }
-        match nix::poll::poll(&mut fds, poll_timeout(left)) {
+        match nix::poll::poll(&mut fds, poll_timeout(wait)) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(sys("poll")(e)),
         }
@@ -413,6 +473,41 @@ mod tests {
         assert_eq!(f.end, End::TimedOut);
         assert!(f.elapsed >= Duration::from_secs(2));
         assert_eq!(texts(&f, RecordKind::Diag), ["hanging"]);
+    }
+
+    #[test]
+    fn the_parent_beats_while_the_child_runs() {
+        let mut beats = Vec::new();
+        let mut record = |t: Duration| beats.push(t);
+        let heartbeat = Heartbeat {
+            every: Duration::from_millis(100),
+            beat: &mut record,
+        };
+        // The child outlives several intervals, then its deadline.
+        let f = run_beating(Duration::from_millis(550), Some(heartbeat), || loop {
+            nix::unistd::pause();
+        })
+        .unwrap();
+        assert_eq!(f.end, End::TimedOut);
+        assert!(beats.len() >= 2, "{beats:?}");
+        assert!(beats.len() <= 6, "{beats:?}");
+        assert!(beats
+            .windows(2)
+            .all(|w| w[1] - w[0] >= Duration::from_millis(100)));
+        assert!(beats[0] >= Duration::from_millis(100), "{beats:?}");
+    }
+
+    #[test]
+    fn a_quick_child_gets_no_beat() {
+        let mut count = 0;
+        let mut record = |_: Duration| count += 1;
+        let heartbeat = Heartbeat {
+            every: Duration::from_secs(20),
+            beat: &mut record,
+        };
+        let f = run_beating(T, Some(heartbeat), || 0).unwrap();
+        assert_eq!(f.end, End::Exited(0));
+        assert_eq!(count, 0);
     }
 
     #[test]

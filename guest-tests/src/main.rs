@@ -9,7 +9,7 @@ mod suite;
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
@@ -52,10 +52,16 @@ struct Cli {
     /// unless asked for.
     #[arg(long)]
     bench: bool,
-    /// Run a deliberate failure first: `panic` (the kernel, through sysrq) or
-    /// `hang` (this binary stops printing). For testing the runner.
+    /// Run a deliberate failure first: `panic` (the kernel, through sysrq),
+    /// `hang` (this binary stops printing) or `slow` (a test that takes 40 s,
+    /// printing only heartbeats). Repeatable, run in the order given. For
+    /// testing the runner.
     #[arg(long, value_name = "KIND", hide = true, value_parser = suite::inject::KINDS)]
-    inject: Option<String>,
+    inject: Vec<String>,
+    /// Seconds between two `# heartbeat NAME SECONDS` lines while a test runs
+    /// (0: none); the runner takes their absence for a hung guest.
+    #[arg(long, value_name = "SECS", default_value_t = harness::DEFAULT_HEARTBEAT.as_secs())]
+    heartbeat: u64,
     /// Also run the external kselftest programs installed under DIR
     /// (`DIR/<collection>/<program>`), after the other tests, each case as
     /// `<collection>.<program>.<case>` with VFIO_SELFTESTS_BDF set to the device.
@@ -106,9 +112,8 @@ fn main() -> ExitCode {
     if cli.bench {
         tests.extend(suite::bench::all());
     }
-    if let Some(t) = cli.inject.as_deref().and_then(suite::inject::test) {
-        tests.insert(0, t);
-    }
+    let injected = cli.inject.iter().filter_map(|k| suite::inject::test(k));
+    tests.splice(0..0, injected);
     let external = match external_tests(cli.kselftest_dir.as_deref()) {
         Ok(t) => t,
         Err(e) => {
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
     let options = harness::RunOptions {
         times: true,
         kmsg: Some(cli.root.join("dev/kmsg")),
+        heartbeat: (cli.heartbeat > 0).then(|| Duration::from_secs(cli.heartbeat)),
     };
     match harness::run_groups(io::stdout(), groups, options) {
         Ok(totals) => ExitCode::from(totals.exit_code() as u8),

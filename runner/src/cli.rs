@@ -26,7 +26,8 @@ Exit status:
   1    at least one test failed
   2    usage error
   3    the kernel oopsed or panicked (the report is printed and in results.json)
-  4    the guest did not finish within --timeout / --idle-timeout
+  4    the guest did not finish within --timeout / --idle-timeout, or hung in a
+       test (no heartbeat for --progress-timeout)
   5    with --repeat: a test's verdict varied between repetitions (flaky)
   125  the kernel could not be tested (fetch/build failed, QEMU or device-emu died,
        interrupted); `git bisect run` treats this as 'skip'
@@ -119,6 +120,11 @@ pub struct RunArgs {
     /// (at least 120 s before its first line: a kernel decompresses silently).
     #[arg(long, default_value_t = 180)]
     pub idle_timeout: u64,
+    /// Take the guest for hung when, while a test runs, its test binary writes
+    /// nothing on the KTAP port (it beats every 2 s) for this many seconds; the
+    /// test fails and the rest run in a fresh guest. At least 10 (five beats).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(10..))]
+    pub progress_timeout: u64,
     /// Cache of fetched QEMU, kernels and packages (default target/bigbar-cache,
     /// or $BIGBAR_CACHE).
     #[arg(long)]
@@ -327,6 +333,17 @@ mod tests {
         ];
         let set: std::collections::BTreeSet<u8> = all.into_iter().collect();
         assert_eq!(set.len(), all.len());
+    }
+
+    #[test]
+    fn progress_limit_defaults_to_30_s_and_stays_above_the_heartbeat() {
+        assert_eq!(parse(&[]).run.progress_timeout, 30);
+        assert_eq!(
+            parse(&["--progress-timeout", "10"]).run.progress_timeout,
+            10
+        );
+        let e = Cli::try_parse_from(["runner", "--progress-timeout", "4"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -95,12 +95,39 @@ fn is_timing(line: &str, prefix: &str) -> bool {
         .is_some_and(|secs| secs.parse::<f64>().is_ok())
 }
 
+/// A `# heartbeat NAME SECONDS` diagnostic: the guest binary's parent is
+/// alive and test NAME has run for SECONDS. It says nothing about the test's
+/// verdict and is never one of its diagnostics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The test running.
+    pub test: String,
+    /// Whole seconds since it started.
+    pub seconds: u64,
+}
+
+/// The heartbeat `line` (a whole KTAP line) is, if it is one.
+pub fn heartbeat(line: &str) -> Option<Heartbeat> {
+    let rest = line.strip_prefix('#')?.trim_start();
+    let rest = rest.strip_prefix("heartbeat ")?;
+    let (test, seconds) = rest.trim_end().rsplit_once(' ')?;
+    let test = test.trim();
+    if test.is_empty() || test.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(Heartbeat {
+        test: test.to_string(),
+        seconds: seconds.parse().ok()?,
+    })
+}
+
 /// Incremental KTAP parser for the top-level test list.
 #[derive(Debug, Default)]
 pub struct Parser {
     saw_version: bool,
     plan: Option<u32>,
     in_flight: Option<String>,
+    last_heartbeat: Option<Heartbeat>,
     pending_diag: Vec<String>,
     results: Vec<TestResult>,
 }
@@ -124,6 +151,12 @@ impl Parser {
         }
         if is_printk(line) {
             // Kernel messages interleaved in a saved serial log are not KTAP.
+            return None;
+        }
+        if let Some(beat) = heartbeat(line) {
+            // Liveness only: kept out of the diagnostics, so a saved stream
+            // with beats is judged as one without them.
+            self.last_heartbeat = Some(beat);
             return None;
         }
         if let Some(diag) = line.strip_prefix('#') {
@@ -172,6 +205,12 @@ impl Parser {
     /// The test announced with a `RUN` line and not finished yet.
     pub fn in_flight(&self) -> Option<&str> {
         self.in_flight.as_deref()
+    }
+
+    /// The last heartbeat of the test in flight, if it beat.
+    pub fn heartbeat_in_flight(&self) -> Option<&Heartbeat> {
+        let beat = self.last_heartbeat.as_ref()?;
+        (self.in_flight.as_deref() == Some(beat.test.as_str())).then_some(beat)
     }
 
     /// Why the stream falls short of its plan (or has none), if it does.
@@ -365,6 +404,56 @@ mod tests {
         p.feed_line("ok 1 f6.split_pud");
         assert_eq!(p.in_flight(), None);
         assert_eq!(p.results()[0].diagnostic, "detail");
+    }
+
+    #[rstest]
+    #[case::plain("# heartbeat f6.split_pud 12", Some(("f6.split_pud", 12)))]
+    #[case::zero("# heartbeat inject.slow 0", Some(("inject.slow", 0)))]
+    #[case::no_space_after_hash("#heartbeat a.b 4", Some(("a.b", 4)))]
+    #[case::carriage_return("# heartbeat a.b 4\r", Some(("a.b", 4)))]
+    #[case::no_seconds("# heartbeat a.b", None)]
+    #[case::bad_seconds("# heartbeat a.b 1.5", None)]
+    #[case::negative("# heartbeat a.b -1", None)]
+    #[case::two_names("# heartbeat a b 3", None)]
+    #[case::not_a_diagnostic("heartbeat a.b 3", None)]
+    #[case::other_diagnostic("# heartbeats are fine 3", None)]
+    #[case::printk("[    1.0] # heartbeat a.b 3", None)]
+    fn heartbeat_lines(#[case] line: &str, #[case] want: Option<(&str, u64)>) {
+        let got = heartbeat(line.trim_end_matches('\r'));
+        let want = want.map(|(test, seconds)| Heartbeat {
+            test: test.into(),
+            seconds,
+        });
+        assert_eq!(got, want);
+    }
+
+    #[rstest]
+    #[case::before_diagnostics(&["# heartbeat t 2", "# t: counted 3"], "not ok 1 t", "counted 3", "t: counted 3")]
+    #[case::last_line(&["# t: counted 3", "# heartbeat t 2"], "not ok 1 t", "counted 3", "t: counted 3")]
+    #[case::only_beats(&["# heartbeat t 2", "# heartbeat t 4"], "not ok 1 t # TIMEOUT", "TIMEOUT", "TIMEOUT")]
+    #[case::pass(&["# heartbeat t 2"], "ok 1 t", "", "")]
+    fn heartbeats_change_no_verdict_reason_or_diagnostic(
+        #[case] before: &[&str],
+        #[case] result: &str,
+        #[case] reason: &str,
+        #[case] diagnostic: &str,
+    ) {
+        let mut p = Parser::new();
+        p.feed_line("TAP version 13");
+        p.feed_line("1..1");
+        p.feed_line("#  RUN           t ...");
+        for l in before {
+            p.feed_line(l);
+        }
+        assert_eq!(p.heartbeat_in_flight().map(|b| b.test.as_str()), Some("t"));
+        p.feed_line(result);
+        assert!(p.complete());
+        assert_eq!(p.heartbeat_in_flight(), None);
+        let r = &p.results()[0];
+        assert_eq!(
+            (r.reason.as_str(), r.diagnostic.as_str()),
+            (reason, diagnostic)
+        );
     }
 
     #[test]

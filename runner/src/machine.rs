@@ -34,6 +34,9 @@ pub struct Plan {
     pub timeout: Duration,
     /// Longest silence (no console or KTAP line) before the guest is stopped.
     pub idle_timeout: Duration,
+    /// Longest silence of the KTAP port while a test runs (its heartbeats
+    /// stopped) before the guest is taken for hung.
+    pub progress_timeout: Duration,
     /// Echo the console.
     pub echo_console: bool,
     /// Extra arguments for the guest test binary.
@@ -456,6 +459,11 @@ fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> Gu
         memory_mib: plan.memory_mib,
         timeout: if limited { plan.timeout } else { NO_LIMIT },
         idle_timeout: if limited { plan.idle_timeout } else { NO_LIMIT },
+        progress_timeout: if limited {
+            plan.progress_timeout
+        } else {
+            NO_LIMIT
+        },
         echo_console: plan.echo_console,
         extra_qemu_args: extra,
     }

@@ -18,6 +18,7 @@ mod machine;
 mod matrix;
 mod parse;
 mod process;
+mod progress;
 mod recovery;
 mod repeat;
 mod report;
@@ -341,6 +342,7 @@ fn plan(args: &RunArgs, spec: &str, layout: device_emu::layout::BarLayout) -> ma
         memory_mib: args.memory,
         timeout: Duration::from_secs(args.timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
+        progress_timeout: Duration::from_secs(args.progress_timeout),
         echo_console: args.verbose,
         guest_args: args.guest_args(),
         append: args.append.clone(),

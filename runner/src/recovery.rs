@@ -156,7 +156,11 @@ fn died_during(name: &str, result: &SessionResult) -> TestResult {
         .find(|r| r.during_test.as_deref() == Some(name))
         .map(|r| r.text.clone())
         .unwrap_or_else(|| result.console_tail.clone());
-    TestResult::new(name, Verdict::Fail, &format!("{why}\n{report}"))
+    let mut died = TestResult::new(name, Verdict::Fail, &format!("{why}\n{report}"));
+    // The console's last line says what the kernel printed last, not why the
+    // test failed: for a hang that is the stall, for a crash its first line.
+    died.reason = why.lines().next().unwrap_or_default().to_string();
+    died
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::device::tail;
 use crate::klog::{Attributor, Finding};
 use crate::ktap::{Parser, TestResult};
 use crate::process::Supervised;
+use crate::progress::{self, Clock, Stall};
 use crate::report::Outcome;
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
@@ -72,6 +73,9 @@ pub struct GuestConfig {
     pub timeout: Duration,
     /// Longest silence on both serial ports before the guest is stopped.
     pub idle_timeout: Duration,
+    /// Longest silence on the KTAP port (no heartbeat, no result) while a test
+    /// runs before the guest is taken for hung and stopped.
+    pub progress_timeout: Duration,
     /// Extra QEMU arguments, appended last.
     pub extra_qemu_args: Vec<String>,
     /// Echo the kernel console to stderr as it arrives.
@@ -105,6 +109,8 @@ pub fn kernel_cmdline(cfg: &GuestConfig) -> String {
     // no_timer_check: under TCG on a loaded host the IO-APIC timer check can miss
     // its ticks and panic ("timer doesn't work through Interrupt-remapped IO-APIC").
     let mut s = String::from("console=ttyS0,115200 panic=-1 printk.time=1 no_timer_check");
+    s.push(' ');
+    s.push_str(HANG_DETECTORS);
     if cfg.iommu {
         s.push_str(" intel_iommu=on");
     }
@@ -114,6 +120,18 @@ pub fn kernel_cmdline(cfg: &GuestConfig) -> String {
     }
     s
 }
+
+/// The kernel's own hang detectors, set to report within the runner's 30 s
+/// progress limit, so that a hung guest's last console lines say why: soft
+/// lockups after the default 2 × 10 s (a shorter threshold reports a vCPU that a
+/// loaded host did not schedule under TCG), RCU stalls after 20 s (21 s), tasks
+/// blocked for 20 s, checked every 20 s (120 s). `softlockup_panic=0`:
+/// a lockup under TCG on a loaded host may be transient, and the runner, not
+/// the kernel, decides when a guest is dead. Kernels without a detector (the
+/// project's own configurations have only the RCU one) ignore its parameter;
+/// `sysctl.` parameters need 5.8 or later.
+pub const HANG_DETECTORS: &str = "softlockup_panic=0 \
+     rcupdate.rcu_cpu_stall_timeout=20 sysctl.kernel.hung_task_timeout_secs=20";
 
 /// QEMU's arguments (after the prefix) for a run whose serial sockets are in `dir`.
 pub fn qemu_args(cfg: &GuestConfig, dir: &Path) -> Vec<String> {
@@ -280,7 +298,11 @@ pub fn run(
     let mut state = LoopState::new(cfg.echo_console, cfg.device_socket.clone(), boot);
     let limits = Limits {
         deadline: start + cfg.timeout,
-        idle: cfg.idle_timeout,
+        silence: progress::Limits {
+            idle: cfg.idle_timeout,
+            progress: cfg.progress_timeout,
+            first_line: FIRST_LINE_GRACE,
+        },
     };
     let outcome = state.drive(rx, &qemu, limits, &qemu_log);
     let guest_seconds = start.elapsed().as_secs_f64();
@@ -293,8 +315,8 @@ pub fn run(
 struct Limits {
     /// The whole boot must end by then.
     deadline: Instant,
-    /// Longest silence on both serial ports.
-    idle: Duration,
+    /// How long the guest may stay silent.
+    silence: progress::Limits,
 }
 
 /// The event loop's state while one guest runs.
@@ -357,17 +379,6 @@ impl LoopState {
         self.console_tail.push(line);
     }
 
-    /// The longest silence allowed now: `idle`, but at least
-    /// [`FIRST_LINE_GRACE`] before the kernel's first line, since a compressed
-    /// kernel decompresses silently and, under TCG on a loaded host, slowly.
-    fn idle_limit(&self, idle: Duration) -> Duration {
-        if self.console_tail.is_empty() && !self.ktap.saw_version() {
-            idle.max(FIRST_LINE_GRACE)
-        } else {
-            idle
-        }
-    }
-
     /// Processes events until QEMU has exited and both streams are drained.
     fn drive(
         &mut self,
@@ -378,20 +389,19 @@ impl LoopState {
     ) -> Outcome {
         let mut qemu_status: Option<ExitStatus> = None;
         let mut forced: Option<Outcome> = None;
-        let mut last_output = Instant::now();
+        let mut clock = Clock::new(limits.silence, Instant::now());
         while qemu_status.is_none() || self.open_streams > 0 {
-            let wake = limits
-                .deadline
-                .min(last_output + self.idle_limit(limits.idle));
+            let (expiry, stall) = clock.expiry(self.ktap.in_flight().is_some());
+            let wake = limits.deadline.min(expiry);
             match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                 Ok(Event::Console(b, _) | Event::Ktap(b, _) | Event::StreamClosed(b))
                     if b != self.boot => {}
                 Ok(Event::Console(_, l)) => {
-                    last_output = Instant::now();
+                    clock.console(Instant::now());
                     self.on_console(l)
                 }
                 Ok(Event::Ktap(_, l)) => {
-                    last_output = Instant::now();
+                    clock.ktap(Instant::now());
                     self.ktap.feed_line(&l);
                 }
                 Ok(Event::StreamClosed(_)) => {
@@ -421,16 +431,12 @@ impl LoopState {
                     if qemu_status.is_some() {
                         break; // QEMU gone; a stream that never closes is not worth waiting for.
                     }
-                    let current = self.current_test().unwrap_or_else(|| "(boot)".into());
                     let why = if Instant::now() >= limits.deadline {
                         "the guest did not finish within --timeout".to_string()
                     } else {
-                        format!(
-                            "the guest printed nothing for {} s",
-                            self.idle_limit(limits.idle).as_secs()
-                        )
+                        self.stalled(stall)
                     };
-                    forced.get_or_insert(Outcome::TimedOut(format!("{why}; in flight: {current}")));
+                    forced.get_or_insert(Outcome::TimedOut(why));
                     qemu.signal(Signal::SIGKILL);
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -446,6 +452,19 @@ impl LoopState {
             Some(other) => other,
             None => self.judge(qemu_status, qemu_log),
         }
+    }
+
+    /// Says, on stderr at once and in the returned reason, that the guest stalled
+    /// and which test was in flight (with how long it had beaten, if it had).
+    fn stalled(&self, stall: Stall) -> String {
+        let current = self.current_test().unwrap_or_else(|| "(boot)".into());
+        let beat = match self.ktap.heartbeat_in_flight() {
+            Some(b) => format!(" (its last heartbeat at {} s)", b.seconds),
+            None => String::new(),
+        };
+        let why = format!("{stall}; in flight: {current}{beat}");
+        eprintln!("bigbar: boot {}: {why}; stopping the guest", self.boot);
+        why
     }
 
     /// Decides the outcome of a boot that ended by itself.
@@ -568,7 +587,7 @@ mod tests {
         boot: usize,
         events: Vec<Event>,
         script: &str,
-        idle: Duration,
+        (idle, progress): (Duration, Duration),
     ) -> SessionResult {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = channel();
@@ -585,7 +604,11 @@ mod tests {
         let mut state = LoopState::new(false, dir.path().join("dev.sock"), boot);
         let limits = Limits {
             deadline: Instant::now() + Duration::from_secs(60),
-            idle,
+            silence: progress::Limits {
+                idle,
+                progress,
+                first_line: FIRST_LINE_GRACE,
+            },
         };
         let outcome = state.drive(&rx, &qemu, limits, &dir.path().join("qemu.log"));
         state.finish(outcome, 0.0)
@@ -605,7 +628,12 @@ mod tests {
             Event::StreamClosed(2),
             Event::StreamClosed(2),
         ];
-        let r = drive_events(2, events, "exit 0", Duration::from_secs(30));
+        let r = drive_events(
+            2,
+            events,
+            "exit 0",
+            (Duration::from_secs(30), Duration::from_secs(30)),
+        );
         assert_eq!(r.outcome, Outcome::Completed);
         assert!(r.kernel_reports.is_empty(), "{:?}", r.kernel_reports);
         assert_eq!(r.tests.len(), 1);
@@ -621,7 +649,12 @@ mod tests {
             Event::Console(1, "[    5.0] Oops: general protection fault".into()),
         ];
         // The stand-in for QEMU never exits by itself: the idle limit ends it.
-        let r = drive_events(1, events, "exec sleep 60", Duration::from_millis(300));
+        let r = drive_events(
+            1,
+            events,
+            "exec sleep 60",
+            (Duration::from_millis(300), Duration::from_secs(30)),
+        );
         match &r.outcome {
             Outcome::KernelCrashed(why) => {
                 assert!(why.starts_with("[    5.0] Oops"), "{why}");
@@ -685,7 +718,12 @@ mod tests {
             .collect();
         events.extend(SID_CONSOLE.iter().map(|l| Event::Console(1, l.to_string())));
         events.extend([Event::StreamClosed(1), Event::StreamClosed(1)]);
-        let live = drive_events(1, events, "exit 0", Duration::from_secs(30));
+        let live = drive_events(
+            1,
+            events,
+            "exit 0",
+            (Duration::from_secs(30), Duration::from_secs(30)),
+        );
         assert_eq!(live.outcome, Outcome::Completed);
         let mut record = crate::recovery::Recovery::new(Vec::new());
         record.absorb(1, live);
@@ -727,12 +765,140 @@ mod tests {
     #[test]
     fn silence_alone_is_a_timeout() {
         let events = vec![Event::Console(1, "[    0.0] Linux version 7.2".into())];
-        let r = drive_events(1, events, "exec sleep 60", Duration::from_millis(300));
+        let r = drive_events(
+            1,
+            events,
+            "exec sleep 60",
+            (Duration::from_millis(300), Duration::from_secs(30)),
+        );
         assert!(
             matches!(r.outcome, Outcome::TimedOut(ref why) if why.contains("printed nothing")),
             "{:?}",
             r.outcome
         );
+    }
+
+    /// A guest whose test binary announced `t.hang`, beat twice, then stopped.
+    fn hung_in_a_test() -> Vec<Event> {
+        [
+            "TAP version 13",
+            "1..2",
+            "#  RUN           t.hang ...",
+            "# heartbeat t.hang 2",
+            "# heartbeat t.hang 4",
+        ]
+        .iter()
+        .map(|l| Event::Ktap(1, l.to_string()))
+        .chain([Event::Console(1, "[    9.0] bigbar: begin t.hang".into())])
+        .collect()
+    }
+
+    #[test]
+    fn a_test_whose_heartbeat_stops_is_a_hang_of_that_test() {
+        let limits = (Duration::from_secs(30), Duration::from_millis(300));
+        let started = Instant::now();
+        let r = drive_events(1, hung_in_a_test(), "exec sleep 60", limits);
+        // Well before the idle limit: the progress limit struck.
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let Outcome::TimedOut(why) = &r.outcome else {
+            panic!("expected a hang, got {:?}", r.outcome);
+        };
+        assert!(why.starts_with("the guest hung: no heartbeat"), "{why}");
+        assert!(
+            why.contains("in flight: t.hang (its last heartbeat at 4 s)"),
+            "{why}"
+        );
+        assert_eq!(r.in_flight.as_deref(), Some("t.hang"));
+        assert!(!r.ktap_complete);
+        assert!(r.console_tail.contains("bigbar: begin t.hang"));
+        // Recovery fails the test with the reason and the console lines.
+        let mut record = crate::recovery::Recovery::new(vec!["t.hang".into(), "t.next".into()]);
+        assert!(record.absorb(1, r), "the rest must go to a fresh guest");
+        let rec = record.finish();
+        assert_eq!(rec.tests[0].result, crate::ktap::Verdict::Fail);
+        assert!(
+            rec.tests[0].reason.contains("the guest hung"),
+            "{}",
+            rec.tests[0].reason
+        );
+        assert!(rec.tests[0].diagnostic.contains("bigbar: begin t.hang"));
+    }
+
+    #[test]
+    fn a_slow_test_that_keeps_beating_is_not_stopped() {
+        // The progress limit is 300 ms; the test runs four times that, beating
+        // every 50 ms, as a slow but alive guest would.
+        let limits = (Duration::from_secs(30), Duration::from_millis(300));
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = channel();
+        for l in ["TAP version 13", "1..1", "#  RUN           t.slow ..."] {
+            tx.send(Event::Ktap(1, l.into())).unwrap();
+        }
+        let qemu = Supervised::spawn(
+            "qemu",
+            Command::new("sh").args(["-c", "exec sleep 60"]),
+            tx.clone(),
+            Event::QemuExited,
+        )
+        .unwrap();
+        let guest = std::thread::spawn(move || {
+            for i in 0..24 {
+                // The pace of the simulated guest, not a synchronisation.
+                std::thread::sleep(Duration::from_millis(50));
+                let beat = format!("# heartbeat t.slow {i}");
+                tx.send(Event::Ktap(1, beat)).unwrap();
+            }
+            tx.send(Event::Ktap(1, "ok 1 t.slow".into())).unwrap();
+            let status = Command::new("true").status().unwrap();
+            for e in [
+                Event::StreamClosed(1),
+                Event::StreamClosed(1),
+                Event::QemuExited(status),
+            ] {
+                tx.send(e).unwrap();
+            }
+        });
+        let mut state = LoopState::new(false, dir.path().join("dev.sock"), 1);
+        let limits = Limits {
+            deadline: Instant::now() + Duration::from_secs(60),
+            silence: progress::Limits {
+                idle: limits.0,
+                progress: limits.1,
+                first_line: FIRST_LINE_GRACE,
+            },
+        };
+        let outcome = state.drive(&rx, &qemu, limits, &dir.path().join("qemu.log"));
+        guest.join().unwrap();
+        assert_eq!(outcome, Outcome::Completed);
+        let r = state.finish(outcome, 0.0);
+        assert_eq!(r.tests.len(), 1);
+        assert_eq!(r.tests[0].result, crate::ktap::Verdict::Pass);
+        assert_eq!(r.tests[0].diagnostic, "", "heartbeats are no diagnostics");
+    }
+
+    #[test]
+    fn between_tests_only_silence_on_both_ports_counts() {
+        // A finished test and then a long fixture setup: no test in flight, so
+        // the short progress limit does not apply and the idle limit strikes.
+        let events = [
+            "TAP version 13",
+            "1..2",
+            "#  RUN           t.a ...",
+            "ok 1 t.a",
+        ]
+        .iter()
+        .map(|l| Event::Ktap(1, l.to_string()))
+        .collect();
+        let limits = (Duration::from_millis(600), Duration::from_millis(100));
+        let r = drive_events(1, events, "exec sleep 60", limits);
+        let Outcome::TimedOut(why) = &r.outcome else {
+            panic!("expected a timeout, got {:?}", r.outcome);
+        };
+        assert!(
+            why.starts_with("the guest printed nothing for 0 s"),
+            "{why}"
+        );
+        assert!(why.contains("in flight: (the test after t.a)"), "{why}");
     }
 
     fn cfg() -> GuestConfig {
@@ -748,6 +914,7 @@ mod tests {
             memory_mib: 1024,
             timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            progress_timeout: Duration::from_secs(1),
             echo_console: false,
             extra_qemu_args: vec!["-s".into()],
         }
@@ -772,6 +939,11 @@ mod tests {
         let c = kernel_cmdline(&cfg());
         assert!(c.starts_with("console=ttyS0"));
         assert!(c.contains("intel_iommu=on"));
+        assert!(!c.contains("watchdog_thresh"), "{c}");
+        assert!(
+            c.contains(" sysctl.kernel.hung_task_timeout_secs=20"),
+            "{c}"
+        );
         assert!(c.ends_with(" quiet"));
         let mut no = cfg();
         no.iommu = false;

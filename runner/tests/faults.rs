@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 /// The runner's exit status when the kernel could not be tested.
 const EXIT_NOT_TESTED: i32 = 125;
@@ -286,13 +287,87 @@ fn a_kernel_panic_fails_its_test_and_the_rest_run_in_a_fresh_guest() {
     assert_eq!(boots[1]["tests"][0], "setup.bind_vfio");
 }
 
+/// A runner's stderr lines, each with when the test read it, and the
+/// runner's descendants when the first line containing `sample_at` arrived.
+fn timed_lines(child: &mut Child, sample_at: &str) -> (Vec<(Instant, String)>, BTreeSet<i32>) {
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let mut pids = BTreeSet::new();
+    let mut lines = Vec::new();
+    for line in err.lines().map_while(Result::ok) {
+        if pids.is_empty() && line.contains(sample_at) {
+            pids = descendants(child.id() as i32);
+        }
+        lines.push((Instant::now(), line));
+    }
+    (lines, pids)
+}
+
+/// When the first line containing `needle` was read.
+fn seen_at(lines: &[(Instant, String)], needle: &str) -> Instant {
+    lines
+        .iter()
+        .find(|(_, l)| l.contains(needle))
+        .map(|(t, _)| *t)
+        .unwrap_or_else(|| panic!("no line with {needle:?}"))
+}
+
 #[test]
-fn a_silent_guest_is_stopped_and_the_rest_run_in_a_fresh_guest() {
-    let (code, run, log) = injected("hang", &["--idle-timeout", "20"]);
+fn a_hung_guest_is_found_in_30_s_and_a_slow_one_is_kept() {
+    // Default limits: only the heartbeat can tell the 40 s of inject.slow
+    // (longer than the 30 s progress limit) from the hang of inject.hang.
+    let out = tempfile::tempdir().unwrap();
+    let mut child = runner()
+        .args([
+            "-v",
+            "--guest-arg=--inject=slow",
+            "--guest-arg=--inject=hang",
+        ])
+        .args(["--filter", "inject.*", "--filter", "setup.*", "--out"])
+        .arg(out.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, pids) = timed_lines(&mut child, "bigbar: begin inject.hang");
+    let code = child.wait().unwrap().code();
+    let log: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    let log = log.join("\n");
     assert_eq!(code, Some(4), "{log}");
+    let run = results(out.path())["runs"][0].clone();
+
+    // Slow but beating: not stopped, passed.
+    assert_eq!(verdict(&run, "inject.slow").0, "pass", "{log}");
+
+    // Hung: found within the progress limit and named.
+    let hung = seen_at(&lines, "bigbar: begin inject.hang");
+    let found = seen_at(&lines, "the guest hung: no heartbeat");
+    let took = found - hung;
+    eprintln!(
+        "hang of inject.hang found {:.1} s after it began",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(60), "took {took:?}\n{log}");
     let (result, diag) = verdict(&run, "inject.hang");
     assert_eq!(result, "fail");
-    assert!(diag.contains("printed nothing for 20 s"), "{diag}");
+    assert!(diag.contains("the guest hung"), "{diag}");
+    assert!(diag.contains("in flight: inject.hang"), "{diag}");
+    assert!(
+        diag.contains("bigbar: begin inject.hang"),
+        "console lines: {diag}"
+    );
+
+    // The rest ran in a fresh guest.
     assert_eq!(verdict(&run, "setup.bind_vfio").0, "pass");
-    assert_eq!(run["boots"].as_array().unwrap().len(), 2, "{run}");
+    let boots = run["boots"].as_array().unwrap();
+    assert_eq!(boots.len(), 2, "{run}");
+    assert_eq!(
+        boots[0]["tests"],
+        serde_json::json!(["inject.slow", "inject.hang"])
+    );
+    assert_eq!(boots[1]["tests"][0], "setup.bind_vfio");
+    let run_dir = lines
+        .iter()
+        .find_map(|(_, l)| l.strip_prefix("bigbar: run directory "))
+        .map(PathBuf::from);
+    assert_clean(&pids, run_dir.as_deref(), &log);
 }

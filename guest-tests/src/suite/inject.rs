@@ -5,20 +5,29 @@
 //! - `inject.panic`: panics the kernel through `/proc/sysrq-trigger`.
 //! - `inject.hang`: stops this binary's main process, so the guest prints
 //!   nothing more, as a hung kernel would look from outside.
+//! - `inject.slow`: takes 40 s in its child without printing, then passes:
+//!   longer than the runner's progress limit, so only the parent's heartbeats
+//!   keep a slow but alive guest from being taken for a hung one.
 
 use anyhow::{bail, Context, Result};
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::{Outcome, TestCase};
 use nix::sys::signal::{kill, Signal};
+use std::time::Duration;
 
 /// The failures `--inject` knows.
-pub const KINDS: [&str; 2] = ["panic", "hang"];
+pub const KINDS: [&str; 3] = ["panic", "hang", "slow"];
+
+/// How long `inject.slow` takes: more than the runner's default progress limit
+/// (30 s), well under the test deadline.
+const SLOW: Duration = Duration::from_secs(40);
 
 /// The test for `kind` (one of [`KINDS`]).
 pub fn test(kind: &str) -> Option<TestCase<Fixture>> {
     match kind {
         "panic" => Some(TestCase::new("inject.panic", panic)),
         "hang" => Some(TestCase::new("inject.hang", hang)),
+        "slow" => Some(TestCase::new("inject.slow", slow)),
         _ => None,
     }
 }
@@ -36,4 +45,10 @@ fn hang(_: &Fixture) -> Result<Outcome> {
     loop {
         nix::unistd::pause();
     }
+}
+
+fn slow(_: &Fixture) -> Result<Outcome> {
+    // The child is silent; the harness's parent beats for it.
+    std::thread::sleep(SLOW);
+    Ok(Outcome::Pass)
 }
