@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::isolate::{self, End, Finished, RecordKind};
+use crate::kmsg::KernelLog;
 use crate::ktap::{Ktap, Totals, Verdict, KSFT_FAIL, KSFT_PASS, KSFT_SKIP, KSFT_XFAIL};
 
 /// Deadline of a test unless it says otherwise.
@@ -230,7 +231,9 @@ fn run_one<F, W: Write>(
     ktap.diag(&format!(" RUN           {} ...", test.name))?;
     let kmsg = opts.kmsg.as_deref();
     mark(kmsg, BEGIN_MARKER, &test.name);
-    let finished = run_child(ktap, test, fixture, opts.heartbeat);
+    // Opened after the begin marker, so that only this test's records are read.
+    let mut kernel_log = kmsg.and_then(|p| KernelLog::open(p).ok());
+    let finished = run_child(ktap, test, fixture, opts.heartbeat, kernel_log.as_mut());
     if let Some(teardown) = test.teardown {
         teardown(fixture);
     }
@@ -248,16 +251,22 @@ fn run_one<F, W: Write>(
     ktap.result(&test.name, &verdict)
 }
 
-/// Forks the test's child and waits for it, beating on the KTAP stream.
+/// Forks the test's child and waits for it, beating on the KTAP stream and
+/// watching the kernel log for an oops.
 fn run_child<F, W: Write>(
     ktap: &mut Ktap<W>,
     test: &TestCase<F>,
     fixture: &F,
     every: Option<Duration>,
+    kernel_log: Option<&mut KernelLog>,
 ) -> Result<Finished, isolate::IsolateError> {
     let body = || child_body(test, fixture);
     let Some(every) = every else {
-        return isolate::run(test.timeout, body);
+        let watch = isolate::Watch {
+            heartbeat: None,
+            kernel_log,
+        };
+        return isolate::run_watched(test.timeout, watch, body);
     };
     // Best effort: a beat that cannot be written changes nothing for the test.
     let mut beat = |t: Duration| {
@@ -267,7 +276,11 @@ fn run_child<F, W: Write>(
         every,
         beat: &mut beat,
     };
-    isolate::run_beating(test.timeout, Some(heartbeat), body)
+    let watch = isolate::Watch {
+        heartbeat: Some(heartbeat),
+        kernel_log,
+    };
+    isolate::run_watched(test.timeout, watch, body)
 }
 
 /// Runs the body in the child and turns its outcome into an exit status and messages.
@@ -330,6 +343,18 @@ fn report<F, W: Write>(
         End::Signaled(sig) => {
             ktap.diag(&format!("{name}: killed by signal {}", sig.as_str()))?;
             Verdict::Fail
+        }
+        End::TimedOut | End::Unkillable if f.kernel_oops.is_some() => {
+            let stuck = if f.end == End::Unkillable {
+                " and survived SIGKILL (stuck in the kernel)"
+            } else {
+                ", killed"
+            };
+            ktap.diag(&format!(
+                "{name}: the kernel oopsed while it ran ({}); the child did not end{stuck}",
+                f.kernel_oops.as_deref().unwrap_or_default()
+            ))?;
+            Verdict::Timeout
         }
         End::TimedOut => {
             ktap.diag(&format!(

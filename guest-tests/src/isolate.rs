@@ -19,11 +19,18 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, setpgid, ForkResult, Pid};
 
+use crate::kmsg::KernelLog;
+
 /// How long the parent waits for a killed child to be reaped before giving up on it
 /// (a task stuck in the kernel cannot be killed; it must not stall the whole run).
 /// A killable child dies within milliseconds of SIGKILL; the grace only decides
 /// whether a timed-out test is reported as stuck in the kernel.
 const REAP_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a child may still run after the kernel reported an oops while it ran,
+/// and how long a SIGKILL then has to end it. A child the oops did not concern
+/// ends or exits in this time; one the oops left in the kernel never does.
+const OOPS_GRACE: Duration = Duration::from_millis(500);
 
 /// Write end of the report pipe in a child, or -1 outside of one.
 static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
@@ -86,6 +93,9 @@ pub struct Finished {
     pub records: Vec<Record>,
     /// Time from fork to end.
     pub elapsed: Duration,
+    /// The first line of an oops the kernel reported while the child ran, when
+    /// the parent watched the kernel log ([`Watch::kernel_log`]).
+    pub kernel_oops: Option<String>,
 }
 
 /// Sends a diagnostic line: through the report pipe in a child, to stdout as a
@@ -155,13 +165,23 @@ pub struct Heartbeat<'a> {
 /// The child gets its own process group (so a timeout kills everything it forked)
 /// and no core dumps (a dump of a process mapping 16 GiB BARs helps nobody).
 pub fn run<B: FnOnce() -> i32>(timeout: Duration, body: B) -> Result<Finished, IsolateError> {
-    run_beating(timeout, None, body)
+    run_watched(timeout, Watch::default(), body)
 }
 
-/// [`run`], calling `heartbeat` (if any) while the parent waits for the child.
-pub fn run_beating<B: FnOnce() -> i32>(
+/// What the parent does besides waiting, while the child runs.
+#[derive(Default)]
+pub struct Watch<'a> {
+    /// Called at intervals while the child runs.
+    pub heartbeat: Option<Heartbeat<'a>>,
+    /// The kernel log: once it reports an oops, the child has [`OOPS_GRACE`] to
+    /// end before it is killed, instead of its whole deadline.
+    pub kernel_log: Option<&'a mut KernelLog>,
+}
+
+/// [`run`], doing what `watch` says while the parent waits for the child.
+pub fn run_watched<B: FnOnce() -> i32>(
     timeout: Duration,
-    heartbeat: Option<Heartbeat<'_>>,
+    watch: Watch<'_>,
     body: B,
 ) -> Result<Finished, IsolateError> {
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
@@ -187,7 +207,7 @@ pub fn run_beating<B: FnOnce() -> i32>(
                 started,
                 deadline: started + timeout,
             };
-            wait_child(&waiting, read_end, heartbeat)
+            wait_child(&waiting, read_end, watch)
         }
     }
 }
@@ -261,17 +281,15 @@ impl Beats<'_> {
     }
 }
 
-fn wait_child(
-    w: &Waiting,
-    pipe: OwnedFd,
-    heartbeat: Option<Heartbeat<'_>>,
-) -> Result<Finished, IsolateError> {
+fn wait_child(w: &Waiting, pipe: OwnedFd, watch: Watch<'_>) -> Result<Finished, IsolateError> {
     let (child, started) = (w.child, w.started);
     let pidfd = pidfd_open(child)?;
-    let mut beats = heartbeat.map(|h| Beats {
+    let mut beats = watch.heartbeat.map(|h| Beats {
         next: started + h.every,
         heartbeat: h,
     });
+    let mut kernel_log = watch.kernel_log;
+    let mut oops: Option<(Instant, String)> = None;
     let mut reader = RecordReader::default();
     let mut pipe_open = true;
     let end = loop {
@@ -282,28 +300,35 @@ fn wait_child(
             b.beat_if_due(started);
         }
         let now = Instant::now();
-        let left = w.deadline.saturating_duration_since(now);
+        let deadline = match &oops {
+            Some((at, _)) => w.deadline.min(*at + OOPS_GRACE),
+            None => w.deadline,
+        };
+        let left = deadline.saturating_duration_since(now);
         if left.is_zero() {
-            break kill_and_reap(child, &pidfd);
+            let grace = if oops.is_some() {
+                OOPS_GRACE
+            } else {
+                REAP_GRACE
+            };
+            break kill_and_reap(child, &pidfd, grace);
         }
         let wait = match &beats {
             Some(b) => left.min(b.next.saturating_duration_since(now)),
             None => left,
         };
-        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        if pipe_open {
-            fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
-        }
-        match nix::poll::poll(&mut fds, poll_timeout(wait)) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(sys("poll")(e)),
-        }
-        let pipe_ready = fds
-            .get(1)
-            .and_then(|f| f.revents())
-            .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP));
-        if pipe_ready {
+        let watching = kernel_log.as_deref().filter(|_| oops.is_none());
+        let ready = poll_once(&pidfd, pipe_open.then_some(&pipe), watching, wait)?;
+        if ready.pipe {
             pipe_open = reader.fill(&pipe)? != Got::Eof;
+        }
+        if ready.kernel_log {
+            if let Some(log) = kernel_log.as_deref_mut() {
+                // A log that cannot be read is no reason to fail the test.
+                if let Ok(Some(line)) = log.next_oops() {
+                    oops = Some((Instant::now(), line));
+                }
+            }
         }
     };
     // Whatever the child wrote before it ended is still in the pipe. Grandchildren may
@@ -313,6 +338,43 @@ fn wait_child(
         end,
         records: reader.finish(),
         elapsed: started.elapsed(),
+        kernel_oops: oops.map(|(_, line)| line),
+    })
+}
+
+/// Which of the polled descriptors became ready.
+struct Ready {
+    pipe: bool,
+    kernel_log: bool,
+}
+
+/// Polls the child's pidfd, its report pipe and the kernel log for at most `wait`.
+fn poll_once(
+    pidfd: &OwnedFd,
+    pipe: Option<&OwnedFd>,
+    kernel_log: Option<&KernelLog>,
+    wait: Duration,
+) -> Result<Ready, IsolateError> {
+    let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let pipe_at = pipe.map(|p| {
+        fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        fds.len() - 1
+    });
+    let log_at = kernel_log.map(|l| {
+        fds.push(PollFd::new(l.fd(), PollFlags::POLLIN));
+        fds.len() - 1
+    });
+    match nix::poll::poll(&mut fds, poll_timeout(wait)) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => return Err(sys("poll")(e)),
+    }
+    let is_ready = |at: Option<usize>| {
+        at.and_then(|i| fds[i].revents())
+            .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
+    };
+    Ok(Ready {
+        pipe: is_ready(pipe_at),
+        kernel_log: is_ready(log_at),
     })
 }
 
@@ -336,10 +398,10 @@ fn reap(child: Pid, flags: WaitPidFlag) -> Result<Option<End>, IsolateError> {
     }
 }
 
-fn kill_and_reap(child: Pid, pidfd: &OwnedFd) -> End {
+fn kill_and_reap(child: Pid, pidfd: &OwnedFd, grace: Duration) -> End {
     let _ = killpg(child, Signal::SIGKILL);
     let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-    let _ = nix::poll::poll(&mut fds, poll_timeout(REAP_GRACE));
+    let _ = nix::poll::poll(&mut fds, poll_timeout(grace));
     match reap(child, WaitPidFlag::WNOHANG) {
         Ok(Some(_)) => End::TimedOut,
         _ => End::Unkillable,
@@ -484,7 +546,7 @@ mod tests {
             beat: &mut record,
         };
         // The child outlives several intervals, then its deadline.
-        let f = run_beating(Duration::from_millis(550), Some(heartbeat), || loop {
+        let f = run_watched(Duration::from_millis(550), beating(heartbeat), || loop {
             nix::unistd::pause();
         })
         .unwrap();
@@ -505,7 +567,7 @@ mod tests {
             every: Duration::from_secs(20),
             beat: &mut record,
         };
-        let f = run_beating(T, Some(heartbeat), || 0).unwrap();
+        let f = run_watched(T, beating(heartbeat), || 0).unwrap();
         assert_eq!(f.end, End::Exited(0));
         assert_eq!(count, 0);
     }
@@ -539,5 +601,39 @@ mod tests {
                 text: "hal".into()
             }
         );
+    }
+
+    fn beating(heartbeat: Heartbeat<'_>) -> Watch<'_> {
+        Watch {
+            heartbeat: Some(heartbeat),
+            kernel_log: None,
+        }
+    }
+
+    #[test]
+    fn an_oops_in_the_kernel_log_ends_the_wait_early() {
+        use std::io::Write as _;
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let mut log = KernelLog::open(tmp.path()).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(tmp.path())
+            .unwrap();
+        file.write_all(b"1,9,9,-;BUG: unable to handle page fault for address: 1\n")
+            .unwrap();
+        let watch = Watch {
+            heartbeat: None,
+            kernel_log: Some(&mut log),
+        };
+        let f = run_watched(T, watch, || loop {
+            std::thread::sleep(Duration::from_millis(50));
+        })
+        .unwrap();
+        assert_eq!(f.end, End::TimedOut);
+        assert_eq!(
+            f.kernel_oops.as_deref(),
+            Some("BUG: unable to handle page fault for address: 1")
+        );
+        assert!(f.elapsed < Duration::from_secs(5), "{:?}", f.elapsed);
     }
 }

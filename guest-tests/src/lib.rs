@@ -10,6 +10,7 @@ pub mod glob;
 pub mod harness;
 pub mod isolate;
 pub mod kernel;
+pub mod kmsg;
 pub mod kselftest;
 pub mod ktap;
 pub mod mapping;
