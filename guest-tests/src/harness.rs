@@ -42,6 +42,9 @@ pub struct RunOptions {
     /// never), so that a watcher of the stream can tell a long test from a
     /// dead machine; see [`HEARTBEAT`].
     pub heartbeat: Option<Duration>,
+    /// Which processes may fork the tests' children (see [`isolate::Threads`]):
+    /// by default only a single-threaded one.
+    pub threads: isolate::Threads,
 }
 
 /// Starts the diagnostic (after `# `) the parent writes while a test runs:
@@ -233,7 +236,7 @@ fn run_one<F, W: Write>(
     mark(kmsg, BEGIN_MARKER, &test.name);
     // Opened after the begin marker, so that only this test's records are read.
     let mut kernel_log = kmsg.and_then(|p| KernelLog::open(p).ok());
-    let finished = run_child(ktap, test, fixture, opts.heartbeat, kernel_log.as_mut());
+    let finished = run_child(ktap, test, fixture, opts, kernel_log.as_mut());
     if let Some(teardown) = test.teardown {
         teardown(fixture);
     }
@@ -257,12 +260,14 @@ fn run_child<F, W: Write>(
     ktap: &mut Ktap<W>,
     test: &TestCase<F>,
     fixture: &F,
-    every: Option<Duration>,
+    opts: &RunOptions,
     kernel_log: Option<&mut KernelLog>,
 ) -> Result<Finished, isolate::IsolateError> {
+    let (every, threads) = (opts.heartbeat, opts.threads);
     let body = || child_body(test, fixture);
     let Some(every) = every else {
         let watch = isolate::Watch {
+            threads,
             heartbeat: None,
             kernel_log,
         };
@@ -277,6 +282,7 @@ fn run_child<F, W: Write>(
         beat: &mut beat,
     };
     let watch = isolate::Watch {
+        threads,
         heartbeat: Some(heartbeat),
         kernel_log,
     };
@@ -377,6 +383,18 @@ fn report<F, W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Options for the multi-threaded `cargo test` process.
+    fn test_opts() -> RunOptions {
+        // SAFETY: the dummy bodies allocate, write to the report pipe and exit;
+        // the one that panics could meet another test thread's panic lock, which
+        // its 20 s deadline turns into a failure instead of a hang.
+        let threads = isolate::Threads::Any(unsafe { isolate::ForkAnyway::new() });
+        RunOptions {
+            threads,
+            ..RunOptions::default()
+        }
+    }
     use anyhow::{bail, Context};
 
     struct Fx {
@@ -445,7 +463,7 @@ mod tests {
         let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
         let selected = select(&tests, &filters);
         let mut buf = Vec::new();
-        let totals = run(&mut buf, &selected, RunOptions::default(), setup).unwrap();
+        let totals = run(&mut buf, &selected, test_opts(), setup).unwrap();
         (String::from_utf8(buf).unwrap(), totals)
     }
 
@@ -498,10 +516,7 @@ mod tests {
         ];
         let selected = select(&tests, &[]);
         let mut buf = Vec::new();
-        let totals = run(&mut buf, &selected, RunOptions::default(), || {
-            Ok(Fx { value: 1 })
-        })
-        .unwrap();
+        let totals = run(&mut buf, &selected, test_opts(), || Ok(Fx { value: 1 })).unwrap();
         assert_eq!(TORN_DOWN.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert_eq!(totals.fail, 2);
     }
@@ -514,6 +529,7 @@ mod tests {
             TestCase::new("t.sigbus", sigbus).with_teardown(|_| ()),
         ];
         let opts = RunOptions {
+            threads: test_opts().threads,
             times: false,
             kmsg: Some(log.path().to_path_buf()),
             heartbeat: None,
@@ -530,6 +546,7 @@ mod tests {
     #[test]
     fn an_unwritable_kernel_log_does_not_stop_the_tests() {
         let opts = RunOptions {
+            threads: test_opts().threads,
             times: false,
             kmsg: Some("/nonexistent/kmsg".into()),
             heartbeat: None,
@@ -548,6 +565,7 @@ mod tests {
     #[test]
     fn a_running_test_beats_on_the_stream_and_still_passes() {
         let opts = RunOptions {
+            threads: test_opts().threads,
             times: false,
             kmsg: None,
             heartbeat: Some(Duration::from_millis(200)),

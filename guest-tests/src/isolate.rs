@@ -47,6 +47,16 @@ pub enum IsolateError {
         #[source]
         source: Errno,
     },
+    /// The process has other threads, and the caller did not vouch for its bodies
+    /// with [`Threads::Any`].
+    #[error(
+        "cannot fork a test child: the process has {count} threads, and a lock one of \
+         them holds would stay locked in the child forever"
+    )]
+    Threaded {
+        /// The number of threads found in /proc/self/task.
+        count: usize,
+    },
 }
 
 fn sys(what: &'static str) -> impl FnOnce(Errno) -> IsolateError {
@@ -168,9 +178,51 @@ pub fn run<B: FnOnce() -> i32>(timeout: Duration, body: B) -> Result<Finished, I
     run_watched(timeout, Watch::default(), body)
 }
 
+/// A promise that the bodies run in forked children are safe to run even though
+/// other threads exist: see [`ForkAnyway::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkAnyway(());
+
+impl ForkAnyway {
+    /// The promise.
+    ///
+    /// # Safety
+    /// Every body run with it must take no lock that another thread of the
+    /// process may hold at the moment of the fork (Rust's panic and stdout locks,
+    /// a `Mutex` of the caller's): the child has only the forking thread, so such
+    /// a lock is never released there. glibc makes its own allocator safe across
+    /// fork. Within [`run_watched`], a body that panics (the harness's do) is a
+    /// risk only while another thread panics at the same time.
+    pub unsafe fn new() -> Self {
+        Self(())
+    }
+}
+
+/// Which processes [`run_watched`] forks from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Threads {
+    /// Only a single-threaded one (the guest binary): checked in /proc/self/task
+    /// before each fork.
+    #[default]
+    Single,
+    /// Any, on the caller's promise.
+    Any(ForkAnyway),
+}
+
+/// The number of threads of this process.
+fn thread_count() -> Result<usize, IsolateError> {
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| IsolateError::Sys {
+        what: "reading /proc/self/task",
+        source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    Ok(tasks.count())
+}
+
 /// What the parent does besides waiting, while the child runs.
 #[derive(Default)]
 pub struct Watch<'a> {
+    /// Which processes may fork the child.
+    pub threads: Threads,
     /// Called at intervals while the child runs.
     pub heartbeat: Option<Heartbeat<'a>>,
     /// The kernel log: once it reports an oops, the child has [`OOPS_GRACE`] to
@@ -184,15 +236,20 @@ pub fn run_watched<B: FnOnce() -> i32>(
     watch: Watch<'_>,
     body: B,
 ) -> Result<Finished, IsolateError> {
+    if watch.threads == Threads::Single {
+        let count = thread_count()?;
+        if count != 1 {
+            return Err(IsolateError::Threaded { count });
+        }
+    }
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
     // Anything buffered in stdout would otherwise be written twice.
     let _ = io::stdout().flush();
     let started = Instant::now();
     // SAFETY: the child only runs `run_child`, which sets up its report pipe, runs
     // `body` and leaves through `_exit` without returning into the caller's frames.
-    // In the single-threaded guest binary fork has no further restrictions; in a
-    // multi-threaded test process the bodies used are simple enough not to need
-    // locks another thread could hold.
+    // The process was just seen single-threaded (no lock can be held by another
+    // thread), or the caller promised with `ForkAnyway` that `body` takes none.
     match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
             drop(read_end);
@@ -488,6 +545,31 @@ mod tests {
 
     const T: Duration = Duration::from_secs(20);
 
+    /// `cargo test` runs tests on several threads.
+    fn any_process() -> Threads {
+        // SAFETY: these bodies write to the report pipe, allocate and exit; none
+        // panics or takes a lock another test thread could hold.
+        Threads::Any(unsafe { ForkAnyway::new() })
+    }
+
+    /// [`run`] from the multi-threaded test process.
+    fn run<B: FnOnce() -> i32>(timeout: Duration, body: B) -> Result<Finished, IsolateError> {
+        let watch = Watch {
+            threads: any_process(),
+            ..Watch::default()
+        };
+        run_watched(timeout, watch, body)
+    }
+
+    #[test]
+    fn a_multi_threaded_process_is_refused_without_a_promise() {
+        let err = super::run(T, || 0).unwrap_err();
+        assert!(
+            matches!(err, IsolateError::Threaded { count } if count > 1),
+            "{err}"
+        );
+    }
+
     fn texts(f: &Finished, kind: RecordKind) -> Vec<String> {
         f.records
             .iter()
@@ -605,6 +687,7 @@ mod tests {
 
     fn beating(heartbeat: Heartbeat<'_>) -> Watch<'_> {
         Watch {
+            threads: any_process(),
             heartbeat: Some(heartbeat),
             kernel_log: None,
         }
@@ -622,6 +705,7 @@ mod tests {
         file.write_all(b"1,9,9,-;BUG: unable to handle page fault for address: 1\n")
             .unwrap();
         let watch = Watch {
+            threads: any_process(),
             heartbeat: None,
             kernel_log: Some(&mut log),
         };

@@ -177,6 +177,9 @@ fn main() -> ExitCode {
         times: true,
         kmsg: Some(cli.root.join("dev/kmsg")),
         heartbeat: (cli.heartbeat > 0).then(|| Duration::from_secs(cli.heartbeat)),
+        // This binary starts no threads in the parent (tests that need threads
+        // start them in their child), which the harness checks before each fork.
+        ..harness::RunOptions::default()
     };
     match harness::run_groups(io::stdout(), groups, options) {
         Ok(totals) => ExitCode::from(totals.exit_code() as u8),

@@ -30,6 +30,10 @@ pub enum MapError {
     /// The modulus is not a power of two.
     #[error("alignment {0:#x} is not a power of two")]
     BadModulus(u64),
+    /// MAP_FIXED was passed to a safe constructor: it would replace whatever is
+    /// mapped at the address (use [`Mapping::fixed`]).
+    #[error("MAP_FIXED replaces existing mappings; Mapping::with_flags refuses it")]
+    FixedRefused,
     /// A memory-management call failed.
     #[error("{call} of {len:#x} bytes at {addr:#x} (file offset {offset:#x})")]
     Sys {
@@ -123,9 +127,52 @@ impl Mapping {
     }
 
     /// Maps `len` bytes at `file_offset` with `flags` (MAP_SHARED or MAP_PRIVATE,
-    /// plus any other flag) and an optional address hint (MAP_FIXED in `flags`
-    /// makes it binding).
+    /// plus any other flag but MAP_FIXED) and an optional address hint, which the
+    /// kernel may ignore. MAP_FIXED is refused: it would replace whatever is mapped
+    /// at the hint ([`Mapping::fixed`] does that, unsafely).
     pub fn with_flags(
+        fd: impl AsFd,
+        file_offset: u64,
+        len: u64,
+        hint: Option<u64>,
+        flags: MapFlags,
+    ) -> Result<Self, MapError> {
+        if flags.contains(MapFlags::MAP_FIXED) {
+            return Err(MapError::FixedRefused);
+        }
+        // SAFETY: without MAP_FIXED the kernel replaces nothing: a hint that is not
+        // free is moved elsewhere (or, with MAP_FIXED_NOREPLACE, refused).
+        unsafe { Self::map(fd, file_offset, len, hint, flags) }
+    }
+
+    /// Maps `len` bytes at `file_offset` exactly at `addr` (MAP_FIXED with `flags`).
+    ///
+    /// # Safety
+    /// `[addr, addr + len)` must be address space the caller owns and nothing else
+    /// uses (typically part of its own reservation from [`reserve_congruent`]):
+    /// MAP_FIXED silently replaces whatever is mapped there.
+    pub unsafe fn fixed(
+        fd: impl AsFd,
+        file_offset: u64,
+        len: u64,
+        addr: u64,
+        flags: MapFlags,
+    ) -> Result<Self, MapError> {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            Self::map(
+                fd,
+                file_offset,
+                len,
+                Some(addr),
+                flags | MapFlags::MAP_FIXED,
+            )
+        }
+    }
+
+    /// # Safety
+    /// With MAP_FIXED in `flags`, as for [`Mapping::fixed`].
+    unsafe fn map(
         fd: impl AsFd,
         file_offset: u64,
         len: u64,
@@ -138,8 +185,8 @@ impl Mapping {
             value: file_offset,
         })?;
         let at = hint.and_then(|h| NonZeroUsize::new(h as usize));
-        // SAFETY: callers pass MAP_FIXED only for address space they own (a
-        // reservation of their own); otherwise the kernel replaces nothing.
+        // SAFETY: without MAP_FIXED nothing is replaced; with it, the caller
+        // guarantees the range is theirs and unused.
         let addr = unsafe { mmap(at, n, rw(), flags, fd, off) }.map_err(sys_err(
             "mmap",
             hint.unwrap_or(0),
@@ -327,8 +374,17 @@ unsafe fn unmap_raw(addr: u64, len: u64) -> Result<(), MapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{PMD, PUD};
+    use crate::model::{PAGE, PMD, PUD};
     use std::io::Write;
+
+    #[rstest::rstest]
+    #[case(MapFlags::MAP_SHARED | MapFlags::MAP_FIXED)]
+    #[case(MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED | MapFlags::MAP_NORESERVE)]
+    fn with_flags_refuses_map_fixed(#[case] flags: MapFlags) {
+        let f = file_of(1);
+        let got = Mapping::with_flags(&f, 0, PAGE, Some(0x1000_0000), flags);
+        assert!(matches!(got, Err(MapError::FixedRefused)));
+    }
 
     fn file_of(pages: usize) -> std::fs::File {
         let mut f = tempfile::tempfile().unwrap();

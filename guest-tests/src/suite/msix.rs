@@ -167,13 +167,17 @@ fn dpdk_place(
     let base = reserve_congruent(bar.size(), PMD, residue)?;
     let mut maps = Vec::new();
     for &(off, len) in areas {
-        let map = Mapping::with_flags(
-            fx.dev.file(),
-            bar.region.offset + off,
-            len,
-            Some(base + off),
-            MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
-        )
+        // SAFETY: [base, base + bar size) is the reservation just made, and the
+        // two areas are disjoint parts of it.
+        let map = unsafe {
+            Mapping::fixed(
+                fx.dev.file(),
+                bar.region.offset + off,
+                len,
+                base + off,
+                MapFlags::MAP_SHARED,
+            )
+        }
         .context("DPDK-style MAP_FIXED at base + offset")?;
         maps.push((map, off));
     }
