@@ -58,22 +58,38 @@ pub fn placement_symbol(line: &str) -> Option<&str> {
 
 /// The placement hook symbols of a kallsyms listing.
 pub fn placement_symbols(listing: impl BufRead) -> io::Result<Vec<String>> {
-    let mut found = Vec::new();
-    for line in listing.lines() {
-        let line = line?;
-        if let Some(name) = placement_symbol(&line) {
-            found.push(name.to_owned());
-        }
-    }
-    Ok(found)
+    Ok(scan_kallsyms(listing, "")?.placement)
 }
 
 /// The name under which a kallsyms listing has `symbol` (third field, any
 /// module): the symbol itself or a compiler clone of it (`symbol.isra.0`,
 /// `symbol.constprop.0`), which is the same code; a `.cold` part alone is not.
 pub fn kallsyms_find(listing: impl BufRead, symbol: &str) -> io::Result<Option<String>> {
+    Ok(scan_kallsyms(listing, symbol)?.symbol)
+}
+
+/// What one pass over a kallsyms listing found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KallsymsScan {
+    /// The name of the symbol looked for (see [`kallsyms_find`]).
+    pub symbol: Option<String>,
+    /// The placement hook symbols (see [`placement_symbol`]).
+    pub placement: Vec<String>,
+}
+
+/// Looks for `symbol` and the placement hooks in one pass: the kernel formats
+/// /proc/kallsyms anew on every read, which takes about a second per pass for a
+/// Debian kernel under TCG.
+pub fn scan_kallsyms(listing: impl BufRead, symbol: &str) -> io::Result<KallsymsScan> {
+    let mut scan = KallsymsScan::default();
     for line in listing.lines() {
         let line = line?;
+        if let Some(name) = placement_symbol(&line) {
+            scan.placement.push(name.to_owned());
+        }
+        if scan.symbol.is_some() || symbol.is_empty() {
+            continue;
+        }
         let Some(name) = line.split_whitespace().nth(2) else {
             continue;
         };
@@ -81,10 +97,10 @@ pub fn kallsyms_find(listing: impl BufRead, symbol: &str) -> io::Result<Option<S
             .strip_prefix(symbol)
             .is_some_and(|rest| rest.starts_with('.') && !rest.starts_with(".cold"));
         if name == symbol || clone {
-            return Ok(Some(name.to_owned()));
+            scan.symbol = Some(name.to_owned());
         }
     }
-    Ok(None)
+    Ok(scan)
 }
 
 /// The capabilities relevant to BAR fault orders.
@@ -123,10 +139,10 @@ impl KernelCaps {
             source,
         };
         let file = File::open(&kallsyms).map_err(err)?;
-        let huge_fault_symbol =
-            kallsyms_find(BufReader::new(file), HUGE_FAULT_SYMBOL).map_err(err)?;
-        let file = File::open(&kallsyms).map_err(err)?;
-        let placement_symbols = placement_symbols(BufReader::new(file)).map_err(err)?;
+        let KallsymsScan {
+            symbol: huge_fault_symbol,
+            placement: placement_symbols,
+        } = scan_kallsyms(BufReader::new(file), HUGE_FAULT_SYMBOL).map_err(err)?;
         let thp_path = root.join("sys/kernel/mm/transparent_hugepage/enabled");
         let thp = std::fs::read_to_string(&thp_path)
             .ok()
