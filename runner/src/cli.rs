@@ -195,6 +195,11 @@ pub struct RunArgs {
     /// saved in OUT/repK/ (a complete --out directory).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repeat: u32,
+    /// Kernels of a matrix to run at once, each with its own device-emu, QEMU and
+    /// run directory; results stay in --kernel order. Default: one per core,
+    /// at most one per 2 GiB of memory.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
     /// Echo the guest's kernel console to stderr while it runs.
     #[arg(long, short)]
     pub verbose: bool,

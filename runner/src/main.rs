@@ -145,40 +145,90 @@ fn run(args: &RunArgs) -> Result<u8> {
     Ok(code)
 }
 
-/// Runs every kernel once into `out` (a matrix: one subdirectory per kernel);
-/// `None` when nothing ran (`--dry-run`).
+/// Runs every kernel once into `out` (a matrix: one subdirectory per kernel, up to
+/// `--jobs` at once); `None` when nothing ran (`--dry-run`).
 fn run_kernels(
     args: &RunArgs,
     kernels: &[String],
     layout: &device_emu::layout::BarLayout,
     out: &Path,
 ) -> Result<Option<Results>> {
-    let mut results = Results::default();
-    for spec in kernels {
-        if session::interrupted() {
-            eprintln!("bigbar: interrupted; {spec} and the kernels after it are not run");
+    let jobs = matrix_jobs(args, kernels.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<Option<Run>>>>> = kernels
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    let worker = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let Some(spec) = kernels.get(i) else {
             break;
-        }
-        // A matrix keeps each kernel's files apart; a single run writes to --out.
-        let dir = if kernels.len() == 1 {
-            out.to_path_buf()
-        } else {
-            out.join(spec.replace(['/', ':'], "_"))
         };
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let plan = plan(args, spec, layout.clone());
-        match machine::boot_and_test(&workspace_root(), &plan, &dir) {
-            Ok(Some(run)) => results.runs.push(run),
-            Ok(None) => continue, // --dry-run printed what it would do
-            Err(e) if kernels.len() > 1 => {
+        if session::interrupted() {
+            eprintln!("bigbar: interrupted; {spec} is not run");
+            continue;
+        }
+        let result = run_kernel(args, spec, kernels.len(), layout, out);
+        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    };
+    std::thread::scope(|s| {
+        for _ in 1..jobs {
+            s.spawn(worker);
+        }
+        worker();
+    });
+    let mut results = Results::default();
+    for (spec, slot) in kernels.iter().zip(slots) {
+        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            None | Some(Ok(None)) => {} // not reached, or --dry-run printed it
+            Some(Ok(Some(run))) => results.runs.push(run),
+            Some(Err(e)) if kernels.len() > 1 => {
                 // One kernel that cannot be tested must not lose the others.
                 eprintln!("bigbar: error: {spec}: {e:#}");
                 results.runs.push(Run::untested(spec, format!("{e:#}")));
             }
-            Err(e) => return Err(e),
+            Some(Err(e)) => return Err(e),
         }
     }
     Ok((!results.runs.is_empty()).then_some(results))
+}
+
+/// How many kernels of a matrix of `count` run at once: `--jobs`, else one per
+/// core and at most one per 2 GiB of memory (a guest takes 1 GiB and QEMU,
+/// device-emu and the runner the rest), never more than there are kernels.
+fn matrix_jobs(args: &RunArgs, count: usize) -> usize {
+    if args.dry_run || args.gdb || args.shell {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory = nix::sys::sysinfo::sysinfo().map_or(0, |i| i.ram_total());
+    jobs_for(args.jobs, cores, memory, count)
+}
+
+/// [`matrix_jobs`] from its inputs: `requested` (`--jobs`), the cores, the
+/// memory in bytes and the number of kernels.
+fn jobs_for(requested: Option<u32>, cores: usize, memory: u64, count: usize) -> usize {
+    let by_memory = (memory / (2 << 30)).max(1) as usize;
+    let jobs = requested.map_or(cores.min(by_memory), |j| j as usize);
+    jobs.clamp(1, count.max(1))
+}
+
+/// Boots `spec` into its directory of `out` (the whole `out` for a single run).
+fn run_kernel(
+    args: &RunArgs,
+    spec: &str,
+    count: usize,
+    layout: &device_emu::layout::BarLayout,
+    out: &Path,
+) -> Result<Option<Run>> {
+    let dir = if count == 1 {
+        out.to_path_buf()
+    } else {
+        out.join(spec.replace(['/', ':'], "_"))
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let plan = plan(args, spec, layout.clone());
+    machine::boot_and_test(&workspace_root(), &plan, &dir)
 }
 
 /// Judges every run of `results` against the baseline, prints what it found
@@ -511,5 +561,30 @@ mod tests {
             exit_code(&Outcome::Infrastructure("x".into()), &ok),
             EXIT_NOT_TESTED
         );
+    }
+}
+
+#[cfg(test)]
+mod jobs_tests {
+    use super::jobs_for;
+
+    const GIB: u64 = 1 << 30;
+
+    #[rstest::rstest]
+    #[case::one_per_core(None, 2, 24 * GIB, 6, 2)]
+    #[case::memory_bounds(None, 16, 5 * GIB, 6, 2)]
+    #[case::little_memory(None, 4, GIB, 6, 1)]
+    #[case::never_more_than_kernels(None, 8, 64 * GIB, 3, 3)]
+    #[case::requested(Some(4), 2, 24 * GIB, 6, 4)]
+    #[case::requested_capped(Some(9), 2, 24 * GIB, 6, 6)]
+    #[case::single_kernel(None, 2, 24 * GIB, 1, 1)]
+    fn matrix_jobs(
+        #[case] requested: Option<u32>,
+        #[case] cores: usize,
+        #[case] memory: u64,
+        #[case] count: usize,
+        #[case] jobs: usize,
+    ) {
+        assert_eq!(jobs_for(requested, cores, memory, count), jobs);
     }
 }

@@ -21,7 +21,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -507,8 +507,11 @@ impl LoopState {
     }
 }
 
-/// The channel of the guest being supervised, if any: where SIGINT and SIGTERM go.
-static SIGNAL_ROUTE: Mutex<Option<Sender<Event>>> = Mutex::new(None);
+/// The channels of the guests being supervised (a matrix boots several at once):
+/// where SIGINT and SIGTERM go, each under the id of its [`SignalRoute`].
+static SIGNAL_ROUTES: Mutex<Vec<(u64, Sender<Event>)>> = Mutex::new(Vec::new());
+/// The id of the next [`SignalRoute`].
+static NEXT_ROUTE: AtomicU64 = AtomicU64::new(0);
 /// Set once a signal was forwarded to a guest's channel.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Whether the one signal thread of the process runs.
@@ -519,29 +522,36 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+fn routes() -> std::sync::MutexGuard<'static, Vec<(u64, Sender<Event>)>> {
+    SIGNAL_ROUTES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// While alive, SIGINT and SIGTERM become [`Event::Signal`] on its channel.
 ///
-/// Dropping it routes them back to their default action (the process ends), so
-/// an interrupt during a later kernel build or download is not swallowed.
-pub struct SignalRoute(());
+/// Dropping it stops the routing to its channel; with no channel left, the
+/// signals take their default action (the process ends), so an interrupt during
+/// a later kernel build or download is not swallowed.
+pub struct SignalRoute(u64);
 
 impl Drop for SignalRoute {
     fn drop(&mut self) {
-        *SIGNAL_ROUTE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        routes().retain(|(id, _)| *id != self.0);
     }
 }
 
 /// Creates the event channel of one guest and routes SIGINT/SIGTERM into it
-/// until the returned [`SignalRoute`] is dropped.
+/// (and into those of the other guests running) until the returned
+/// [`SignalRoute`] is dropped.
 ///
 /// signal-hook's handlers, once installed, stay for the life of the process, so
 /// one thread (installed on first use) owns them and either forwards a signal to
-/// the routed channel or emulates its default action.
+/// the routed channels or emulates its default action.
 pub fn event_channel() -> Result<(Sender<Event>, Receiver<Event>, SignalRoute)> {
     install_signal_thread()?;
     let (tx, rx) = channel();
-    *SIGNAL_ROUTE.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
-    Ok((tx, rx, SignalRoute(())))
+    let id = NEXT_ROUTE.fetch_add(1, Ordering::SeqCst);
+    routes().push((id, tx.clone()));
+    Ok((tx, rx, SignalRoute(id)))
 }
 
 fn install_signal_thread() -> Result<()> {
@@ -558,17 +568,16 @@ fn install_signal_thread() -> Result<()> {
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
-                let route = SIGNAL_ROUTE
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                match route {
-                    Some(tx) if tx.send(Event::Signal(sig)).is_ok() => {
-                        INTERRUPTED.store(true, Ordering::SeqCst)
-                    }
-                    _ => {
-                        let _ = signal_hook::low_level::emulate_default_handler(sig);
-                    }
+                let senders: Vec<Sender<Event>> =
+                    routes().iter().map(|(_, tx)| tx.clone()).collect();
+                let delivered = senders
+                    .iter()
+                    .filter(|tx| tx.send(Event::Signal(sig)).is_ok())
+                    .count();
+                if delivered > 0 {
+                    INTERRUPTED.store(true, Ordering::SeqCst);
+                } else {
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
                 }
             }
         })
