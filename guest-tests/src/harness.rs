@@ -30,6 +30,14 @@ pub enum Outcome {
     Xfail(String),
 }
 
+/// A fixture setup error that makes every test of the group a skip rather than
+/// a failure: there is nothing to test here (no device), as kselftest programs
+/// exit with `KSFT_SKIP` when they find no device. Returned inside the setup's
+/// `anyhow::Error`, found by downcasting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SkipAll(pub String);
+
 /// How [`run`] reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunOptions {
@@ -195,9 +203,16 @@ impl<F, W: Write> Phase<W> for Group<'_, F> {
                 }
             }
             Err(e) => {
-                ktap.diag(&format!("fixture setup failed: {e:#}"))?;
+                let verdict = match e.downcast_ref::<SkipAll>() {
+                    Some(SkipAll(why)) => Verdict::Skip(why.clone()),
+                    None => {
+                        let why = format!("fixture setup failed: {e:#}");
+                        ktap.diag(&why)?;
+                        Verdict::FailBecause(why)
+                    }
+                };
                 for test in &self.tests {
-                    ktap.result(&test.name, &Verdict::Fail)?;
+                    ktap.result(&test.name, &verdict)?;
                 }
             }
         }
@@ -634,9 +649,25 @@ mod tests {
         assert_eq!(
             out,
             "TAP version 13\n1..2\n# fixture setup failed: no device 1234:b16b\n\
-             not ok 1 dummy.pass\nnot ok 2 dummy.panic\n\
+             not ok 1 dummy.pass # fixture setup failed: no device 1234:b16b\n\
+             not ok 2 dummy.panic # fixture setup failed: no device 1234:b16b\n\
              # Totals: pass:0 fail:2 xfail:0 xpass:0 skip:0 error:0\n"
         );
         assert_eq!(totals.exit_code(), KSFT_FAIL);
+    }
+
+    #[test]
+    fn a_skip_all_setup_skips_every_test_and_exits_ksft_skip() {
+        let (out, totals) = run_to_string(&["dummy.p*"], || {
+            Err(anyhow::Error::new(SkipAll("no device 1234:b16b".into())).context("opening"))
+        });
+        assert_eq!(
+            out,
+            "TAP version 13\n1..2\n\
+             ok 1 dummy.pass # SKIP no device 1234:b16b\n\
+             ok 2 dummy.panic # SKIP no device 1234:b16b\n\
+             # Totals: pass:0 fail:0 xfail:0 xpass:0 skip:2 error:0\n"
+        );
+        assert_eq!(totals.exit_code(), KSFT_SKIP);
     }
 }

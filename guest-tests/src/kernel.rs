@@ -103,6 +103,49 @@ pub fn scan_kallsyms(listing: impl BufRead, symbol: &str) -> io::Result<Kallsyms
     Ok(scan)
 }
 
+/// A system call the kernel configuration can leave out (`kernel/sys_ni.c` then
+/// makes it return ENOSYS), with the option that brings it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionalSyscall {
+    /// The system call, e.g. `madvise`.
+    pub name: &'static str,
+    /// The Kconfig option, without `CONFIG_`.
+    pub option: &'static str,
+}
+
+/// `madvise`, compiled out without `CONFIG_ADVISE_SYSCALLS` (tinyconfig).
+pub const MADVISE: OptionalSyscall = OptionalSyscall {
+    name: "madvise",
+    option: "ADVISE_SYSCALLS",
+};
+
+/// `memfd_create`, compiled out without `CONFIG_MEMFD_CREATE` (it needs tmpfs).
+pub const MEMFD_CREATE: OptionalSyscall = OptionalSyscall {
+    name: "memfd_create",
+    option: "MEMFD_CREATE",
+};
+
+impl OptionalSyscall {
+    /// The skip reason of a test that needs it: `madvise is not available
+    /// (CONFIG_ADVISE_SYSCALLS)`.
+    pub fn unavailable(&self) -> String {
+        format!("{} is not available (CONFIG_{})", self.name, self.option)
+    }
+
+    /// Whether the call failed because the kernel lacks it.
+    pub fn compiled_out(errno: nix::errno::Errno) -> bool {
+        errno == nix::errno::Errno::ENOSYS
+    }
+}
+
+/// Whether the kernel has `madvise`: a zero-length advice at address 0 succeeds
+/// (it touches nothing) wherever the call exists.
+fn probe_madvise() -> bool {
+    // SAFETY: a zero-length range changes no mapping.
+    let r = unsafe { libc::madvise(std::ptr::null_mut(), 0, libc::MADV_NORMAL) };
+    !(r == -1 && OptionalSyscall::compiled_out(nix::errno::Errno::last()))
+}
+
 /// The capabilities relevant to BAR fault orders.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelCaps {
@@ -115,6 +158,8 @@ pub struct KernelCaps {
     pub thp: Option<ThpMode>,
     /// `prctl(PR_GET_THP_DISABLE)` for this process.
     pub thp_disabled_by_prctl: bool,
+    /// Whether the `madvise` system call exists ([`MADVISE`]).
+    pub madvise: bool,
     /// Placement hook symbols of VFIO in kallsyms (see [`placement_symbol`]).
     pub placement_symbols: Vec<String>,
     /// The placement policy a kernel with the hook may expose as
@@ -129,6 +174,14 @@ impl KernelCaps {
     /// Whether vfio-pci maps BARs with huge entries at fault time (6.12+).
     pub fn huge_pfnmap(&self) -> bool {
         self.huge_fault_symbol.is_some()
+    }
+
+    /// The skip reason of a test that needs `syscall`, if this kernel lacks it.
+    /// Only the calls probed at detection are known to be missing; the others
+    /// are found out when they fail ([`OptionalSyscall::compiled_out`]).
+    pub fn need(&self, syscall: &OptionalSyscall) -> Option<String> {
+        let present = *syscall != MADVISE || self.madvise;
+        (!present).then(|| syscall.unavailable())
     }
 
     /// Detects the capabilities from `/proc` and `/sys` under `root` (normally `/`).
@@ -155,6 +208,7 @@ impl KernelCaps {
             huge_fault_symbol,
             thp,
             thp_disabled_by_prctl: nix::sys::prctl::get_thp_disable().unwrap_or(false),
+            madvise: probe_madvise(),
             placement_symbols,
             placement_policy: std::fs::read_to_string(root.join(PLACEMENT_POLICY))
                 .ok()
@@ -248,6 +302,7 @@ mod tests {
             huge_fault_symbol: huge.then(|| HUGE_FAULT_SYMBOL.to_string()),
             thp,
             thp_disabled_by_prctl: prctl,
+            madvise: true,
             placement_symbols: Vec::new(),
             placement_policy: None,
         }
@@ -305,10 +360,29 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_syscall_names_its_option() {
+        let mut c = caps(true, Some(ThpMode::Always), false);
+        assert_eq!(c.need(&MADVISE), None);
+        c.madvise = false;
+        assert_eq!(
+            c.need(&MADVISE).as_deref(),
+            Some("madvise is not available (CONFIG_ADVISE_SYSCALLS)")
+        );
+        assert_eq!(
+            MEMFD_CREATE.unavailable(),
+            "memfd_create is not available (CONFIG_MEMFD_CREATE)"
+        );
+        assert!(OptionalSyscall::compiled_out(nix::errno::Errno::ENOSYS));
+        assert!(!OptionalSyscall::compiled_out(nix::errno::Errno::EINVAL));
+    }
+
+    #[test]
     fn detect_reads_this_machine() {
         // The host kernel has /proc/kallsyms; the result depends on the host, the
         // point is that detection works on a real /proc.
         let c = KernelCaps::detect(Path::new("/")).unwrap();
         assert!(!c.release.is_empty());
+        // Every distribution kernel has madvise.
+        assert!(c.madvise);
     }
 }

@@ -294,8 +294,10 @@ pub fn outcome(case: &str, ktap: &str, status: ExitStatus) -> anyhow::Result<Out
 /// that hangs.
 pub fn run_case(case: &Case, bdf: &str) -> anyhow::Result<Outcome> {
     use anyhow::Context;
-    let stdout = capture_file("kselftest-stdout")?;
-    let stderr = capture_file("kselftest-stderr")?;
+    let (stdout, stderr) = match capture_files()? {
+        Ok(files) => files,
+        Err(skip) => return Ok(skip),
+    };
     let status = Command::new(&case.program)
         .arg("-r")
         .arg(&case.case)
@@ -314,11 +316,23 @@ pub fn run_case(case: &Case, bdf: &str) -> anyhow::Result<Outcome> {
 }
 
 /// An anonymous in-memory file to capture output in.
-fn capture_file(name: &str) -> anyhow::Result<fs::File> {
+fn capture_file(name: &str) -> nix::Result<fs::File> {
+    nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::MFD_CLOEXEC).map(fs::File::from)
+}
+
+/// The two capture files, or the skip of a kernel without memfd_create.
+fn capture_files() -> anyhow::Result<Result<(fs::File, fs::File), Outcome>> {
     use anyhow::Context;
-    let fd = nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .context("memfd_create")?;
-    Ok(fs::File::from(fd))
+    match (
+        capture_file("kselftest-stdout"),
+        capture_file("kselftest-stderr"),
+    ) {
+        (Ok(out), Ok(err)) => Ok(Ok((out, err))),
+        (Err(e), _) | (_, Err(e)) if crate::kernel::OptionalSyscall::compiled_out(e) => Ok(Err(
+            Outcome::Skip(crate::kernel::MEMFD_CREATE.unavailable()),
+        )),
+        (Err(e), _) | (_, Err(e)) => Err(e).context("memfd_create"),
+    }
 }
 
 /// Everything written into `file`, from its start.

@@ -22,6 +22,12 @@ pub enum Verdict {
     Skip(String),
     /// `not ok N name`.
     Fail,
+    /// `not ok N name # reason`: a failure whose reason is not the test's own
+    /// (its fixture could not be built), stated on the line so that every
+    /// affected result carries it. Parsers take an unknown directive word as a
+    /// description, so the verdict stays a failure; the reason must not start
+    /// with a directive word (SKIP, TODO, XFAIL, TIMEOUT).
+    FailBecause(String),
     /// `not ok N name # TIMEOUT`.
     Timeout,
     /// `ok N name # XFAIL reason`: failed as expected (the reason says why a
@@ -109,6 +115,11 @@ impl<W: Write> Ktap<W> {
                 self.totals.fail += 1;
                 format!("not ok {n} {name}")
             }
+            Verdict::FailBecause(reason) => {
+                self.totals.fail += 1;
+                let reason = reason.lines().next().unwrap_or("");
+                format!("not ok {n} {name} # {reason}")
+            }
             Verdict::Timeout => {
                 self.totals.fail += 1;
                 format!("not ok {n} {name} # TIMEOUT")
@@ -140,7 +151,7 @@ mod tests {
     #[test]
     fn document_shape() {
         let mut buf = Vec::new();
-        let mut k = Ktap::start(&mut buf, 5).unwrap();
+        let mut k = Ktap::start(&mut buf, 6).unwrap();
         k.diag("two\nlines").unwrap();
         k.result("a.pass", &Verdict::Pass).unwrap();
         k.result("a.skip", &Verdict::Skip("no device\nmore".into()))
@@ -149,18 +160,24 @@ mod tests {
         k.result("a.hang", &Verdict::Timeout).unwrap();
         k.result("a.place", &Verdict::Xfail("no placement\nmore".into()))
             .unwrap();
+        k.result(
+            "a.setup",
+            &Verdict::FailBecause("fixture setup failed: x\ny".into()),
+        )
+        .unwrap();
         let t = k.finish().unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),
-            "TAP version 13\n1..5\n# two\n# lines\nok 1 a.pass\nok 2 a.skip # SKIP no device\n\
+            "TAP version 13\n1..6\n# two\n# lines\nok 1 a.pass\nok 2 a.skip # SKIP no device\n\
              not ok 3 a.fail\nnot ok 4 a.hang # TIMEOUT\nok 5 a.place # XFAIL no placement\n\
-             # Totals: pass:1 fail:2 xfail:1 xpass:0 skip:1 error:0\n"
+             not ok 6 a.setup # fixture setup failed: x\n\
+             # Totals: pass:1 fail:3 xfail:1 xpass:0 skip:1 error:0\n"
         );
         assert_eq!(
             t,
             Totals {
                 pass: 1,
-                fail: 2,
+                fail: 3,
                 skip: 1,
                 xfail: 1
             }

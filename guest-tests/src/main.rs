@@ -2,7 +2,8 @@
 //! `--bdf`) to vfio-pci and checks how its BARs map, printing KTAP on stdout.
 //!
 //! Exit status follows kselftest: 0 all passed (skips allowed), 1 a test failed,
-//! 4 everything was skipped; 2 for a command-line error.
+//! 4 everything was skipped (as when there is no device: each test is then
+//! `ok N name # SKIP no device ...`); 2 for a command-line error.
 
 mod suite;
 
@@ -14,16 +15,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use device_emu::layout::BarLayout;
-use guest_tests::fixture::{Bound, Fixture, Options};
-use guest_tests::harness::{Group, TestCase};
+use guest_tests::fixture::{Bound, Fixture, FixtureError, Options};
+use guest_tests::harness::{Group, SkipAll, TestCase};
+use guest_tests::pci::PciError;
 use guest_tests::{harness, isolate, kselftest};
 
 /// KTAP conformance tests for huge VFIO BAR mappings.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
-    /// PCI address of the device, e.g. 0000:00:03.0 [default: the device with
-    /// bigbar's vendor/device ID]
+    /// PCI address of the device, e.g. 0000:00:03.0 [default: $VFIO_SELFTESTS_BDF
+    /// as for the kernel's vfio selftests, else the device with bigbar's
+    /// vendor/device ID]
     #[arg(long, env = "BIGBAR_BDF")]
     bdf: Option<String>,
     /// Expected BAR layout in device-emu's --bars syntax, or "none" to only report
@@ -74,6 +77,29 @@ struct Cli {
 
 const EXIT_USAGE: u8 = 2;
 
+/// The variable the kernel's vfio selftests take the device from.
+const VFIO_SELFTESTS_BDF: &str = "VFIO_SELFTESTS_BDF";
+
+/// `--bdf` (or `BIGBAR_BDF`), else `VFIO_SELFTESTS_BDF`; an empty value is none.
+fn device_bdf(cli: &Cli) -> Option<String> {
+    cli.bdf
+        .clone()
+        .or_else(|| std::env::var(VFIO_SELFTESTS_BDF).ok())
+        .filter(|b| !b.is_empty())
+}
+
+/// A setup error as the harness reports it: no device at all skips every test
+/// (kselftest's convention: the kernel's vfio selftests exit KSFT_SKIP without
+/// one); any other error fails them, with `what` in the reason.
+fn setup_error(e: FixtureError, what: &'static str) -> anyhow::Error {
+    match e {
+        FixtureError::Pci(PciError::NotFound { .. }) => anyhow::Error::new(SkipAll(format!(
+            "no device: {e} (give --bdf or {VFIO_SELFTESTS_BDF})"
+        ))),
+        e => anyhow::Error::new(e).context(what),
+    }
+}
+
 fn expected_layout(cli: &Cli) -> anyhow::Result<Option<BarLayout>> {
     match cli.bars.as_deref() {
         Some("none") => Ok(None),
@@ -81,7 +107,7 @@ fn expected_layout(cli: &Cli) -> anyhow::Result<Option<BarLayout>> {
             .parse()
             .map(Some)
             .with_context(|| format!("--bars {spec:?}")),
-        None if cli.bdf.is_some() => Ok(None),
+        None if device_bdf(cli).is_some() => Ok(None),
         None => Ok(Some(BarLayout::default())),
     }
 }
@@ -147,21 +173,21 @@ fn main() -> ExitCode {
     });
     let opts = Options {
         root: cli.root.clone(),
-        bdf: cli.bdf.clone(),
+        bdf: device_bdf(&cli),
         expected,
         seed,
         require_placement: cli.require_placement,
         risky: !cli.no_risky,
     };
     let setup = || {
-        let fx = Fixture::open(&opts).context("opening the device")?;
+        let fx = Fixture::open(&opts).map_err(|e| setup_error(e, "opening the device"))?;
         isolate::diag(&fx.describe());
         Ok(fx)
     };
     // The external programs open the device themselves, which they cannot while
     // the fixture holds its VFIO group: they run in a second group, after it.
     let bind = || {
-        let bound = Bound::bind(&opts).context("binding the device")?;
+        let bound = Bound::bind(&opts).map_err(|e| setup_error(e, "binding the device"))?;
         isolate::diag(&format!(
             "external kselftests: {} bound to vfio-pci (previous driver {:?})",
             bound.pci.bdf(),

@@ -161,8 +161,15 @@ impl PciDevice {
     pub fn find(sys: &Path, vendor: u16, device: u16) -> Result<Self, PciError> {
         let dir = sys.join("bus/pci/devices");
         let mut found = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
-            let entry = entry.map_err(io_err("list", &dir))?;
+        let entries = match fs::read_dir(&dir) {
+            // No PCI bus at all (a container, a machine without PCI): no device.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            entries => entries
+                .map_err(io_err("list", &dir))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io_err("list", &dir))?,
+        };
+        for entry in entries {
             let path = entry.path();
             let v = parse_hex(&path, &read_trimmed(&path.join("vendor"))?)?;
             let d = parse_hex(&path, &read_trimmed(&path.join("device"))?)?;

@@ -19,39 +19,89 @@ fn list_honours_filters() {
     );
 }
 
-#[test]
-fn missing_device_fails_every_test_with_the_reason() {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("sys/bus/pci/devices")).unwrap();
-    let out = bin()
-        .env_remove("BIGBAR_BDF")
-        .args(["--root", root.path().to_str().unwrap(), "--seed", "3"])
-        .args([
-            "--filter",
-            "setup.*",
-            "--filter",
-            "content.*",
-            "--filter",
-            "fault_order.*",
-        ])
-        .output()
-        .unwrap();
+/// Runs the five quick tests against the fake tree `root`, with `env` set and
+/// neither BDF variable inherited: exit status and KTAP lines.
+fn run_quick(root: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, Vec<String>) {
+    let mut cmd = bin();
+    cmd.env_remove("BIGBAR_BDF")
+        .env_remove("VFIO_SELFTESTS_BDF")
+        .envs(env.iter().copied())
+        .args(["--root", root.to_str().unwrap(), "--seed", "3"])
+        .args(["--filter", "setup.*", "--filter", "content.*"])
+        .args(["--filter", "fault_order.*"]);
+    let out = cmd.output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    let lines: Vec<&str> = text.lines().collect();
+    (out.status.code(), text.lines().map(str::to_owned).collect())
+}
+
+/// A fake sysfs under `root` holding one PCI device `bdf` with bigbar's IDs.
+fn fake_device(root: &std::path::Path, bdf: &str) {
+    let dev = root.join("sys/bus/pci/devices").join(bdf);
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("vendor"), "0x1234\n").unwrap();
+    std::fs::write(dev.join("device"), "0xb16b\n").unwrap();
+}
+
+/// kselftest's convention, as the kernel's vfio selftests follow it: without a
+/// device every test is skipped with the reason, and the exit status is 4.
+#[rstest::rstest]
+#[case::empty_bus(true)]
+#[case::no_pci_at_all(false)]
+fn no_device_skips_every_test_with_the_reason(#[case] bus: bool) {
+    let root = tempfile::tempdir().unwrap();
+    if bus {
+        std::fs::create_dir_all(root.path().join("sys/bus/pci/devices")).unwrap();
+    }
+    let (code, lines) = run_quick(root.path(), &[]);
+    assert_eq!(code, Some(4), "{lines:#?}");
     assert_eq!(lines[..2], ["TAP version 13", "1..5"]);
+    let results: Vec<&String> = lines.iter().filter(|l| l.starts_with("ok ")).collect();
+    assert_eq!(results.len(), 5, "{lines:#?}");
+    for l in results {
+        assert!(
+            l.contains(" # SKIP no device: no PCI device 1234:b16b")
+                && l.ends_with("(give --bdf or VFIO_SELFTESTS_BDF)"),
+            "{l}"
+        );
+    }
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:5 error:0")
+    );
+}
+
+/// A device that is there but cannot be set up fails every test, each result
+/// line saying why (the runner shows it as the reason).
+#[test]
+fn a_failed_fixture_is_the_reason_on_every_result() {
+    let root = tempfile::tempdir().unwrap();
+    fake_device(root.path(), "0000:00:03.0");
+    let (code, lines) = run_quick(root.path(), &[]);
+    assert_eq!(code, Some(1), "{lines:#?}");
+    let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("not ok ")).collect();
+    assert_eq!(failed.len(), 5, "{lines:#?}");
+    for l in failed {
+        assert!(
+            l.contains(" # fixture setup failed: opening the device: "),
+            "{l}"
+        );
+    }
+}
+
+/// The kernel's vfio selftests take the device from VFIO_SELFTESTS_BDF; so does
+/// this binary. A named device that is absent is a failure, not a skip.
+#[test]
+fn vfio_selftests_bdf_names_the_device() {
+    let root = tempfile::tempdir().unwrap();
+    fake_device(root.path(), "0000:00:03.0");
+    let (code, lines) = run_quick(root.path(), &[("VFIO_SELFTESTS_BDF", "0000:00:09.0")]);
+    assert_eq!(code, Some(1), "{lines:#?}");
     assert!(
-        lines[2].starts_with("# fixture setup failed: opening the device: no PCI device 1234:b16b"),
-        "{text}"
-    );
-    assert_eq!(
-        lines.iter().filter(|l| l.starts_with("not ok ")).count(),
-        5,
-        "{text}"
-    );
-    assert_eq!(
-        lines.last(),
-        Some(&"# Totals: pass:0 fail:5 xfail:0 xpass:0 skip:0 error:0")
+        lines.iter().any(
+            |l| l.starts_with("not ok 1 setup.bind_vfio # fixture setup failed")
+                && l.contains("0000:00:09.0")
+        ),
+        "{lines:#?}"
     );
 }
 

@@ -72,6 +72,11 @@ pub enum Command {
     ExportKselftest {
         /// Installation directory (created).
         dir: PathBuf,
+        /// Install the kernel's own run_kselftest.sh and kselftest/ helpers
+        /// (from the cached linux-source, fetched if missing) instead of
+        /// bigbar's small run script.
+        #[arg(long)]
+        kernel_runner: bool,
     },
     /// Measure runs (stages, cold and warm, per kernel), in-guest fault cost per
     /// mapping order, device-emu memory and register round trips; write

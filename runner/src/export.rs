@@ -6,7 +6,9 @@
 //! `<collection>/settings` (`timeout=`), and `run_kselftest.sh`. The run script
 //! here is bigbar's own small POSIX sh (busybox compatible) that honours the
 //! list and the timeout and prints KTAP with the test's output nested, the way
-//! the kernel's runner does; the kernel's own script is not copied.
+//! the kernel's runner does. With `--kernel-runner` the kernel's own
+//! `run_kselftest.sh` and `kselftest/` helpers replace it
+//! ([`install_kernel_runner`]), as `make install` would lay them out.
 
 use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
@@ -83,6 +85,30 @@ pub fn export(guest_tests: &Path, dir: &Path) -> Result<()> {
         0o644,
     )?;
     write(&dir.join("run_kselftest.sh"), RUN_SCRIPT, 0o755)
+}
+
+/// The kernel's run script and the helpers it sources, relative to
+/// `tools/testing/selftests`.
+const KERNEL_RUNNER_FILES: [&str; 4] = [
+    "run_kselftest.sh",
+    "kselftest/runner.sh",
+    "kselftest/ktap_helpers.sh",
+    "kselftest/prefix.pl",
+];
+
+/// Copies the kernel's `run_kselftest.sh` and `kselftest/` helpers from
+/// `selftests` (a source tree's `tools/testing/selftests`) into the exported
+/// `dir`, replacing bigbar's script: kernel CI runs the layout with those.
+pub fn install_kernel_runner(selftests: &Path, dir: &Path) -> Result<()> {
+    let helpers = dir.join("kselftest");
+    std::fs::create_dir_all(&helpers).with_context(|| format!("creating {}", helpers.display()))?;
+    for file in KERNEL_RUNNER_FILES {
+        let (from, to) = (selftests.join(file), dir.join(file));
+        let text = std::fs::read_to_string(&from)
+            .with_context(|| format!("reading the kernel's {}", from.display()))?;
+        write(&to, &text, 0o755)?;
+    }
+    Ok(())
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<()> {

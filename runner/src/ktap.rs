@@ -344,6 +344,13 @@ mod tests {
     )]
     #[case("ok 8 - dashed name", Verdict::Pass, "dashed name", "")]
     #[case("not ok 9 d # TODO later", Verdict::Xfail, "d", "later")]
+    // guest-tests puts a fixture's failure on each result; it is no directive.
+    #[case(
+        "not ok 3 f1.case_table # fixture setup failed: opening the device: EBUSY",
+        Verdict::Fail,
+        "f1.case_table",
+        "fixture setup failed: opening the device: EBUSY"
+    )]
     fn result_lines(
         #[case] line: &str,
         #[case] verdict: Verdict,
@@ -470,6 +477,29 @@ mod tests {
         p.feed_line("ok 2 b");
         assert_eq!(p.shortfall(), None);
         assert!(p.complete());
+    }
+
+    /// Every test of a group whose fixture failed fails with the fixture's reason,
+    /// not only the first (whose diagnostics hold it too).
+    #[test]
+    fn a_fixture_failure_is_each_tests_reason() {
+        let mut p = Parser::new();
+        for l in [
+            "TAP version 13",
+            "1..2",
+            "# fixture setup failed: opening the device: EBUSY",
+            "not ok 1 setup.bind_vfio # fixture setup failed: opening the device: EBUSY",
+            "not ok 2 f1.case_table # fixture setup failed: opening the device: EBUSY",
+        ] {
+            p.feed_line(l);
+        }
+        for r in p.into_results() {
+            assert_eq!(r.result, Verdict::Fail, "{r:?}");
+            assert_eq!(
+                r.reason, "fixture setup failed: opening the device: EBUSY",
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

@@ -44,7 +44,9 @@ fn main() -> ExitCode {
             baseline,
             fixed_is,
         }) => parse_saved(path, junit.as_deref(), baseline.as_deref(), *fixed_is),
-        Some(Command::ExportKselftest { dir }) => export_kselftest(dir),
+        Some(Command::ExportKselftest { dir, kernel_runner }) => {
+            export_kselftest(dir, *kernel_runner, &cli.run)
+        }
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Compare(args)) => compare_saved(args),
     };
@@ -504,10 +506,17 @@ fn parse_saved(
     })
 }
 
-/// `runner export-kselftest`.
-fn export_kselftest(dir: &Path) -> Result<u8> {
+/// `runner export-kselftest`; with `kernel_runner`, the kernel's run script.
+fn export_kselftest(dir: &Path, kernel_runner: bool, args: &RunArgs) -> Result<u8> {
     let bin = artefacts::build_guest(&workspace_root())?;
     export::export(&bin, dir)?;
+    if kernel_runner {
+        let cache = vm_images::Cache::new(cache_dir(args));
+        let fetcher = vm_images::Fetcher::new(&cache);
+        let (package, version) = vm_images::kernel::source::resolve_version(&fetcher)?;
+        let source = vm_images::kernel::source::obtain(&fetcher, &package, &version)?;
+        export::install_kernel_runner(&source.tree.join("tools/testing/selftests"), dir)?;
+    }
     eprintln!(
         "bigbar: kselftest layout in {}; run it with {}/run_kselftest.sh",
         dir.display(),

@@ -11,6 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::Outcome;
 use guest_tests::isolate::{self, diag, End, RecordKind};
+use guest_tests::kernel::MADVISE;
 use guest_tests::mapping::MapError;
 use guest_tests::model::PAGE;
 use nix::errno::Errno;
@@ -101,6 +102,9 @@ fn is_free(start: u64) -> Result<bool> {
 /// f7.dontfork_hides_vma: after MADV_DONTFORK the child has no mapping there;
 /// MADV_DOFORK cannot undo it on a VM_IO/VM_PFNMAP mapping (EINVAL).
 pub fn dontfork_hides_vma(fx: &Fixture) -> Result<Outcome> {
+    if let Some(why) = fx.caps.need(&MADVISE) {
+        return Ok(Outcome::Skip(why));
+    }
     let Mapped {
         bar, offset, map, ..
     } = match mapped_mixed(fx)? {
@@ -149,6 +153,9 @@ const REFUSED: [(&str, i32); 6] = [
 /// f7.madvise_refused: DONTNEED, FREE, COLD, PAGEOUT and POPULATE_* fail with
 /// EINVAL and leave the installed entries alone.
 pub fn madvise_refused(fx: &Fixture) -> Result<Outcome> {
+    if let Some(why) = fx.caps.need(&MADVISE) {
+        return Ok(Outcome::Skip(why));
+    }
     let Mapped {
         bar,
         offset,

@@ -93,7 +93,15 @@ fn tracefs() -> std::result::Result<PathBuf, String> {
         nix::mount::MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|e| format!("tracefs is not mounted at {TRACEFS} and mounting it failed: {e}"))?;
+    .map_err(|e| {
+        // /sys/kernel/tracing exists only in a kernel with tracefs.
+        let why = if e == nix::errno::Errno::ENOENT || e == nix::errno::Errno::ENODEV {
+            "tracefs is not available (CONFIG_FTRACE, CONFIG_KPROBE_EVENTS)".to_string()
+        } else {
+            format!("mounting it failed: {e}")
+        };
+        format!("tracefs is not mounted at {TRACEFS}: {why}")
+    })?;
     if dir.join("kprobe_events").exists() {
         Ok(dir)
     } else {

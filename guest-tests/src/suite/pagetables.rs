@@ -34,7 +34,11 @@ fn no_dump() -> Option<String> {
     Some(if mounted {
         format!("no {CURRENT_KERNEL}: kernel built without CONFIG_PTDUMP_DEBUGFS")
     } else {
-        format!("debugfs is not mounted at {DEBUGFS}: no page-table dump to read")
+        // The init script mounts it wherever the kernel has it.
+        format!(
+            "debugfs is not mounted at {DEBUGFS}: no page-table dump to read \
+             (CONFIG_DEBUG_FS, CONFIG_PTDUMP_DEBUGFS)"
+        )
     })
 }
 

@@ -7,7 +7,7 @@ use anyhow::{bail, ensure, Context, Result};
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
-use guest_tests::kernel::ThpMode;
+use guest_tests::kernel::{ThpMode, MADVISE};
 use guest_tests::model::{self, Behaviour, Orders, PMD};
 use nix::sys::mman::MmapAdvise;
 
@@ -20,6 +20,9 @@ const LEN: u64 = 2 * PMD;
 fn check_with(fx: &Fixture, advice: &[MmapAdvise], orders: Orders, what: &str) -> Result<Outcome> {
     if let Some(skip) = need_huge(fx) {
         return Ok(skip);
+    }
+    if let Some(why) = fx.caps.need(&MADVISE).filter(|_| !advice.is_empty()) {
+        return Ok(Outcome::Skip(why));
     }
     let bar = match bar_of(fx, LEN) {
         Ok(b) => b,
@@ -67,12 +70,15 @@ pub fn prctl_thp_disable(fx: &Fixture) -> Result<Outcome> {
         return Ok(skip);
     }
     nix::sys::prctl::set_thp_disable(true).context("prctl(PR_SET_THP_DISABLE)")?;
-    check_with(
-        fx,
-        &[MmapAdvise::MADV_HUGEPAGE],
-        Orders::NONE,
-        "PR_SET_THP_DISABLE",
-    )
+    // Without madvise the prctl is still checked, just not against the advice.
+    let advice: &[MmapAdvise] = match fx.caps.need(&MADVISE) {
+        None => &[MmapAdvise::MADV_HUGEPAGE],
+        Some(why) => {
+            diag(&format!("checked without MADV_HUGEPAGE: {why}"));
+            &[]
+        }
+    };
+    check_with(fx, advice, Orders::NONE, "PR_SET_THP_DISABLE")
 }
 
 const THP_ENABLED: &str = "sys/kernel/mm/transparent_hugepage/enabled";
@@ -136,6 +142,10 @@ fn count_under(fx: &Fixture, madvise: bool) -> Result<(u64, u64, u64)> {
 pub fn sysfs_enabled(fx: &Fixture) -> Result<Outcome> {
     if let Some(skip) = need_huge(fx) {
         return Ok(skip);
+    }
+    // The `madvise` mode cannot be checked without the call it is about.
+    if let Some(why) = fx.caps.need(&MADVISE) {
+        return Ok(Outcome::Skip(why));
     }
     if let Err(skip) = bar_of(fx, LEN) {
         return Ok(skip);

@@ -11,7 +11,7 @@ pub const KTAP_TTY: &str = "/dev/ttyS1";
 
 /// The busybox applets the script calls as commands (shell builtins excluded).
 pub fn applets(shell: bool) -> Vec<&'static str> {
-    let mut applets = vec!["sh", "mount", "insmod", "poweroff"];
+    let mut applets = vec!["sh", "mount", "insmod", "poweroff", "reboot"];
     if shell {
         applets.extend(["setsid", "cttyhack"]);
     }
@@ -63,7 +63,12 @@ pub fn generate(modules: &[String], test_args: &[String], shell: bool) -> Result
              echo \"{EXIT_LINE_PREFIX}$?\"\n"
         ));
     }
-    s.push_str("poweroff -f\n");
+    // Powering off needs ACPI, which a minimal kernel lacks (it halts instead and
+    // QEMU runs on); QEMU runs with -no-reboot, so a reset ends it just as well.
+    s.push_str(
+        "[ -d /sys/firmware/acpi ] || reboot -f\n\
+         poweroff -f\n",
+    );
     Ok(s)
 }
 
@@ -102,7 +107,7 @@ mod tests {
             "{script}"
         );
         assert!(script.contains("echo \"bigbar-init: guest-tests exited with status $?\"\n"));
-        assert!(script.ends_with("poweroff -f\n"));
+        assert!(script.ends_with("[ -d /sys/firmware/acpi ] || reboot -f\npoweroff -f\n"));
         assert!(!script.contains("cttyhack"));
         for mount in [
             "proc /proc",

@@ -258,7 +258,7 @@ mod tests {
         );
         assert_eq!(e["lib/modules/vfio-pci.ko.xz"].1, b"M2");
         assert_eq!(e["dev/console"], (0o020600, vec![], (5, 1)));
-        for applet in ["sh", "mount", "insmod", "poweroff"] {
+        for applet in ["sh", "mount", "insmod", "poweroff", "reboot"] {
             assert_eq!(
                 e[&format!("bin/{applet}")],
                 (0o120777, b"busybox".to_vec(), (0, 0))

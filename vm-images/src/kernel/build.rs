@@ -2,7 +2,10 @@
 //! ships it), `reference` (plus the placement series in `kernel/patches/reference`)
 //! and `fixed` (reference plus the fixes of the kernel findings in
 //! `kernel/patches/fixes`), all configured with `make allnoconfig` and the fragment
-//! `vm-images/config/bigbar.config`, everything built in.
+//! `vm-images/config/bigbar.config`, everything built in; and `minimal`, the
+//! unpatched source with `vm-images/config/minimal.config` instead (tinyconfig plus
+//! the runner's requirements), which proves that every optional facility is
+//! detected.
 //!
 //! A build is a cache entry `kernel/built/<name>-<source version>-<hash>`, where the
 //! hash covers the source version, the fragment, the patches and the build recipe, so
@@ -37,6 +40,12 @@ pub fn default_fragment() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/bigbar.config")
 }
 
+/// The fragment of the `minimal` kernel: tinyconfig plus only what the runner's
+/// configuration check requires.
+pub fn minimal_fragment() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/minimal.config")
+}
+
 /// The directory of the project's kernel patch series (`kernel/patches`).
 pub fn patches_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel/patches")
@@ -56,8 +65,8 @@ pub fn fix_patches() -> PathBuf {
 /// What a built kernel is made of, besides the Debian source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
-    /// `stock`, `reference` or `fixed`: names the cache entry and the kernel's
-    /// LOCALVERSION.
+    /// `stock`, `reference`, `fixed` or `minimal`: names the cache entry and the
+    /// kernel's LOCALVERSION.
     pub name: String,
     /// The configuration fragment applied on top of `allnoconfig`.
     pub fragment: PathBuf,
@@ -66,9 +75,16 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// The recipe of a `stock`, `reference` or `fixed` spec, from the files shipped
-    /// with the project; `None` for other specs.
+    /// The recipe of a `stock`, `reference`, `fixed` or `minimal` spec, from the
+    /// files shipped with the project; `None` for other specs.
     pub fn for_spec(spec: &KernelSpec) -> Result<Option<Self>> {
+        if *spec == KernelSpec::Minimal {
+            return Ok(Some(Self {
+                name: "minimal".into(),
+                fragment: minimal_fragment(),
+                series: Vec::new(),
+            }));
+        }
         let (name, series) = match spec {
             KernelSpec::Stock => ("stock", Vec::new()),
             KernelSpec::Reference => ("reference", vec![Series::read(&reference_patches())?]),

@@ -69,13 +69,13 @@ impl Kernel {
 
 /// Obtains the kernel `spec` names, from the cache if it holds it.
 ///
-/// `debian:<suite>` downloads the suite's kernel packages; `stock`, `reference` and
-/// `fixed` build Debian sid's `linux-source` (see [`build`]), which takes minutes the first
+/// `debian:<suite>` downloads the suite's kernel packages; `stock`, `reference`,
+/// `fixed` and `minimal` build Debian sid's `linux-source` (see [`build`]), which takes minutes the first
 /// time and is then cached until the source, the fragment or the patches change.
 pub fn obtain(fetcher: &Fetcher<'_>, spec: &KernelSpec) -> Result<Kernel> {
     match spec {
         KernelSpec::Debian(suite) => obtain_debian(fetcher, suite),
-        KernelSpec::Stock | KernelSpec::Reference | KernelSpec::Fixed => {
+        KernelSpec::Stock | KernelSpec::Reference | KernelSpec::Fixed | KernelSpec::Minimal => {
             let recipe = build::Recipe::for_spec(spec)?.expect("built kernels have recipes");
             build::obtain(fetcher, spec, &recipe)
         }

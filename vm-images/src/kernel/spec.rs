@@ -10,7 +10,7 @@ use crate::debian::Suite;
 use crate::error::{Error, Result};
 
 /// A kernel to boot: `debian:<suite>` (e.g. `debian:sid`), `stock`, `reference`,
-/// `fixed`, or a path.
+/// `fixed`, `minimal`, or a path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum KernelSpec {
@@ -25,6 +25,11 @@ pub enum KernelSpec {
     /// Like [`KernelSpec::Reference`] plus the fixes of the kernel findings in
     /// `kernel/patches/fixes`: the kernel on which the whole catalogue passes.
     Fixed,
+    /// Debian sid's `linux-source` configured like `make tinyconfig` plus only what
+    /// the runner's configuration check requires (`vm-images/config/minimal.config`):
+    /// the kernel on which every optional facility is missing, so that each test
+    /// that needs one must skip with the reason.
+    Minimal,
     /// A kernel built locally (a bzImage or build tree); not supported yet.
     Path(PathBuf),
 }
@@ -51,6 +56,7 @@ impl FromStr for KernelSpec {
             "stock" => return Ok(Self::Stock),
             "reference" => return Ok(Self::Reference),
             "fixed" => return Ok(Self::Fixed),
+            "minimal" => return Ok(Self::Minimal),
             _ => {}
         }
         if let Some(path) = s.strip_prefix("path:") {
@@ -60,7 +66,7 @@ impl FromStr for KernelSpec {
             return Ok(Self::Path(s.into()));
         }
         Err(invalid(
-            "expected `debian:<suite>` (e.g. debian:sid), `stock`, `reference`, `fixed` or a path to a kernel"
+            "expected `debian:<suite>` (e.g. debian:sid), `stock`, `reference`, `fixed`, `minimal` or a path to a kernel"
                 .into(),
         ))
     }
@@ -73,6 +79,7 @@ impl fmt::Display for KernelSpec {
             Self::Stock => f.write_str("stock"),
             Self::Reference => f.write_str("reference"),
             Self::Fixed => f.write_str("fixed"),
+            Self::Minimal => f.write_str("minimal"),
             Self::Path(path) => write!(f, "path:{}", path.display()),
         }
     }
@@ -103,6 +110,7 @@ mod tests {
     #[case("stock", "stock")]
     #[case("reference", "reference")]
     #[case("fixed", "fixed")]
+    #[case("minimal", "minimal")]
     #[case("/boot/vmlinuz", "path:/boot/vmlinuz")]
     #[case("path:build/arch/x86/boot/bzImage", "path:build/arch/x86/boot/bzImage")]
     fn parses_and_displays(#[case] text: &str, #[case] shown: &str) {
@@ -114,8 +122,8 @@ mod tests {
     #[case("debian:sdi", "unknown Debian suite `sdi`")]
     #[case("sid", "expected `debian:<suite>`")]
     #[case("", "expected `debian:<suite>`")]
-    #[case("Stock", "`stock`, `reference`, `fixed`")]
-    #[case("reference:x", "`stock`, `reference`, `fixed`")]
+    #[case("Stock", "`stock`, `reference`, `fixed`, `minimal`")]
+    #[case("reference:x", "`stock`, `reference`, `fixed`, `minimal`")]
     fn rejects(#[case] text: &str, #[case] message: &str) {
         let err = text.parse::<KernelSpec>().unwrap_err().to_string();
         assert!(err.contains(message), "{err}");

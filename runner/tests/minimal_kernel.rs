@@ -1,0 +1,173 @@
+//! End to end: the whole catalogue on the `minimal` kernel (tinyconfig plus only
+//! what the runner's configuration check requires; built once, about 4 minutes
+//! on 2 cores, then cached). Every facility the kernel lacks (madvise, debugfs,
+//! tracefs, kprobe events, ptdump, ACPI power-off, ...) must be detected: no
+//! test fails but for the known kernel findings, and the tests that need what
+//! is missing skip with the option named. A configuration lacking a required
+//! option is refused before boot with the option named.
+
+mod common;
+
+use common::{results, runner, verdicts};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// The kernel findings (README, "Kernel findings"): they fail on 7.2 whatever
+/// its configuration; the mprotect and mremap siblings of the oopsing split skip.
+const FINDINGS: [&str; 5] = [
+    "f8.mremap_move_pud_congruent",
+    "f8.mremap_move_pud_incongruent",
+    "f6.munmap_pud_unaligned",
+    "f6.mprotect_pud_unaligned",
+    "f6.mremap_shrink_pud_unaligned",
+];
+
+/// Tests that need madvise, compiled out by tinyconfig.
+const NEED_MADVISE: [&str; 5] = [
+    "f3.madv_nohugepage",
+    "f3.madv_hugepage",
+    "f3.sysfs_enabled",
+    "f7.dontfork_hides_vma",
+    "f7.madvise_refused",
+];
+
+/// The run's `results.json` and exit status.
+fn run_minimal() -> (Value, Option<i32>) {
+    let out = tempfile::tempdir().expect("temp dir");
+    let status = runner()
+        .args(["--kernel", "minimal", "--timeout", "900", "--out"])
+        .arg(out.path())
+        .status()
+        .expect("runner starts");
+    (results(out.path()), status.code())
+}
+
+/// Checks one test's verdict: findings may fail (explaining themselves), the
+/// rest pass, skip or xfail, never without a reason.
+fn check_verdict(name: &str, result: &str, reason: &str) {
+    if FINDINGS.contains(&name) {
+        assert!(
+            result == "pass" || !reason.is_empty(),
+            "{name} ({result}) must explain itself"
+        );
+        return;
+    }
+    assert!(
+        matches!(result, "pass" | "skip" | "xfail"),
+        "{name}: {result}: {reason}"
+    );
+    if result != "pass" {
+        assert!(!reason.is_empty(), "{name}: {result} without a reason");
+    }
+}
+
+#[test]
+fn the_minimal_kernel_skips_what_it_lacks_and_fails_only_findings() {
+    let (v, code) = run_minimal();
+    let run = &v["runs"][0];
+    let release = run["kernel"]["release"].as_str().unwrap_or_default();
+    assert!(release.ends_with("-bigbar-minimal"), "{release}");
+    let tests = verdicts(run);
+    assert!(tests.len() > 40, "{v}");
+    let reason_of = |name: &str| {
+        run["tests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["name"] == name)
+            .and_then(|t| t["reason"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (name, result, _) in &tests {
+        check_verdict(name, result, &reason_of(name));
+    }
+    let verdict_of = |name: &str| {
+        let (_, r, _) = tests.iter().find(|(n, _, _)| n == name).unwrap();
+        (r.clone(), reason_of(name))
+    };
+    for name in NEED_MADVISE {
+        assert_eq!(
+            verdict_of(name),
+            (
+                "skip".to_string(),
+                "madvise is not available (CONFIG_ADVISE_SYSCALLS)".to_string()
+            ),
+            "{name}"
+        );
+    }
+    // The prctl does not need madvise: it is checked without the advice.
+    assert_eq!(verdict_of("f3.prctl_thp_disable").0, "pass");
+    let (kprobe, why) = verdict_of("f1.kprobe_orders");
+    assert!(
+        kprobe == "skip" && why.contains("CONFIG_KPROBE_EVENTS"),
+        "{why}"
+    );
+    let (ptdump, why) = verdict_of("f1.ptdump_orders");
+    assert!(ptdump == "skip" && why.contains("CONFIG_DEBUG_FS"), "{why}");
+    // 3 with an oops (only a finding causes one), 1 when a finding failed.
+    let oops = run["kernel_reports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["kind"] == "oops" || r["kind"] == "panic");
+    let finding_failed = tests
+        .iter()
+        .any(|(n, r, _)| FINDINGS.contains(&n.as_str()) && r != "pass");
+    let want = match (oops, finding_failed) {
+        (true, _) => 3,
+        (false, true) => 1,
+        (false, false) => 0,
+    };
+    assert_eq!(code, Some(want), "{v}");
+}
+
+/// The minimal kernel's image and configuration (from the cache after its build).
+fn minimal_kernel() -> (PathBuf, String, String) {
+    let out = runner()
+        .args(["--kernel", "minimal", "--dry-run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("bigbar: kernel done"))
+        .unwrap_or_else(|| panic!("no kernel stage in:\n{stderr}"));
+    let what = line.split_once(": ").unwrap().1.split_once(": ").unwrap().1;
+    let (release, image) = what.split_once(" (").unwrap();
+    let image = PathBuf::from(image.trim_end_matches(')'));
+    let config = std::fs::read_to_string(image.with_file_name("config")).unwrap();
+    (image, config, release.to_string())
+}
+
+/// Dropping any required option from the minimal configuration is refused
+/// before boot, the option named: minimal is minimal for the check too.
+#[test]
+fn the_minimal_config_without_kallsyms_is_refused() {
+    let (image, config, release) = minimal_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("arch/x86/boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    std::fs::copy(&image, boot.join("bzImage")).unwrap();
+    let without: String = config
+        .lines()
+        .filter(|l| !l.starts_with("CONFIG_KALLSYMS="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join(".config"), without).unwrap();
+    std::fs::create_dir_all(dir.path().join("include/config")).unwrap();
+    std::fs::write(dir.path().join("include/config/kernel.release"), release).unwrap();
+    let refused = runner()
+        .arg("--kernel")
+        .arg(dir.path())
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("CONFIG_KALLSYMS (/proc/kallsyms"),
+        "{stderr}"
+    );
+}
