@@ -7,6 +7,11 @@
 //! (`fixture[.variant].test`). Cases are found with the harness's `-l` listing
 //! and each one runs alone (`-r <case>`), so that a case that hangs or oopses
 //! costs only its own result, and the guest test's deadline bounds it.
+//!
+//! A program built from a kernel tree carries its listing, taken on the host,
+//! in `<program>.list` (its `main()` may need the device before the harness
+//! answers `-l`); one that could not be listed there has `<program>.unlisted`
+//! instead and runs whole, as the single result `<collection>.<program>`.
 
 use std::fs;
 use std::io;
@@ -21,6 +26,10 @@ use crate::harness::Outcome;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(45);
 /// The environment variable the kernel's VFIO selftests read the device from.
 pub const BDF_ENV: &str = "VFIO_SELFTESTS_BDF";
+/// Suffix of a program's stored `-l` listing.
+pub const LIST_SUFFIX: &str = ".list";
+/// Suffix of the file marking a program that runs whole (no listing).
+pub const UNLISTED_SUFFIX: &str = ".unlisted";
 
 /// Errors while finding the cases of the installed programs.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +53,14 @@ pub enum KselftestError {
 /// One test case of one installed program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Case {
-    /// Result name, `<collection>.<program>.<case>`.
+    /// Result name, `<collection>.<program>.<case>` (`<collection>.<program>`
+    /// for a whole program).
     pub name: String,
+    /// The collection's name.
+    pub collection: String,
     /// The program.
     pub program: PathBuf,
-    /// The harness's name of the case, given to `-r`.
+    /// The harness's name of the case, given to `-r`; empty for a whole program.
     pub case: String,
     /// How long the case may run.
     pub timeout: Duration,
@@ -81,9 +93,10 @@ pub fn discover(dir: &Path) -> Result<Vec<Case>, KselftestError> {
                 continue;
             }
             let pname = file_name(&program);
-            let names = list_cases(&program)?;
+            let names = program_cases(&program)?;
             cases.extend(names.into_iter().map(|case| Case {
-                name: format!("{cname}.{pname}.{case}"),
+                name: case_name(&cname, &pname, &case),
+                collection: cname.clone(),
                 program: program.clone(),
                 case,
                 timeout,
@@ -135,6 +148,42 @@ pub fn parse_settings_timeout(settings: &str) -> Option<Duration> {
         .find_map(|l| l.trim().strip_prefix("timeout="))
         .and_then(|v| v.trim().parse().ok())
         .map(Duration::from_secs)
+}
+
+/// `<collection>.<program>.<case>`, or `<collection>.<program>` for a whole program.
+fn case_name(collection: &str, program: &str, case: &str) -> String {
+    if case.is_empty() {
+        format!("{collection}.{program}")
+    } else {
+        format!("{collection}.{program}.{case}")
+    }
+}
+
+/// The program's cases: its stored listing, one empty name (the whole program)
+/// when it is marked unlisted, else what its `-l` prints.
+fn program_cases(program: &Path) -> Result<Vec<String>, KselftestError> {
+    let with = |suffix: &str| {
+        let mut p = program.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    if with(UNLISTED_SUFFIX).is_file() {
+        return Ok(vec![String::new()]);
+    }
+    let stored = with(LIST_SUFFIX);
+    if stored.is_file() {
+        let text = fs::read_to_string(&stored).map_err(|source| KselftestError::Io {
+            what: "reading",
+            path: stored.clone(),
+            source,
+        })?;
+        let names = parse_listing(&text);
+        if names.is_empty() {
+            return Err(KselftestError::NoCases(program.to_owned()));
+        }
+        return Ok(names);
+    }
+    list_cases(program)
 }
 
 /// Runs `program -l` (it touches no device) and parses its listing.
@@ -283,8 +332,35 @@ pub fn outcome(case: &str, ktap: &str, status: ExitStatus) -> anyhow::Result<Out
     }
 }
 
+/// The outcome of a program run whole: its own skip (`1..0 # SKIP why`, or exit
+/// status 4 with its last line as the reason), a pass (exit 0), else a failure.
+pub fn program_outcome(program: &str, output: &str, status: ExitStatus) -> anyhow::Result<Outcome> {
+    let plan_skip = output.lines().find_map(|l| {
+        let d = l
+            .strip_prefix("1..0")?
+            .trim_start()
+            .strip_prefix('#')?
+            .trim();
+        let (word, why) = d.split_once(' ').unwrap_or((d, ""));
+        word.eq_ignore_ascii_case("SKIP")
+            .then(|| why.trim().to_string())
+    });
+    let last = output
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    match (plan_skip, status.code()) {
+        (Some(why), _) => Ok(Outcome::Skip(why)),
+        (None, Some(0)) => Ok(Outcome::Pass),
+        (None, Some(4)) => Ok(Outcome::Skip(last.trim().to_string())),
+        (None, _) => anyhow::bail!("{program}: {status}: {}", last.trim()),
+    }
+}
+
 /// Runs one case with the device's address in [`BDF_ENV`], forwards what the
-/// program printed (stdout, then stderr) as diagnostics, and judges it.
+/// program printed (stdout, then stderr) as diagnostics, and judges it (a whole
+/// program by [`program_outcome`]).
 ///
 /// The program writes into memory files, not pipes: a test child it leaves
 /// stuck in the kernel (after an oops) keeps its descriptors open forever, so a
@@ -298,9 +374,11 @@ pub fn run_case(case: &Case, bdf: &str) -> anyhow::Result<Outcome> {
         Ok(files) => files,
         Err(skip) => return Ok(skip),
     };
-    let status = Command::new(&case.program)
-        .arg("-r")
-        .arg(&case.case)
+    let mut cmd = Command::new(&case.program);
+    if !case.case.is_empty() {
+        cmd.arg("-r").arg(&case.case);
+    }
+    let status = cmd
         .env(BDF_ENV, bdf)
         .stdin(Stdio::null())
         .stdout(stdout.try_clone().context("duplicating a memfd")?)
@@ -311,6 +389,13 @@ pub fn run_case(case: &Case, bdf: &str) -> anyhow::Result<Outcome> {
     let stderr = read_back(stderr)?;
     for line in stdout.lines().chain(stderr.lines()) {
         crate::isolate::diag(line);
+    }
+    if case.case.is_empty() {
+        return program_outcome(
+            &file_name(&case.program),
+            &format!("{stdout}{stderr}"),
+            status,
+        );
     }
     outcome(&case.case, &stdout, status)
 }
@@ -499,6 +584,50 @@ not ok 1 vfio_pci_pud_split.munmap_unaligned_tail
         assert_eq!(run_case(&cases[0], "0000:00:03.0").unwrap(), Outcome::Pass);
         let err = run_case(&cases[1], "0000:00:03.0").unwrap_err().to_string();
         assert_eq!(err, "fx.two: not ok (exit status: 1)");
+    }
+
+    #[rstest]
+    #[case::plan_skip("1..0 # SKIP SR-IOV may not be supported by the PF: x\n", 4,
+                      Ok(Outcome::Skip("SR-IOV may not be supported by the PF: x".into())))]
+    #[case::exit_skip("No driver found for device x\n", 4,
+                      Ok(Outcome::Skip("No driver found for device x".into())))]
+    #[case::pass("# PASSED: 3 / 3 tests passed.\n", 0, Ok(Outcome::Pass))]
+    #[case::fail(
+        "  Failed to open directory\n\n",
+        1,
+        Err("p: exit status: 1: Failed to open directory")
+    )]
+    fn whole_programs(#[case] out: &str, #[case] code: i32, #[case] want: Result<Outcome, &str>) {
+        let got =
+            program_outcome("p", out, ExitStatus::from_raw(code << 8)).map_err(|e| e.to_string());
+        assert_eq!(got, want.map_err(str::to_string));
+    }
+
+    #[test]
+    fn stored_listings_name_the_cases_and_unlisted_programs_run_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let coll = t.path().join("vfio-selftests");
+        fs::create_dir(&coll).unwrap();
+        // Neither answers -l: the stored files decide.
+        fake_program(&coll, "listed_test", "#!/bin/sh\nexit 1\n");
+        fs::write(coll.join("listed_test.list"), VARIANT_LISTING).unwrap();
+        let whole = "#!/bin/sh\necho '1..0 # SKIP no VFs'; exit 4\n";
+        fake_program(&coll, "whole_test", whole);
+        fs::write(
+            coll.join("whole_test.unlisted"),
+            "`whole_test -l` (exit status: 1)",
+        )
+        .unwrap();
+        let cases = discover(t.path()).unwrap();
+        let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names.len(), 9, "{names:?}");
+        assert_eq!(names[1], "vfio-selftests.listed_test.layout.small.maps");
+        assert_eq!(names[8], "vfio-selftests.whole_test");
+        assert_eq!(cases[8].collection, "vfio-selftests");
+        assert_eq!(
+            run_case(&cases[8], "0000:00:03.0").unwrap(),
+            Outcome::Skip("no VFs".into())
+        );
     }
 
     #[test]

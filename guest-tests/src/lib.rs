@@ -20,3 +20,4 @@ pub mod placement;
 pub mod ptdump;
 pub mod remap;
 pub mod vfio;
+pub mod vfio_caps;

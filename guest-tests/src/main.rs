@@ -18,7 +18,7 @@ use device_emu::layout::BarLayout;
 use guest_tests::fixture::{Bound, Fixture, FixtureError, Options};
 use guest_tests::harness::{Group, SkipAll, TestCase};
 use guest_tests::pci::PciError;
-use guest_tests::{harness, isolate, kselftest};
+use guest_tests::{harness, isolate, kselftest, vfio_caps};
 
 /// KTAP conformance tests for huge VFIO BAR mappings.
 #[derive(Parser, Debug)]
@@ -66,10 +66,10 @@ struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = harness::DEFAULT_HEARTBEAT.as_secs())]
     heartbeat: u64,
     /// Also run the external kselftest programs installed under DIR
-    /// (`DIR/<collection>/<program>`), after the other tests, each case as
+    /// (`DIR/<collection>/<program>`; repeatable), after the other tests, each case as
     /// `<collection>.<program>.<case>` with VFIO_SELFTESTS_BDF set to the device.
     #[arg(long, value_name = "DIR")]
-    kselftest_dir: Option<PathBuf>,
+    kselftest_dir: Vec<PathBuf>,
     /// Root under which sys/, proc/, dev/vfio and dev/kmsg are found.
     #[arg(long, default_value = "/", hide = true)]
     root: PathBuf,
@@ -112,24 +112,45 @@ fn expected_layout(cli: &Cli) -> anyhow::Result<Option<BarLayout>> {
     }
 }
 
-/// One test per case of the programs under `dir` (none without a directory).
-fn external_tests(dir: Option<&std::path::Path>) -> anyhow::Result<Vec<TestCase<Bound>>> {
-    let Some(dir) = dir else {
-        return Ok(Vec::new());
-    };
-    let cases = kselftest::discover(dir)
-        .with_context(|| format!("finding the kselftest programs in {}", dir.display()))?;
+/// One test per case of the programs under each of `dirs`.
+/// Cases of the kernel's VFIO selftests that this kernel or device cannot
+/// support skip with the reason, decided from what `root` offers.
+fn external_tests(
+    dirs: &[PathBuf],
+    root: &std::path::Path,
+) -> anyhow::Result<Vec<TestCase<Bound>>> {
+    let mut cases = Vec::new();
+    for dir in dirs {
+        cases.extend(
+            kselftest::discover(dir)
+                .with_context(|| format!("finding the kselftest programs in {}", dir.display()))?,
+        );
+    }
     Ok(cases
         .into_iter()
         .map(|case| {
             let timeout = case.timeout;
             let name = case.name.clone();
+            let root = root.to_owned();
             TestCase::new(name, move |dev: &Bound| {
+                if let Some(why) = unsupported(&case, &root, dev.pci.bdf()) {
+                    return Ok(harness::Outcome::Skip(why));
+                }
                 kselftest::run_case(&case, dev.pci.bdf())
             })
             .with_timeout(timeout)
         })
         .collect())
+}
+
+/// Why a VFIO selftest case cannot run on this kernel and device, if it cannot.
+fn unsupported(case: &kselftest::Case, root: &std::path::Path, bdf: &str) -> Option<String> {
+    if case.collection != vfio_caps::COLLECTION {
+        return None;
+    }
+    let caps = vfio_caps::Capabilities::probe(root, bdf);
+    let program = case.program.file_name()?.to_string_lossy();
+    vfio_caps::skip_reason(&program, &case.case, &caps)
 }
 
 fn main() -> ExitCode {
@@ -140,7 +161,7 @@ fn main() -> ExitCode {
     }
     let injected = cli.inject.iter().filter_map(|k| suite::inject::test(k));
     tests.splice(0..0, injected);
-    let external = match external_tests(cli.kselftest_dir.as_deref()) {
+    let external = match external_tests(&cli.kselftest_dir, &cli.root) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("guest-tests: {e:#}");

@@ -164,6 +164,12 @@ pub struct RunArgs {
     /// linux-source, fetched into the cache once).
     #[arg(long)]
     pub reproducers: bool,
+    /// Which tests to run: `bigbar` (the catalogue), `vfio-selftests` (the
+    /// kernel's tools/testing/selftests/vfio, built statically from the source
+    /// of the kernel under test, each case as `vfio-selftests.<program>.<case>`,
+    /// in a guest of their own), or `all`.
+    #[arg(long, value_enum, default_value_t = crate::suite::Suite::Bigbar)]
+    pub suite: crate::suite::Suite,
     /// List the guest tests (after --filter) without booting.
     #[arg(long)]
     pub list: bool,

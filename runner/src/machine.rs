@@ -4,6 +4,7 @@
 use crate::recovery::Recovery;
 use crate::report::{KernelInfo, Outcome, QemuInfo, Run};
 use crate::session::{self, Event, GuestConfig, SessionResult};
+use crate::suite::{self, Suite as TestSuite};
 use crate::{accel, artefacts, device, stages};
 use anyhow::{Context, Result};
 use device_emu::layout::BarLayout;
@@ -55,6 +56,8 @@ pub struct Plan {
     pub gdb: bool,
     /// Build and run the kernel reproducers (`--reproducers`).
     pub reproducers: bool,
+    /// `--suite`.
+    pub suite: TestSuite,
 }
 
 impl Plan {
@@ -146,15 +149,21 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
         |b| format!("busybox-static {}", b.package_version),
     )?
     .binary;
-    let kselftests = if plan.reproducers {
-        vec![stages::run(
+    let mut kselftests = Vec::new();
+    if plan.reproducers {
+        kselftests.push(stages::run(
             "reproducers",
             |_| build_reproducers(root, &fetcher),
             |c| format!("{} against {}", c.programs.join(", "), c.source),
-        )?]
-    } else {
-        Vec::new()
-    };
+        )?);
+    }
+    if plan.suite.vfio_selftests() {
+        kselftests.push(stages::run(
+            "vfio-selftests",
+            |_| suite::build_vfio_selftests(&fetcher, &spec),
+            |c| format!("{} programs from {}", c.programs.len(), c.source),
+        )?);
+    }
     let accel = stages::run(
         "accelerator",
         |_| {
@@ -187,14 +196,14 @@ pub fn build_reproducers(root: &Path, fetcher: &Fetcher<'_>) -> Result<Collectio
         .with_context(|| format!("building the reproducers of {}", sources.display()))
 }
 
-/// The guest binary's `--kselftest-dir` for listing `collections` on the host:
-/// their cache entry holds them in the install layout.
+/// The guest binary's `--kselftest-dir`s for listing `collections` on the
+/// host: each one's cache entry holds it in the install layout.
 pub fn host_kselftest_args(collections: &[Collection]) -> Vec<String> {
     collections
-        .first()
-        .and_then(|c| c.dir.parent())
-        .map(|d| vec!["--kselftest-dir".to_string(), d.display().to_string()])
-        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.dir.parent())
+        .flat_map(|d| ["--kselftest-dir".to_string(), d.display().to_string()])
+        .collect()
 }
 
 /// The run's selected tests in the guests they run in: the catalogue, then the
@@ -270,6 +279,7 @@ fn selected_tests(prep: &Prepared, plan: &Plan) -> Result<Vec<String>> {
         .lines()
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| plan.suite.includes(l))
         .collect();
     Ok(names)
 }
@@ -303,7 +313,9 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
         run_dir: run_dir.path(),
         deadline: Instant::now() + budget,
         done: 0,
-        single: phases.len() <= 1,
+        // A suite without the catalogue must name its tests, or the guest
+        // would run the catalogue too.
+        single: phases.len() <= 1 && plan.suite != TestSuite::VfioSelftests,
     };
     for (i, phase) in phases.iter().enumerate() {
         if i > 0 {
@@ -433,6 +445,10 @@ fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> Gu
     let hole = pci_hole64(&plan.layout);
     let mut extra = plan.qemu_args.clone();
     let mut append = plan.append.clone();
+    let config = suite::read_config(prep.kernel.config.as_deref());
+    if let Some(args) = suite::kernel_args(plan.suite, config.as_deref()) {
+        append = format!("{args} {append}").trim().to_string();
+    }
     if prep.iommu == IommuMode::NoIommu {
         append = format!("vfio.enable_unsafe_noiommu_mode=1 {append}")
             .trim()
@@ -734,6 +750,15 @@ mod tests {
         assert_eq!(
             host_kselftest_args(&[collection("repro")]),
             ["--kselftest-dir", "/cache/kselftests/repro/entry"]
+        );
+        assert_eq!(
+            host_kselftest_args(&[collection("repro"), collection("vfio-selftests")]),
+            [
+                "--kselftest-dir",
+                "/cache/kselftests/repro/entry",
+                "--kselftest-dir",
+                "/cache/kselftests/vfio-selftests/entry"
+            ]
         );
         assert!(host_kselftest_args(&[]).is_empty());
     }

@@ -25,6 +25,7 @@ mod report;
 mod saved;
 mod session;
 mod stages;
+mod suite;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -404,6 +405,7 @@ fn plan(args: &RunArgs, spec: &str, layout: device_emu::layout::BarLayout) -> ma
         shell: args.shell,
         gdb: args.gdb,
         reproducers: args.reproducers,
+        suite: args.suite,
     }
 }
 
@@ -461,22 +463,34 @@ fn present(run: &Run) -> u8 {
 }
 
 /// `--list`: builds the guest binary and lets it list its tests on the host
-/// (with `--reproducers`, the reproducers too: they list their own cases).
+/// (with `--reproducers`, the reproducers too: they list their own cases; with
+/// `--suite vfio-selftests` or `all`, the kernel's VFIO selftests of the first
+/// `--kernel`), narrowed to `--suite`.
 fn list_tests(args: &RunArgs) -> Result<u8> {
     let bin = artefacts::build_guest(&workspace_root())?;
+    let cache = vm_images::Cache::new(cache_dir(args));
+    let fetcher = vm_images::Fetcher::new(&cache);
     let mut kselftests = Vec::new();
     if args.reproducers {
-        let cache = vm_images::Cache::new(cache_dir(args));
-        let fetcher = vm_images::Fetcher::new(&cache);
         kselftests.push(machine::build_reproducers(&workspace_root(), &fetcher)?);
     }
-    let status = std::process::Command::new(&bin)
+    if args.suite.vfio_selftests() {
+        let spec = machine::kernel_spec(args.kernel.first().map_or("debian:sid", |k| k))?;
+        kselftests.push(suite::build_vfio_selftests(&fetcher, &spec)?);
+    }
+    let out = std::process::Command::new(&bin)
         .arg("--list")
         .args(machine::host_kselftest_args(&kselftests))
         .args(args.guest_args())
-        .status()
+        .output()
         .with_context(|| format!("running {} --list", bin.display()))?;
-    Ok(if status.success() {
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    for name in String::from_utf8_lossy(&out.stdout).lines() {
+        if args.suite.includes(name.trim()) {
+            println!("{name}");
+        }
+    }
+    Ok(if out.status.success() {
         cli::EXIT_OK
     } else {
         cli::EXIT_NOT_TESTED

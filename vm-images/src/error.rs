@@ -258,6 +258,24 @@ pub enum Error {
         tail: String,
     },
 
+    /// The kernel's own kselftests did not build (with the project's patches).
+    #[error(
+        "building {collection} from {source_version} failed at `{command}` ({status}); \
+         the project's fixes for it belong in kernel/patches/selftests:\n{tail}"
+    )]
+    KselftestBuild {
+        /// The collection (e.g. `vfio-selftests`).
+        collection: String,
+        /// The kernel source (`package version`).
+        source_version: String,
+        /// The make command line.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The end of what it printed on stderr.
+        tail: String,
+    },
+
     /// The initramfs cannot be built from the given spec.
     #[error("initramfs: {0}")]
     Initramfs(String),

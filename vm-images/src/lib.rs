@@ -8,7 +8,8 @@
 //!   `stock` / `reference` built from Debian's `linux-source` ([`kernel::build`]), with
 //!   build tools the host lacks fetched from its own release ([`kernel::build_tools`]).
 //! - [`busybox`]: Debian's static busybox.
-//! - [`kselftests`]: external kselftest programs (bigbar's kernel reproducers),
+//! - [`kselftests`]: external kselftest programs (bigbar's kernel reproducers, and
+//!   the kernel's own VFIO selftests built from its tree),
 //!   compiled statically against the kernel source.
 //! - [`initramfs`]: the guest's initramfs (newc cpio).
 //!

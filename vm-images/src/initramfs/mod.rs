@@ -87,7 +87,9 @@ pub fn build(spec: &InitramfsSpec, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The kselftest install layout: one directory per collection, its programs in it.
+/// The kselftest install layout: one directory per collection, its programs in
+/// it, with the collection's data files beside them (`settings`, the stored
+/// `<program>.list` listings).
 fn add_kselftests<W: Write>(archive: &mut Archive<W>, collections: &[Collection]) -> Result<()> {
     if collections.is_empty() {
         return Ok(());
@@ -102,8 +104,31 @@ fn add_kselftests<W: Write>(archive: &mut Archive<W>, collections: &[Collection]
             let dest = format!("{dir}/{program}");
             archive.file(&dest, 0o755, &data).at("writing", &dest)?;
         }
+        for file in data_files(c)? {
+            let data = read(&c.dir.join(&file))?;
+            let dest = format!("{dir}/{file}");
+            archive.file(&dest, 0o644, &data).at("writing", &dest)?;
+        }
     }
     Ok(())
+}
+
+/// The regular files of a collection's directory that are not its programs.
+fn data_files(c: &Collection) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(&c.dir).at("reading", &c.dir)? {
+        let p = e.at("reading", &c.dir)?.path();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if p.is_file() && !c.programs.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// `/lib/modules/<file name>` for each module; names must be distinct.
@@ -288,6 +313,7 @@ mod tests {
         let built = tmp.path().join("entry/repro");
         fs::create_dir_all(&built).unwrap();
         fs::write(built.join("x_test"), b"ELF").unwrap();
+        fs::write(built.join("x_test.list"), b"# FIXTURE").unwrap();
         let mut s = spec(tmp.path(), false);
         s.kselftests.push(Collection {
             name: "repro".into(),
@@ -304,6 +330,7 @@ mod tests {
             e["lib/kselftests/repro/x_test"],
             (0o100755, b"ELF".to_vec(), (0, 0))
         );
+        assert_eq!(e["lib/kselftests/repro/x_test.list"].0, 0o100644);
     }
 
     #[test]

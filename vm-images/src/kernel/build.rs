@@ -62,6 +62,12 @@ pub fn fix_patches() -> PathBuf {
     patches_dir().join("fixes")
 }
 
+/// The project's fixes for building and running the kernel's selftests as
+/// shipped (`kernel/patches/selftests`), applied to a copy of them.
+pub fn selftests_patches() -> PathBuf {
+    patches_dir().join("selftests")
+}
+
 /// What a built kernel is made of, besides the Debian source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {

@@ -11,6 +11,8 @@
 //! Cache entry: `kselftests/<collection>/<package>_<version>-<hash>/`, the hash
 //! covering the C sources and the compiler command, so editing a reproducer
 //! rebuilds it.
+//!
+//! The kernel's own selftests are built from a kernel tree by [`tree`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,9 @@ use crate::command::{require_tool, run};
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::Fetcher;
 use crate::kernel::source::{self, KernelSource};
+
+pub mod tree;
+pub use tree::{build_from_tree, TreeSuite, VFIO_COLLECTION};
 
 /// Where external kselftest programs go in the initramfs.
 pub const GUEST_DIR: &str = "/lib/kselftests";

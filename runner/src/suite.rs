@@ -1,0 +1,145 @@
+//! `--suite`: bigbar's own catalogue, the kernel's VFIO selftests, or both.
+//!
+//! The VFIO selftests are built from the source of the kernel under test,
+//! which bigbar knows for Debian sid's kernel and its own builds (`stock`,
+//! `reference`, `fixed` are built from the same Debian sid `linux-source`).
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use vm_images::kernel::patches::Series;
+use vm_images::kernel::{build, source, KernelSpec};
+use vm_images::kselftests::{self, Collection, TreeSuite, VFIO_COLLECTION};
+use vm_images::Fetcher;
+
+/// Which tests a run offers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// bigbar's catalogue (and `--reproducers`).
+    #[default]
+    Bigbar,
+    /// The kernel's VFIO selftests (tools/testing/selftests/vfio).
+    VfioSelftests,
+    /// Both.
+    All,
+}
+
+/// 2 MiB hugetlb pages the guest reserves for the selftests' hugetlb variants
+/// (one page per case; a few spare for a case that leaks one).
+pub const HUGEPAGES_2M: u32 = 16;
+
+impl Suite {
+    /// Whether the run builds and offers the kernel's VFIO selftests.
+    pub fn vfio_selftests(self) -> bool {
+        matches!(self, Self::VfioSelftests | Self::All)
+    }
+
+    /// Whether the guest test `name` belongs to this suite.
+    pub fn includes(self, name: &str) -> bool {
+        let vfio = name
+            .strip_prefix(VFIO_COLLECTION)
+            .is_some_and(|r| r.starts_with('.'));
+        match self {
+            Self::Bigbar => !vfio,
+            Self::VfioSelftests => vfio,
+            Self::All => true,
+        }
+    }
+}
+
+/// The kernel command line the suite adds: reserved 2 MiB pages when the
+/// selftests run and the kernel's configuration (`config`) has HUGETLBFS.
+pub fn kernel_args(suite: Suite, config: Option<&str>) -> Option<String> {
+    let hugetlbfs = config.is_some_and(|c| c.lines().any(|l| l.trim() == "CONFIG_HUGETLBFS=y"));
+    (suite.vfio_selftests() && hugetlbfs).then(|| format!("hugepagesz=2M hugepages={HUGEPAGES_2M}"))
+}
+
+/// Why bigbar has no source tree for `spec`'s selftests, if it has none.
+pub fn unsupported_kernel(spec: &KernelSpec) -> Option<String> {
+    match spec {
+        KernelSpec::Debian(suite) if *suite == source::source_suite() => None,
+        KernelSpec::Stock | KernelSpec::Reference | KernelSpec::Fixed | KernelSpec::Minimal => None,
+        KernelSpec::Debian(suite) => Some(format!(
+            "--suite vfio-selftests: no kernel source for debian:{} is known \
+             (bigbar has Debian sid's linux-source only; selftests from another \
+             version's tree would not match the kernel)",
+            suite
+        )),
+        KernelSpec::Path(p) => Some(format!(
+            "--suite vfio-selftests: building the selftests from the tree of a local \
+             kernel ({}) is not supported yet",
+            p.display()
+        )),
+    }
+}
+
+/// Builds the kernel's VFIO selftests from the source of `spec` (Debian sid's
+/// linux-source) with the project's `kernel/patches/selftests` series applied.
+pub fn build_vfio_selftests(fetcher: &Fetcher<'_>, spec: &KernelSpec) -> Result<Collection> {
+    if let Some(why) = unsupported_kernel(spec) {
+        bail!(why);
+    }
+    let (package, version) = source::resolve_version(fetcher)?;
+    let tree =
+        source::obtain(fetcher, &package, &version).context("obtaining the kernel source")?;
+    let dir = build::selftests_patches();
+    let series = Series::read(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    kselftests::build_from_tree(fetcher, &TreeSuite::vfio(), &tree, &series)
+        .context("building the kernel's VFIO selftests")
+}
+
+/// The kernel configuration at `path`, if there is one to read.
+pub fn read_config(path: Option<&Path>) -> Option<String> {
+    std::fs::read_to_string(path?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case(Suite::Bigbar, "setup.bind_vfio", true)]
+    #[case(Suite::Bigbar, "repro.x_test.f.t", true)]
+    #[case(
+        Suite::Bigbar,
+        "vfio-selftests.vfio_pci_device_test.vfio_pci_device_test.reset",
+        false
+    )]
+    #[case(Suite::VfioSelftests, "vfio-selftests.vfio_pci_sriov_uapi_test", true)]
+    #[case(Suite::VfioSelftests, "vfio-selftests-other.x", false)]
+    #[case(Suite::VfioSelftests, "setup.bind_vfio", false)]
+    #[case(Suite::All, "setup.bind_vfio", true)]
+    #[case(Suite::All, "vfio-selftests.a.b", true)]
+    fn membership(#[case] suite: Suite, #[case] name: &str, #[case] want: bool) {
+        assert_eq!(suite.includes(name), want);
+    }
+
+    #[rstest]
+    #[case(
+        Suite::VfioSelftests,
+        Some("CONFIG_HUGETLBFS=y\n"),
+        Some("hugepagesz=2M hugepages=16")
+    )]
+    #[case(
+        Suite::All,
+        Some("X=y\nCONFIG_HUGETLBFS=y\n"),
+        Some("hugepagesz=2M hugepages=16")
+    )]
+    #[case(Suite::VfioSelftests, Some("# CONFIG_HUGETLBFS is not set\n"), None)]
+    #[case(Suite::VfioSelftests, None, None)]
+    #[case(Suite::Bigbar, Some("CONFIG_HUGETLBFS=y\n"), None)]
+    fn hugepages(#[case] suite: Suite, #[case] config: Option<&str>, #[case] want: Option<&str>) {
+        assert_eq!(kernel_args(suite, config).as_deref(), want);
+    }
+
+    #[rstest]
+    #[case("debian:sid", true)]
+    #[case("stock", true)]
+    #[case("reference", true)]
+    #[case("fixed", true)]
+    #[case("debian:trixie", false)]
+    fn kernels_with_a_known_tree(#[case] spec: &str, #[case] known: bool) {
+        let spec: KernelSpec = spec.parse().unwrap();
+        assert_eq!(unsupported_kernel(&spec).is_none(), known, "{spec:?}");
+    }
+}
