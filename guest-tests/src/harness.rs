@@ -103,6 +103,33 @@ pub struct TestCase<F> {
     /// Run in the parent after the child ended, however it ended (kselftest's
     /// teardown): undoes system-wide changes a killed child could not undo.
     pub teardown: Option<fn(&F)>,
+    /// The IDs of the rules it checks (docs/RULES.md): by default the one its
+    /// name starts with (`f6.` checks F6), none for other names.
+    pub rules: Vec<&'static str>,
+}
+
+/// The rule IDs of docs/RULES.md.
+pub const RULE_IDS: [&str; 14] = [
+    "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "A1", "A2", "A3", "A4", "A5",
+];
+
+/// The rule a test name declares by its prefix (`f6.munmap_pmd_cut` → F6).
+pub fn rule_of_name(name: &str) -> Option<&'static str> {
+    let prefix = name.split('.').next()?;
+    RULE_IDS
+        .iter()
+        .copied()
+        .find(|id| id.eq_ignore_ascii_case(prefix))
+}
+
+/// The line `--list` prints for a test: its name, then a tab and its rule IDs
+/// separated by commas when it has any.
+pub fn listing_line(name: &str, rules: &[&str]) -> String {
+    if rules.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}\t{}", rules.join(","))
+    }
 }
 
 impl<F> TestCase<F> {
@@ -111,12 +138,21 @@ impl<F> TestCase<F> {
         name: impl Into<Cow<'static, str>>,
         run: impl Fn(&F) -> anyhow::Result<Outcome> + 'static,
     ) -> Self {
+        let name = name.into();
+        let rules = rule_of_name(&name).into_iter().collect();
         TestCase {
-            name: name.into(),
+            name,
             timeout: DEFAULT_TIMEOUT,
             run: Box::new(run),
             teardown: None,
+            rules,
         }
+    }
+
+    /// The same test declaring the rules it checks (instead of its name's).
+    pub fn with_rules(mut self, rules: &[&'static str]) -> Self {
+        self.rules = rules.to_vec();
+        self
     }
 
     /// The same test with a teardown run in the parent after it.
@@ -398,6 +434,26 @@ fn report<F, W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[rstest::rstest]
+    #[case("f6.munmap_pud_unaligned", Some("F6"))]
+    #[case("a3.msix_hole", Some("A3"))]
+    #[case("f1.case_table", Some("F1"))]
+    #[case("fault_order.unaligned", None)]
+    #[case("f10.none", None)]
+    #[case("repro.vfio_pci_pud_split_test.x.y", None)]
+    #[case("", None)]
+    fn rules_from_names(#[case] name: &str, #[case] rule: Option<&str>) {
+        assert_eq!(rule_of_name(name), rule);
+    }
+
+    #[rstest::rstest]
+    #[case("f6.x", &["F6"], "f6.x\tF6")]
+    #[case("fault_order.pud_aligned", &["F1", "F2"], "fault_order.pud_aligned\tF1,F2")]
+    #[case("setup.bind_vfio", &[], "setup.bind_vfio")]
+    fn listing_lines(#[case] name: &str, #[case] rules: &[&str], #[case] line: &str) {
+        assert_eq!(listing_line(name, rules), line);
+    }
 
     /// Options for the multi-threaded `cargo test` process.
     fn test_opts() -> RunOptions {

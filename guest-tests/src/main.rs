@@ -171,11 +171,16 @@ fn main() -> ExitCode {
     let selected = harness::select(&tests, &cli.filters);
     let selected_external = harness::select(&external, &cli.filters);
     if cli.list {
-        for name in selected.iter().map(|t| &t.name) {
-            println!("{name}");
-        }
-        for name in selected_external.iter().map(|t| &t.name) {
-            println!("{name}");
+        let lines = selected
+            .iter()
+            .map(|t| harness::listing_line(&t.name, &t.rules))
+            .chain(
+                selected_external
+                    .iter()
+                    .map(|t| harness::listing_line(&t.name, &t.rules)),
+            );
+        for line in lines {
+            println!("{line}");
         }
         return ExitCode::SUCCESS;
     }

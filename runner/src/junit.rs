@@ -4,7 +4,7 @@
 use crate::ktap::{TestResult, Verdict};
 use crate::report::{Outcome, Results};
 use anyhow::{Context, Result};
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use std::path::Path;
 
 /// Builds the JUnit report of `results`.
@@ -33,6 +33,9 @@ pub fn report(results: &Results) -> Report {
             case.set_classname(t.name.split('.').next().unwrap_or("bigbar").to_string());
             if !t.diagnostic.is_empty() {
                 case.set_system_out(t.diagnostic.clone());
+            }
+            if !t.rules.is_empty() {
+                case.add_property(Property::new("rules", t.rules.join(",")));
             }
             suite.add_test_case(case);
         }
@@ -104,11 +107,13 @@ mod tests {
 
     #[test]
     fn counts_and_elements() {
-        let xml = report(&Results {
-            runs: vec![run(Outcome::Completed)],
-        })
-        .to_string()
-        .unwrap();
+        let mut r = run(Outcome::Completed);
+        r.tests[1].rules = vec!["F2".into()];
+        let xml = report(&Results { runs: vec![r] }).to_string().unwrap();
+        assert!(
+            xml.contains("<property name=\"rules\" value=\"F2\"/>"),
+            "{xml}"
+        );
         assert!(xml.contains(
             "<testsuites name=\"bigbar\" tests=\"4\" skipped=\"2\" failures=\"1\" errors=\"0\">"
         ));

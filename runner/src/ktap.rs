@@ -41,6 +41,10 @@ pub struct TestResult {
     pub diagnostic: String,
     /// Kernel-log lines printed while it ran that failed it (see [`crate::klog`]).
     pub kernel_log: Vec<String>,
+    /// The IDs of the rules it checks (docs/RULES.md), as the guest binary
+    /// declares them; empty when unknown (a saved stream read by `parse`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
 }
 
 impl TestResult {
@@ -55,6 +59,7 @@ impl TestResult {
             reason: reason(name, result, "", &lines),
             diagnostic: diagnostic.to_string(),
             kernel_log: Vec::new(),
+            rules: Vec::new(),
         }
     }
 }
@@ -278,6 +283,7 @@ fn parse_result_line(line: &str) -> Option<TestResult> {
         reason: String::new(),
         diagnostic: reason,
         kernel_log: Vec::new(),
+        rules: Vec::new(),
     })
 }
 

@@ -266,22 +266,35 @@ fn check_config(k: &kernel::Kernel) -> Result<IommuMode> {
     requirements::check_file(path).with_context(|| format!("kernel {}", k.spec))
 }
 
-/// The names of the guest tests `plan` selects, in run order (the static
-/// guest binary lists them on the host).
-fn selected_tests(prep: &Prepared, plan: &Plan) -> Result<Vec<String>> {
+/// The guest tests `plan` selects, in run order, with the rule IDs each
+/// declares (the static guest binary lists them on the host).
+fn selected_tests(prep: &Prepared, plan: &Plan) -> Result<Vec<(String, Vec<String>)>> {
     let out = std::process::Command::new(&prep.built.guest_tests)
         .arg("--list")
         .args(host_kselftest_args(&prep.kselftests))
         .args(&plan.guest_args)
         .output()
         .context("listing the guest tests")?;
-    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().to_string())
+    Ok(parse_listing(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .filter(|(name, _)| plan.suite.includes(name))
+        .collect())
+}
+
+/// The guest binary's `--list` output: one test a line, its name, then (after a
+/// tab) its rule IDs separated by commas when it declares any.
+pub fn parse_listing(text: &str) -> Vec<(String, Vec<String>)> {
+    text.lines()
+        .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter(|l| plan.suite.includes(l))
-        .collect();
-    Ok(names)
+        .map(|l| match l.split_once('\t') {
+            Some((name, rules)) => (
+                name.trim().to_string(),
+                rules.split(',').map(|r| r.trim().to_string()).collect(),
+            ),
+            None => (l.to_string(), Vec::new()),
+        })
+        .collect()
 }
 
 /// Runs everything for one kernel and returns the run's record (`None` for a
@@ -299,7 +312,8 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
         return Ok(None);
     }
     eprintln!("bigbar: run directory {}", run_dir.path().display());
-    let all = selected_tests(&prep, plan)?;
+    let listed = selected_tests(&prep, plan)?;
+    let all: Vec<String> = listed.iter().map(|(name, _)| name.clone()).collect();
     let phases = phases(&all, &prep.kselftests);
     let mut record = Recovery::new(all);
     let (tx, rx, _route) = session::event_channel()?;
@@ -336,7 +350,12 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
             dir.display()
         );
     }
-    let record = record.finish();
+    let mut record = record.finish();
+    for t in &mut record.tests {
+        if let Some((_, rules)) = listed.iter().find(|(name, _)| *name == t.name) {
+            t.rules = rules.clone();
+        }
+    }
     Ok(Some(Run {
         kernel: KernelInfo {
             spec: plan.kernel_spec.clone(),
@@ -704,6 +723,19 @@ fn initramfs_entries(path: &Path) -> Result<Vec<(String, u32, u32)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[rstest::rstest]
+    #[case("f6.x\tF6\n", &[("f6.x", &["F6"][..])])]
+    #[case("fault_order.a\tF1,F2\nsetup.b\n", &[("fault_order.a", &["F1", "F2"][..]), ("setup.b", &[][..])])]
+    #[case("# a comment\n\n  repro.p.c  \n", &[("repro.p.c", &[][..])])]
+    fn listings(#[case] text: &str, #[case] want: &[(&str, &[&str])]) {
+        let got = parse_listing(text);
+        let want: Vec<(String, Vec<String>)> = want
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.iter().map(|x| x.to_string()).collect()))
+            .collect();
+        assert_eq!(got, want);
+    }
     use rstest::rstest;
 
     #[test]

@@ -485,9 +485,12 @@ fn list_tests(args: &RunArgs) -> Result<u8> {
         .output()
         .with_context(|| format!("running {} --list", bin.display()))?;
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    for name in String::from_utf8_lossy(&out.stdout).lines() {
-        if args.suite.includes(name.trim()) {
-            println!("{name}");
+    for (name, rules) in machine::parse_listing(&String::from_utf8_lossy(&out.stdout)) {
+        if args.suite.includes(&name) {
+            match rules.is_empty() {
+                true => println!("{name}"),
+                false => println!("{name}  {}", rules.join(" ")),
+            }
         }
     }
     Ok(if out.status.success() {

@@ -53,6 +53,15 @@ pub fn read(path: &Path) -> Result<Run> {
     });
     run.outcome = saved_outcome_or(&run.outcome, record.outcome);
     run.tests = record.tests;
+    if path.is_dir() {
+        // The KTAP stream does not carry the tests' rule IDs; the saved record does.
+        let rules = saved_rules(&path.join("results.json"));
+        for t in &mut run.tests {
+            if let Some((_, r)) = rules.iter().find(|(name, _)| *name == t.name) {
+                t.rules = r.clone();
+            }
+        }
+    }
     run.kernel_reports = record.kernel_reports;
     run.kernel_log_outside_tests = record.outside_tests;
     if streams.len() > 1 {
@@ -136,6 +145,29 @@ fn saved_outcome_or(saved: &Outcome, parsed: Outcome) -> Outcome {
 }
 
 /// Kernel, QEMU and outcome of a saved `results.json`, when there is one.
+/// The rule IDs of each test of the first run in a saved `results.json`.
+fn saved_rules(path: &Path) -> Vec<(String, Vec<String>)> {
+    let Some(v) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return Vec::new();
+    };
+    let tests = v["runs"][0]["tests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    tests
+        .iter()
+        .filter_map(|t| {
+            let name = t["name"].as_str()?.to_string();
+            let rules = t["rules"].as_array()?;
+            let rules = rules.iter().filter_map(|r| r.as_str().map(String::from));
+            Some((name, rules.collect()))
+        })
+        .collect()
+}
+
 fn saved_metadata(path: &Path) -> Option<Run> {
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;

@@ -196,10 +196,32 @@ pub fn table(run: &Run) -> String {
         run.qemu.version,
         run.accel
     );
-    let _ = writeln!(out, "  {:<width$}  result", "test");
+    let rules_of = |t: &crate::ktap::TestResult| t.rules.join(",");
+    let rules_width = run
+        .tests
+        .iter()
+        .map(|t| rules_of(t).len())
+        .max()
+        .unwrap_or(0);
+    let rules_width = if rules_width == 0 {
+        0
+    } else {
+        rules_width.max(5)
+    };
+    let rules_head = if rules_width == 0 {
+        String::new()
+    } else {
+        format!("{:<rules_width$}  ", "rules")
+    };
+    let _ = writeln!(out, "  {:<width$}  {rules_head}result", "test");
     for t in &run.tests {
         let verdict = format!("{:?}", t.result).to_lowercase();
-        let _ = write!(out, "  {:<width$}  {verdict}", t.name);
+        let rules = if rules_width == 0 {
+            String::new()
+        } else {
+            format!("{:<rules_width$}  ", rules_of(t))
+        };
+        let _ = write!(out, "  {:<width$}  {rules}{verdict}", t.name);
         if t.result != Verdict::Pass && !t.reason.is_empty() {
             let _ = write!(out, "  ({})", t.reason);
         }

@@ -38,9 +38,11 @@ pub fn all() -> Vec<TestCase<Fixture>> {
     vec![
         TestCase::new("setup.bind_vfio", setup::bind_vfio),
         TestCase::new("content.offset_tags", content::offset_tags),
-        TestCase::new("fault_order.pud_aligned", fault_order::pud_aligned),
-        TestCase::new("fault_order.pmd_aligned", fault_order::pmd_aligned),
-        TestCase::new("fault_order.unaligned", fault_order::unaligned),
+        TestCase::new("fault_order.pud_aligned", fault_order::pud_aligned)
+            .with_rules(&["F1", "F2"]),
+        TestCase::new("fault_order.pmd_aligned", fault_order::pmd_aligned)
+            .with_rules(&["F1", "F2"]),
+        TestCase::new("fault_order.unaligned", fault_order::unaligned).with_rules(&["F1", "F2"]),
         TestCase::new("f1.case_table", orders::case_table),
         TestCase::new("f1.random", orders::random),
         TestCase::new("f1.kprobe_orders", kprobe::kprobe_orders),
