@@ -56,8 +56,7 @@
 //! workspace, nightly and `cargo-fuzz`) from the seed corpus recorded from
 //! QEMU 11.1.
 
-pub mod layout;
-pub mod regs;
+pub use protocol::{layout, regs};
 
 #[cfg(feature = "server")]
 pub mod bar_memory;

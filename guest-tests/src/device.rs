@@ -1,7 +1,7 @@
 //! The emulated device's register BAR, reached with pread/pwrite on the VFIO
 //! device fd (BAR 0 is trapped, so every access arrives at device-emu).
 
-use device_emu::regs::{self, Command, Status};
+use protocol::regs::{self, Command, Status};
 
 use crate::vfio::{RegionInfo, VfioDevice, VfioError};
 
@@ -35,7 +35,7 @@ pub enum RegsError {
 }
 
 /// The arguments of one command (the register ABI's own type).
-pub use device_emu::regs::CommandArgs as Args;
+pub use protocol::regs::CommandArgs as Args;
 
 /// What a `Verify` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

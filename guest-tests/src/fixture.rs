@@ -5,8 +5,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use device_emu::layout::BarLayout;
-use device_emu::regs;
+use protocol::layout::BarLayout;
+use protocol::regs;
 
 use crate::device::{Regs, RegsError};
 use crate::kernel::{KernelCaps, KernelError};

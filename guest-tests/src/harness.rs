@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::isolate::{self, End, Finished, RecordKind};
 use crate::kmsg::KernelLog;
-use crate::ktap::{Ktap, Totals, Verdict, KSFT_FAIL, KSFT_PASS, KSFT_SKIP, KSFT_XFAIL};
+use crate::ktap::{Ktap, Totals, Verdict, KSFT_FAIL, KSFT_PASS, KSFT_SKIP, KSFT_XFAIL, KSFT_XPASS};
 
 /// Deadline of a test unless it says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -28,6 +28,9 @@ pub enum Outcome {
     /// A check failed that this kernel is known not to satisfy (for example
     /// placement rules of a series it lacks); the reason says what was measured.
     Xfail(String),
+    /// Every check held although this kernel was expected to fail them (a rule
+    /// kept by accident); the reason says why a failure was expected.
+    Xpass(String),
 }
 
 /// A fixture setup error that makes every test of the group a skip rather than
@@ -55,23 +58,12 @@ pub struct RunOptions {
     pub threads: isolate::Threads,
 }
 
-/// Starts the diagnostic (after `# `) the parent writes while a test runs:
-/// `heartbeat NAME SECONDS`, the whole seconds since the test's fork.
-pub const HEARTBEAT: &str = "heartbeat ";
+pub use protocol::kmsg::{BEGIN_MARKER, END_MARKER, HEARTBEAT};
 
 /// How often the guest binary beats by default: well under the runner's
 /// 30 s progress limit, so that a guest slowed down by a loaded host under TCG
 /// still beats many times within it.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
-
-/// Written to the kernel log (`bigbar: begin NAME`) before a test starts.
-///
-/// The console then delimits the test itself: kernel messages between the two
-/// markers were printed while it ran. The KTAP stream cannot tell that, since it
-/// travels on another serial port and its lines race the console's.
-pub const BEGIN_MARKER: &str = "bigbar: begin ";
-/// Written to the kernel log (`bigbar: end NAME`) after a test and its teardown.
-pub const END_MARKER: &str = "bigbar: end ";
 
 /// Writes `marker` and `name` to the kernel log at `kmsg` as one record.
 ///
@@ -352,6 +344,10 @@ fn child_body<F>(test: &TestCase<F>, fixture: &F) -> i32 {
             isolate::message(&reason);
             KSFT_XFAIL
         }
+        Ok(Ok(Outcome::Xpass(reason))) => {
+            isolate::message(&reason);
+            KSFT_XPASS
+        }
         Ok(Err(e)) => {
             isolate::message(&format!("{e:#}"));
             KSFT_FAIL
@@ -387,6 +383,7 @@ fn report<F, W: Write>(
         End::Exited(KSFT_PASS) => Verdict::Pass,
         End::Exited(KSFT_SKIP) => Verdict::Skip(message.replace('\n', "; ")),
         End::Exited(KSFT_XFAIL) => Verdict::Xfail(message.replace('\n', "; ")),
+        End::Exited(KSFT_XPASS) => Verdict::Xpass(message.replace('\n', "; ")),
         End::Exited(KSFT_FAIL) => {
             ktap.diag(&format!("{name}: {message}"))?;
             Verdict::Fail
@@ -677,7 +674,8 @@ mod tests {
                 pass: 1,
                 fail: 0,
                 skip: 1,
-                xfail: 0
+                xfail: 0,
+                xpass: 0,
             }
         );
         assert_eq!(totals.exit_code(), KSFT_PASS);

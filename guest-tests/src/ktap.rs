@@ -4,14 +4,8 @@
 
 use std::io::{self, Write};
 
-/// kselftest exit code: every test passed (or some passed and the rest skipped).
-pub const KSFT_PASS: i32 = 0;
-/// kselftest exit code: at least one test failed.
-pub const KSFT_FAIL: i32 = 1;
-/// kselftest exit code of a test that failed as expected (`KSFT_XFAIL`).
-pub const KSFT_XFAIL: i32 = 2;
-/// kselftest exit code: nothing ran to a pass or a failure; everything skipped.
-pub const KSFT_SKIP: i32 = 4;
+use protocol::ktap::{Directive, ResultLine};
+pub use protocol::ktap::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP, KSFT_XFAIL, KSFT_XPASS};
 
 /// The result of one test as KTAP records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +28,9 @@ pub enum Verdict {
     /// failure is expected here); `ok` as kselftest's `ksft_test_result_xfail`
     /// prints it, since an expected failure does not fail the run.
     Xfail(String),
+    /// `ok N name # XPASS reason`: passed though a failure was expected (the
+    /// reason says why one was, and why it passed anyway).
+    Xpass(String),
 }
 
 /// Counts of each verdict.
@@ -47,6 +44,8 @@ pub struct Totals {
     pub skip: usize,
     /// Tests that failed as expected.
     pub xfail: usize,
+    /// Tests that passed though a failure was expected.
+    pub xpass: usize,
 }
 
 impl Totals {
@@ -54,7 +53,7 @@ impl Totals {
     pub fn exit_code(&self) -> i32 {
         if self.fail > 0 {
             KSFT_FAIL
-        } else if self.pass == 0 && self.xfail == 0 {
+        } else if self.pass == 0 && self.xfail == 0 && self.xpass == 0 {
             KSFT_SKIP
         } else {
             KSFT_PASS
@@ -100,36 +99,44 @@ impl<W: Write> Ktap<W> {
     pub fn result(&mut self, name: &str, verdict: &Verdict) -> io::Result<()> {
         self.number += 1;
         let n = self.number;
-        let line = match verdict {
+        let (ok, directive, reason) = match verdict {
             Verdict::Pass => {
                 self.totals.pass += 1;
-                format!("ok {n} {name}")
+                (true, None, "")
             }
             Verdict::Skip(reason) => {
                 self.totals.skip += 1;
-                // A newline would end the directive; keep the first line only.
-                let reason = reason.lines().next().unwrap_or("");
-                format!("ok {n} {name} # SKIP {reason}")
+                (true, Some(Directive::Skip), reason.as_str())
             }
             Verdict::Fail => {
                 self.totals.fail += 1;
-                format!("not ok {n} {name}")
+                (false, None, "")
             }
             Verdict::FailBecause(reason) => {
                 self.totals.fail += 1;
-                let reason = reason.lines().next().unwrap_or("");
-                format!("not ok {n} {name} # {reason}")
+                (false, None, reason.as_str())
             }
             Verdict::Timeout => {
                 self.totals.fail += 1;
-                format!("not ok {n} {name} # TIMEOUT")
+                (false, Some(Directive::Timeout), "")
             }
             Verdict::Xfail(reason) => {
                 self.totals.xfail += 1;
-                let reason = reason.lines().next().unwrap_or("");
-                format!("ok {n} {name} # XFAIL {reason}")
+                (true, Some(Directive::Xfail), reason.as_str())
+            }
+            Verdict::Xpass(reason) => {
+                self.totals.xpass += 1;
+                (true, Some(Directive::Xpass), reason.as_str())
             }
         };
+        let line = ResultLine {
+            ok,
+            number: n as u32,
+            name,
+            directive,
+            reason,
+        }
+        .render();
         self.line(&line)
     }
 
@@ -137,8 +144,8 @@ impl<W: Write> Ktap<W> {
     pub fn finish(mut self) -> io::Result<Totals> {
         let t = self.totals;
         self.line(&format!(
-            "# Totals: pass:{} fail:{} xfail:{} xpass:0 skip:{} error:0",
-            t.pass, t.fail, t.xfail, t.skip
+            "# Totals: pass:{} fail:{} xfail:{} xpass:{} skip:{} error:0",
+            t.pass, t.fail, t.xfail, t.xpass, t.skip
         ))?;
         Ok(t)
     }
@@ -151,7 +158,7 @@ mod tests {
     #[test]
     fn document_shape() {
         let mut buf = Vec::new();
-        let mut k = Ktap::start(&mut buf, 6).unwrap();
+        let mut k = Ktap::start(&mut buf, 7).unwrap();
         k.diag("two\nlines").unwrap();
         k.result("a.pass", &Verdict::Pass).unwrap();
         k.result("a.skip", &Verdict::Skip("no device\nmore".into()))
@@ -165,13 +172,15 @@ mod tests {
             &Verdict::FailBecause("fixture setup failed: x\ny".into()),
         )
         .unwrap();
+        k.result("a.lucky", &Verdict::Xpass("kept by accident".into()))
+            .unwrap();
         let t = k.finish().unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),
-            "TAP version 13\n1..6\n# two\n# lines\nok 1 a.pass\nok 2 a.skip # SKIP no device\n\
+            "TAP version 13\n1..7\n# two\n# lines\nok 1 a.pass\nok 2 a.skip # SKIP no device\n\
              not ok 3 a.fail\nnot ok 4 a.hang # TIMEOUT\nok 5 a.place # XFAIL no placement\n\
-             not ok 6 a.setup # fixture setup failed: x\n\
-             # Totals: pass:1 fail:3 xfail:1 xpass:0 skip:1 error:0\n"
+             not ok 6 a.setup # fixture setup failed: x\nok 7 a.lucky # XPASS kept by accident\n\
+             # Totals: pass:1 fail:3 xfail:1 xpass:1 skip:1 error:0\n"
         );
         assert_eq!(
             t,
@@ -179,7 +188,8 @@ mod tests {
                 pass: 1,
                 fail: 3,
                 skip: 1,
-                xfail: 1
+                xfail: 1,
+                xpass: 1,
             }
         );
     }
@@ -192,6 +202,7 @@ mod tests {
                 fail,
                 skip,
                 xfail: 0,
+                xpass: 0,
             }
             .exit_code()
         };

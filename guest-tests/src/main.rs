@@ -14,11 +14,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use device_emu::layout::BarLayout;
 use guest_tests::fixture::{Bound, Fixture, FixtureError, Options};
 use guest_tests::harness::{Group, SkipAll, TestCase};
 use guest_tests::pci::PciError;
 use guest_tests::{harness, isolate, kselftest, vfio_caps};
+use protocol::layout::BarLayout;
 
 /// KTAP conformance tests for huge VFIO BAR mappings.
 #[derive(Parser, Debug)]

@@ -136,7 +136,7 @@ pub struct RunArgs {
     pub cache: Option<PathBuf>,
     /// BAR layout of the emulated device (device-emu's --bars syntax), e.g.
     /// `1=64M:32:msix@2M,2=16G,4=1G`.
-    #[arg(long, default_value_t = device_emu::layout::BarLayout::default().to_string())]
+    #[arg(long, default_value_t = protocol::layout::BarLayout::default().to_string())]
     pub bars: String,
     /// Accelerator: `auto` (KVM if a probe boot shows it works, else TCG), `tcg` or `kvm`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "tcg", "kvm"])]

@@ -18,11 +18,7 @@ use crate::console::KernelReport;
 use crate::ktap::{TestResult, Verdict};
 use serde::Serialize;
 
-/// What the guest test binary writes to `/dev/kmsg` before each test (the same
-/// text as `guest_tests::harness::BEGIN_MARKER`, which the runner does not link).
-pub const BEGIN_MARKER: &str = "bigbar: begin ";
-/// What it writes after each test and its teardown (`guest_tests::harness::END_MARKER`).
-pub const END_MARKER: &str = "bigbar: end ";
+pub use protocol::kmsg::{BEGIN_MARKER, END_MARKER};
 
 /// The prefix of a test's reason when the kernel log decided its verdict.
 pub const REASON_PREFIX: &str = "[kernel log] ";

@@ -4,6 +4,7 @@
 //! test is in flight while the guest runs, and tolerant: a line it does not
 //! understand is kept as a diagnostic rather than aborting the run.
 
+use protocol::ktap::Directive;
 use serde::{Deserialize, Serialize};
 
 /// The verdict of one test.
@@ -114,7 +115,7 @@ pub struct Heartbeat {
 /// The heartbeat `line` (a whole KTAP line) is, if it is one.
 pub fn heartbeat(line: &str) -> Option<Heartbeat> {
     let rest = line.strip_prefix('#')?.trim_start();
-    let rest = rest.strip_prefix("heartbeat ")?;
+    let rest = rest.strip_prefix(protocol::kmsg::HEARTBEAT)?;
     let (test, seconds) = rest.trim_end().rsplit_once(' ')?;
     let test = test.trim();
     if test.is_empty() || test.contains(char::is_whitespace) {
@@ -296,15 +297,17 @@ fn apply_directive(ok: bool, directive: Option<&str>) -> (Verdict, String) {
         );
     };
     let (word, reason) = d.split_once(' ').unwrap_or((d, ""));
-    let verdict = match word.to_ascii_uppercase().as_str() {
-        "SKIP" => Verdict::Skip,
+    let verdict = match Directive::parse(word) {
+        Some(Directive::Skip) => Verdict::Skip,
         // kselftest prints an expected failure as `ok N # XFAIL reason`.
-        "XFAIL" => Verdict::Xfail,
-        "XPASS" => Verdict::Xpass,
+        Some(Directive::Xfail) => Verdict::Xfail,
+        Some(Directive::Xpass) => Verdict::Xpass,
+        // A timeout is a failure; its reason keeps the word.
+        Some(Directive::Timeout) => Verdict::Fail,
         // TODO marks a known failure in TAP: an expected failure.
-        "TODO" if !ok => Verdict::Xfail,
-        _ if ok => Verdict::Pass,
-        _ => Verdict::Fail,
+        None if word.eq_ignore_ascii_case("TODO") && !ok => Verdict::Xfail,
+        None if ok => Verdict::Pass,
+        None => Verdict::Fail,
     };
     let reason = if matches!(verdict, Verdict::Pass | Verdict::Fail) {
         d.to_string()

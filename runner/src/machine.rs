@@ -7,7 +7,7 @@ use crate::session::{self, Event, GuestConfig, SessionResult};
 use crate::suite::{self, Suite as TestSuite};
 use crate::{accel, artefacts, device, stages};
 use anyhow::{Context, Result};
-use device_emu::layout::BarLayout;
+use protocol::layout::BarLayout;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};

@@ -105,7 +105,7 @@ fn out_dir(args: &RunArgs) -> Result<PathBuf> {
 }
 
 fn run(args: &RunArgs) -> Result<u8> {
-    let layout: device_emu::layout::BarLayout = args
+    let layout: protocol::layout::BarLayout = args
         .bars
         .parse()
         .map_err(|e| UsageError(format!("--bars {}: {e}", args.bars)))?;
@@ -153,7 +153,7 @@ fn run(args: &RunArgs) -> Result<u8> {
 fn run_kernels(
     args: &RunArgs,
     kernels: &[String],
-    layout: &device_emu::layout::BarLayout,
+    layout: &protocol::layout::BarLayout,
     out: &Path,
 ) -> Result<Option<Results>> {
     let jobs = matrix_jobs(args, kernels.len());
@@ -221,7 +221,7 @@ fn run_kernel(
     args: &RunArgs,
     spec: &str,
     count: usize,
-    layout: &device_emu::layout::BarLayout,
+    layout: &protocol::layout::BarLayout,
     out: &Path,
 ) -> Result<Option<Run>> {
     let dir = if count == 1 {
@@ -274,7 +274,7 @@ fn judge_against(
 fn run_repeated(
     args: &RunArgs,
     kernels: &[String],
-    layout: &device_emu::layout::BarLayout,
+    layout: &protocol::layout::BarLayout,
     out: &Path,
     base: Option<&baseline::Baseline>,
 ) -> Result<u8> {
@@ -384,7 +384,7 @@ fn compare_saved(args: &cli::CompareArgs) -> Result<u8> {
 }
 
 /// The plan of one kernel's run.
-fn plan(args: &RunArgs, spec: &str, layout: device_emu::layout::BarLayout) -> machine::Plan {
+fn plan(args: &RunArgs, spec: &str, layout: protocol::layout::BarLayout) -> machine::Plan {
     let cache = cache_dir(args);
     machine::Plan {
         kernel_spec: spec.to_string(),

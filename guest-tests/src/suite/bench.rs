@@ -21,7 +21,6 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
-use device_emu::regs;
 use guest_tests::faults::{minor_faults, touch_offsets};
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::{Outcome, TestCase};
@@ -29,6 +28,7 @@ use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::{self, Behaviour, Order, Placement, PAGE, PMD, PUD};
 use nix::sys::mman::MmapAdvise;
+use protocol::regs;
 
 use super::{bigbar_regs, largest_bar, DiscardOnDrop};
 

@@ -3,7 +3,6 @@
 //! the right BAR offsets.
 
 use anyhow::{bail, ensure, Context, Result};
-use device_emu::regs::{tag, Command, Status};
 use guest_tests::device::{Args, Regs};
 use guest_tests::faults::{count_offset_faults, count_touch_faults};
 use guest_tests::fixture::{Bar, Fixture};
@@ -13,6 +12,7 @@ use guest_tests::mapping::Mapping;
 use guest_tests::model::{self, Behaviour, Placement, Plan, PAGE};
 use guest_tests::remap::{self, Entry};
 use nix::sys::mman::MmapAdvise;
+use protocol::regs::{tag, Command, Status};
 
 use super::Rng;
 

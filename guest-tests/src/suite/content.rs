@@ -2,13 +2,13 @@
 //! device holds at the same BAR offset.
 
 use anyhow::{bail, ensure, Result};
-use device_emu::regs::{tag, Command, Status};
 use guest_tests::device::Args;
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::PAGE;
+use protocol::regs::{tag, Command, Status};
 
 use super::{bigbar_regs, largest_bar, DiscardOnDrop, Rng};
 

@@ -7,13 +7,13 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use device_emu::regs::{self, Command, DmaFault, DmaStatus, Status};
 use guest_tests::device::Regs;
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::vfio::{IommuType, VfioDevice};
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use protocol::regs::{self, Command, DmaFault, DmaStatus, Status};
 use vfio_bindings::bindings::vfio as sys;
 
 use super::irq::{enable_bus_master, regs_v2, Trigger};

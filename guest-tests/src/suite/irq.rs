@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use device_emu::regs::{self, Command, Status};
 use guest_tests::device::Regs;
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::Outcome;
@@ -15,6 +14,7 @@ use guest_tests::isolate::diag;
 use guest_tests::vfio::VfioDevice;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use protocol::regs::{self, Command, Status};
 use vfio_bindings::bindings::vfio as sys;
 
 use super::bigbar_regs;

@@ -93,10 +93,19 @@ pub fn verdict(fx: &Fixture, failures: Vec<String>, measured: &Histogram) -> Res
             "no request of this test fits a BAR of the device".into(),
         ));
     }
-    if failures.is_empty() {
-        return Ok(Outcome::Pass);
-    }
     let cap = capability(fx)?;
+    if failures.is_empty() {
+        if cap.implements || fx.require_placement {
+            return Ok(Outcome::Pass);
+        }
+        // Kept by accident (6.12's THP branch places some lengths 2 MiB
+        // congruent): kselftest calls that an unexpected pass.
+        return Ok(Outcome::Xpass(format!(
+            "kernel without offset-aware placement, yet every placement keeps the \
+             rule: measured {measured}; {}",
+            cap.how
+        )));
+    }
     let summary = format!(
         "{} of the placements break the rule (first: {}); measured {measured}; {}",
         failures.len(),

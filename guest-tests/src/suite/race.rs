@@ -4,7 +4,6 @@
 use std::sync::Barrier;
 
 use anyhow::{bail, ensure, Context, Result};
-use device_emu::regs::{tag, Command};
 use guest_tests::device::Args;
 use guest_tests::faults::count_offset_faults;
 use guest_tests::fixture::Fixture;
@@ -12,6 +11,7 @@ use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::{Order, PMD, PUD};
+use protocol::regs::{tag, Command};
 
 use super::check::{
     advise_huge, bar_of, msix_page, need_huge, place, plan_of, touch_plan, touch_range,

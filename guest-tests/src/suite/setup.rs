@@ -1,12 +1,12 @@
 //! `setup.*`: the device is bound to vfio-pci and looks as expected.
 
 use anyhow::{bail, Result};
-use device_emu::layout::BarLayout;
-use device_emu::regs;
 use guest_tests::fixture::Fixture;
 use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::pci::VFIO_PCI;
+use protocol::layout::BarLayout;
+use protocol::regs;
 
 use super::bigbar_regs;
 

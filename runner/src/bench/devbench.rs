@@ -5,7 +5,7 @@
 use super::memory::{self, Kind};
 use crate::session::Event;
 use anyhow::{bail, Context, Result};
-use device_emu::regs;
+use protocol::regs;
 use std::path::Path;
 use std::time::Instant;
 use vfio_user::Client;

@@ -1,8 +1,5 @@
 //! The register BAR's programming interface: the contract between the emulated
-//! device (this crate's server) and the guest tests.
-//!
-//! This module has no dependencies so that the static guest binary can use it
-//! with `default-features = false` and stay in step with the device.
+//! device (device-emu) and the guest tests.
 //!
 //! The register BAR is BAR 0, 4 KiB, 32-bit, non-prefetchable and trapped: every
 //! access reaches the server as a vfio-user region read or write. Registers are

@@ -1,0 +1,12 @@
+//! What bigbar's parts agree on, in one place each, with no dependencies so that
+//! the static guest binary, the device and the runner all build it:
+//!
+//! - [`regs`]: the register BAR's programming interface (device ↔ guest tests);
+//! - [`layout`]: the BAR layout syntax of `--bars` (runner ↔ device);
+//! - [`ktap`]: the KTAP directives the guest writes and the runner reads;
+//! - [`kmsg`]: the kernel-log markers and the heartbeat around each test.
+
+pub mod kmsg;
+pub mod ktap;
+pub mod layout;
+pub mod regs;
