@@ -6,7 +6,7 @@
 pub mod device;
 pub mod faults;
 pub mod fixture;
-pub mod glob;
+pub use protocol::glob;
 pub mod harness;
 pub mod isolate;
 pub mod kernel;

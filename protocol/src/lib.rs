@@ -4,8 +4,10 @@
 //! - [`regs`]: the register BAR's programming interface (device ↔ guest tests);
 //! - [`layout`]: the BAR layout syntax of `--bars` (runner ↔ device);
 //! - [`ktap`]: the KTAP directives the guest writes and the runner reads;
-//! - [`kmsg`]: the kernel-log markers and the heartbeat around each test.
+//! - [`kmsg`]: the kernel-log markers and the heartbeat around each test;
+//! - [`glob`]: the name patterns of `--filter` and of expectations files.
 
+pub mod glob;
 pub mod kmsg;
 pub mod ktap;
 pub mod layout;

@@ -20,9 +20,9 @@
 //!
 //! A test no entry matches is expected not to fail (pass, skip or xfail).
 
-use crate::glob;
 use crate::ktap::Verdict;
 use crate::saved::{self, LoadError, SavedOutcome, SavedResults, SavedRun};
+use protocol::glob;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -10,7 +10,6 @@ mod compare;
 mod console;
 mod device;
 mod export;
-mod glob;
 mod junit;
 mod klog;
 mod ktap;

@@ -1,5 +1,7 @@
-//! Test-name selection with `--filter`: shell-like patterns where `*` matches any
-//! run of characters (including none) and every other character matches itself.
+//! Name patterns, for test selection with `--filter` (guest) and for the tests
+//! and kernels of expectations files (runner): shell-like patterns where `*`
+//! matches any run of characters (including none) and every other character
+//! matches itself, so a pattern means the same on both sides.
 //!
 //! A dozen lines do not justify a dependency such as `glob` (which matches paths,
 //! treats `/` specially and brings character classes the CLI does not promise).
