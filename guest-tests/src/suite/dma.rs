@@ -165,7 +165,14 @@ pub fn copy_test(fx: &Fixture) -> Result<Outcome> {
 
 /// A copy asking for MSI-X vector 1 at completion raises it.
 fn completion_interrupt(fx: &Fixture, regs: &Regs<'_>) -> Result<()> {
-    let trigger = Trigger::new(&fx.dev, sys::VFIO_PCI_MSIX_IRQ_INDEX, 1)?;
+    let trigger = match Trigger::new(&fx.dev, sys::VFIO_PCI_MSIX_IRQ_INDEX, 1)? {
+        Ok(t) => t,
+        Err(Outcome::Skip(why)) => {
+            diag(&format!("completion interrupt not checked: {why}"));
+            return Ok(());
+        }
+        Err(other) => bail!("unexpected {other:?}"),
+    };
     let irq = regs::dma_irq(regs::IRQ_INDEX_MSIX, 1);
     let result = copy(regs, IOVA_SRC, IOVA_DST, 4096, irq)?;
     ensure!(
