@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{results, runner};
+use common::{results, runner, FINDINGS};
 use serde_json::Value;
 
 /// The rule IDs of docs/RULES.md.
@@ -16,19 +16,6 @@ const RULES: [&str; 14] = [
 
 /// Tests that must be XFAIL on a kernel without offset-aware placement.
 const XFAIL: [&str; 3] = ["a1.whole_bar", "a2.offset_ranges", "a3.msix_hole"];
-
-/// Genuine findings on Debian's 7.2 kernel, allowed to fail (with a diagnostic):
-/// mremap of a PUD-mapped range, congruent or not, takes the PUD entry for a
-/// "bad pud" (the kernel log fails both moves); a VMA split at a non-2 MiB
-/// address inside a PUD-mapped GiB oopses in `__split_huge_pmd` (its mprotect and
-/// mremap siblings then skip: the kernel is no longer trustworthy).
-const FINDINGS: [&str; 5] = [
-    "f8.mremap_move_pud_congruent",
-    "f8.mremap_move_pud_incongruent",
-    "f6.munmap_pud_unaligned",
-    "f6.mprotect_pud_unaligned",
-    "f6.mremap_shrink_pud_unaligned",
-];
 
 /// The run's `results.json`, exit status, the JSON as text, and its console log.
 fn run_catalogue() -> (Value, Option<i32>, String, String) {

@@ -4,32 +4,19 @@
 
 mod common;
 
-use common::{results, runner};
+use common::{built_kernel, results, runner};
 use std::path::{Path, PathBuf};
 
 /// The stock kernel's image and config, built (or taken from the cache) by the runner.
 fn stock_kernel() -> (PathBuf, PathBuf, String) {
-    let out = runner()
-        .args(["--kernel", "stock", "--dry-run"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    // "bigbar: kernel done in 0.0 s: RELEASE (IMAGE)"
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("bigbar: kernel done"))
-        .unwrap_or_else(|| panic!("no kernel stage in:\n{stderr}"));
-    let what = line.split_once(": ").unwrap().1.split_once(": ").unwrap().1;
-    let (release, image) = what.split_once(" (").unwrap();
-    let image = PathBuf::from(image.trim_end_matches(')'));
+    let (image, release) = built_kernel("stock");
     let config = image.with_file_name("config");
     assert!(
         config.is_file(),
         "{} has no config beside it",
         image.display()
     );
-    (image, config, release.to_string())
+    (image, config, release)
 }
 
 /// A build directory as `make O=dir` leaves it, as far as bigbar reads one.

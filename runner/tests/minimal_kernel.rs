@@ -8,19 +8,9 @@
 
 mod common;
 
-use common::{results, runner, verdicts};
+use common::{built_kernel, results, runner, verdicts, FINDINGS};
 use serde_json::Value;
 use std::path::PathBuf;
-
-/// The kernel findings (README, "Kernel findings"): they fail on 7.2 whatever
-/// its configuration; the mprotect and mremap siblings of the oopsing split skip.
-const FINDINGS: [&str; 5] = [
-    "f8.mremap_move_pud_congruent",
-    "f8.mremap_move_pud_incongruent",
-    "f6.munmap_pud_unaligned",
-    "f6.mprotect_pud_unaligned",
-    "f6.mremap_shrink_pud_unaligned",
-];
 
 /// Tests that need madvise, compiled out by tinyconfig.
 const NEED_MADVISE: [&str; 5] = [
@@ -124,21 +114,9 @@ fn the_minimal_kernel_skips_what_it_lacks_and_fails_only_findings() {
 
 /// The minimal kernel's image and configuration (from the cache after its build).
 fn minimal_kernel() -> (PathBuf, String, String) {
-    let out = runner()
-        .args(["--kernel", "minimal", "--dry-run"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("bigbar: kernel done"))
-        .unwrap_or_else(|| panic!("no kernel stage in:\n{stderr}"));
-    let what = line.split_once(": ").unwrap().1.split_once(": ").unwrap().1;
-    let (release, image) = what.split_once(" (").unwrap();
-    let image = PathBuf::from(image.trim_end_matches(')'));
+    let (image, release) = built_kernel("minimal");
     let config = std::fs::read_to_string(image.with_file_name("config")).unwrap();
-    (image, config, release.to_string())
+    (image, config, release)
 }
 
 /// Dropping any required option from the minimal configuration is refused
