@@ -227,6 +227,30 @@ fn checked_key(key: &str) -> Result<&str> {
     Ok(key)
 }
 
+/// The hash part of a cache key: SHA-256 over parts, each preceded by its
+/// length, so that moving bytes from one part to the next changes the key.
+#[derive(Default)]
+pub struct KeyHasher(sha2::Sha256);
+
+impl KeyHasher {
+    /// Adds one part.
+    pub fn part(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    /// `<prefix>-<16 hex digits of the digest>`.
+    pub fn key(self, prefix: &str) -> String {
+        use sha2::Digest;
+        let hex: String = self.0.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{prefix}-{hex}")
+    }
+}
+
 /// Turns a Debian version (which may contain ':' for an epoch) into a cache key.
 pub fn key_from_version(version: &str) -> String {
     version.replace(':', "_")

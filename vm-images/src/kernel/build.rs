@@ -20,14 +20,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::build_tools::{self, BuildTools, HostLookup};
 use super::kconfig;
 use super::patches::Series;
 use super::source::{self, KernelSource};
 use super::{load_entry, EntryInfo, Kernel, KernelSpec, ENTRY_INFO};
-use crate::cache::key_from_version;
+use crate::cache::{key_from_version, KeyHasher};
 use crate::command::{display, require_tool, run, tail};
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::Fetcher;
@@ -130,22 +129,16 @@ fn build_key(
     fragment: &[u8],
     patches: &[(String, Vec<u8>)],
 ) -> String {
-    let mut h = Sha256::new();
-    let mut part = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
+    let mut h = KeyHasher::default();
     for p in [RECIPE, name, package, version] {
-        part(p.as_bytes());
+        h.part(p.as_bytes());
     }
-    part(fragment);
+    h.part(fragment);
     for (patch_name, content) in patches {
-        part(patch_name.as_bytes());
-        part(content);
+        h.part(patch_name.as_bytes());
+        h.part(content);
     }
-    let digest = h.finalize();
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{name}-{}-{hex}", key_from_version(version))
+    h.key(&format!("{name}-{}", key_from_version(version)))
 }
 
 const CATEGORY: [&str; 2] = ["kernel", "built"];

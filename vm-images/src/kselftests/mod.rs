@@ -18,9 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
-use crate::cache::key_from_version;
+use crate::cache::{key_from_version, KeyHasher};
 use crate::command::{require_tool, run};
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::Fetcher;
@@ -112,14 +110,10 @@ fn program_name(c_file: &str) -> String {
 
 /// Hashes every file of `sources` (headers included), the flags and the source.
 fn cache_key(sources: &Path, programs: &[String], kernel: &KernelSource) -> Result<String> {
-    let mut h = Sha256::new();
-    let mut part = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    part(RECIPE.as_bytes());
+    let mut h = KeyHasher::default();
+    h.part(RECIPE.as_bytes());
     for f in CFLAGS {
-        part(f.as_bytes());
+        h.part(f.as_bytes());
     }
     let mut files: Vec<PathBuf> = fs::read_dir(sources)
         .at("reading", sources)?
@@ -128,20 +122,16 @@ fn cache_key(sources: &Path, programs: &[String], kernel: &KernelSource) -> Resu
         .collect();
     files.sort();
     for f in &files {
-        part(f.file_name().unwrap_or_default().as_encoded_bytes());
-        part(&fs::read(f).at("reading", f)?);
+        h.part(f.file_name().unwrap_or_default().as_encoded_bytes());
+        h.part(&fs::read(f).at("reading", f)?);
     }
     for p in programs {
-        part(p.as_bytes());
+        h.part(p.as_bytes());
     }
-    let hex: String = h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(format!(
-        "{}-{hex}",
-        key_from_version(&format!("{}_{}", kernel.package, kernel.version))
-    ))
+    Ok(h.key(&key_from_version(&format!(
+        "{}_{}",
+        kernel.package, kernel.version
+    ))))
 }
 
 /// Exports the UAPI headers, compiles each program into `dir/<collection>`,

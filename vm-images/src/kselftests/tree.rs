@@ -22,10 +22,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 use super::Collection;
-use crate::cache::key_from_version;
+use crate::cache::{key_from_version, KeyHasher};
 use crate::command::{display, require_tool, run, run_unchecked, tail};
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::Fetcher;
@@ -113,29 +111,21 @@ pub fn build_from_tree(
 }
 
 fn cache_key(suite: &TreeSuite, kernel: &KernelSource, series: &Series) -> Result<String> {
-    let mut h = Sha256::new();
-    let mut part = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    part(RECIPE.as_bytes());
-    part(suite.subdir.as_bytes());
-    part(suite.case_timeout.to_string().as_bytes());
+    let mut h = KeyHasher::default();
+    h.part(RECIPE.as_bytes());
+    h.part(suite.subdir.as_bytes());
+    h.part(suite.case_timeout.to_string().as_bytes());
     for v in suite.make_vars() {
-        part(v.as_bytes());
+        h.part(v.as_bytes());
     }
     for (name, bytes) in series.fingerprint_parts()? {
-        part(name.as_bytes());
-        part(&bytes);
+        h.part(name.as_bytes());
+        h.part(&bytes);
     }
-    let hex: String = h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(format!(
-        "{}-{hex}",
-        key_from_version(&format!("{}_{}", kernel.package, kernel.version))
-    ))
+    Ok(h.key(&key_from_version(&format!(
+        "{}_{}",
+        kernel.package, kernel.version
+    ))))
 }
 
 /// Headers, copy, patches, build, install, listings; then only the programs stay.
