@@ -587,11 +587,6 @@ mod tests {
             EXIT_NOT_TESTED
         );
     }
-}
-
-#[cfg(test)]
-mod jobs_tests {
-    use super::jobs_for;
 
     const GIB: u64 = 1 << 30;
 
