@@ -8,15 +8,22 @@
 //! `/dev/iommu` and the device's cdev under `/dev/vfio/devices`). Fixtures
 //! without a mode variant use the library's default, `iommufd` (lib/iommu.c).
 //! Hugetlb variants need free pages of their size; the SR-IOV test needs VFs;
-//! the driver test needs a driver of lib/drivers (ioat, dsa: Intel devices).
+//! the driver test needs a driver of lib/drivers (ioat, dsa: Intel devices;
+//! bigbar: this project's device, from its selftests series) and probes it
+//! in the default mode before any variant runs.
 
 use std::fs;
 use std::path::Path;
 
+use protocol::regs;
+
 /// The collection the kernel's VFIO selftests are installed as.
 pub const COLLECTION: &str = "vfio-selftests";
-/// PCI vendor of every device lib/drivers drives (ioat, dsa).
+/// PCI vendor of the devices lib/drivers' ioat and dsa drive.
 const INTEL: u16 = 0x8086;
+/// The program whose `main()` probes the device's driver in the default
+/// IOMMU mode, so every one of its cases needs that mode.
+const DRIVER_TEST: &str = "vfio_pci_driver_test";
 
 /// What the running kernel and the device offer the selftests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +102,7 @@ pub fn skip_reason(program: &str, case: &str, caps: &Capabilities) -> Option<Str
     // A variant that is no IOMMU mode (`msi`, `msix`) leaves the default.
     let named = variant.is_some_and(|v| v.starts_with("vfio_type1") || v.starts_with("iommufd"));
     device_reason(program, caps)
+        .or_else(|| (program == DRIVER_TEST).then(|| driver_probe_reason(caps))?)
         .or_else(|| mode_reason(iommu_mode(variant), !named, caps))
         .or_else(|| variant.and_then(|v| hugetlb_reason(v, caps)))
 }
@@ -112,12 +120,30 @@ fn device_reason(program: &str, caps: &Capabilities) -> Option<String> {
         "vfio_pci_sriov_uapi_test" if caps.sriov_totalvfs == 0 => {
             Some("needs SR-IOV: the device offers no VFs (sriov_totalvfs 0)".into())
         }
-        "vfio_pci_driver_test" if caps.vendor != INTEL => Some(format!(
-            "no driver in lib/drivers for the device {:04x}:{:04x} (ioat and dsa drive Intel devices only)",
-            caps.vendor, caps.device
+        DRIVER_TEST if !has_driver(caps) => Some(format!(
+            "no driver in lib/drivers for the device {:04x}:{:04x} \
+             (ioat and dsa drive Intel devices, bigbar {:04x}:{:04x})",
+            caps.vendor,
+            caps.device,
+            regs::VENDOR_ID,
+            regs::DEVICE_ID
         )),
         _ => None,
     }
+}
+
+/// Whether lib/drivers has a driver for the device: Intel's engines, or
+/// bigbar's own device through the driver that the project's selftests
+/// series adds (the runner always applies it).
+fn has_driver(caps: &Capabilities) -> bool {
+    caps.vendor == INTEL || (caps.vendor, caps.device) == (regs::VENDOR_ID, regs::DEVICE_ID)
+}
+
+/// The driver test's `main()` looks for a driver through the default mode
+/// (`device_has_selftests_driver()`), whatever variant is then selected.
+fn driver_probe_reason(caps: &Capabilities) -> Option<String> {
+    mode_reason(IommuMode::Iommufd, true, caps)
+        .map(|why| format!("{DRIVER_TEST} probes its driver in the default mode; {why}"))
 }
 
 /// What the IOMMU mode needs of the kernel.
@@ -283,7 +309,18 @@ mod tests {
     #[case::no_driver(
         "vfio_pci_driver_test",
         "",
-        Some("no driver in lib/drivers for the device 1b36:0010 (ioat and dsa drive Intel devices only)")
+        Some(
+            "no driver in lib/drivers for the device 1b36:0010 \
+              (ioat and dsa drive Intel devices, bigbar 1234:b16b)"
+        )
+    )]
+    #[case::driver_probe_needs_the_default_mode(
+        "vfio_pci_driver_test",
+        "vfio_pci_driver_test.vfio_type1_iommu.send_msi",
+        Some(
+            "no driver in lib/drivers for the device 1b36:0010 \
+              (ioat and dsa drive Intel devices, bigbar 1234:b16b)"
+        )
     )]
     fn debian_sid(#[case] program: &str, #[case] case: &str, #[case] want: Option<&str>) {
         assert_eq!(skip_reason(program, case, &debian()).as_deref(), want);
@@ -303,6 +340,40 @@ mod tests {
     #[case("vfio_pci_driver_test", "")]
     fn a_capable_kernel_runs_everything(#[case] program: &str, #[case] case: &str) {
         assert_eq!(skip_reason(program, case, &everything()), None);
+    }
+
+    /// bigbar's own device on Debian's kernel: a driver, but no iommufd for
+    /// the driver test's probe, even in a type1 variant.
+    #[rstest]
+    #[case("")]
+    #[case("vfio_pci_driver_test.vfio_type1_iommu.send_msi")]
+    fn the_driver_probe_needs_iommufd(#[case] case: &str) {
+        let caps = Capabilities {
+            vendor: regs::VENDOR_ID,
+            device: regs::DEVICE_ID,
+            ..debian()
+        };
+        assert_eq!(
+            skip_reason(DRIVER_TEST, case, &caps).as_deref(),
+            Some(
+                "vfio_pci_driver_test probes its driver in the default mode; the selftests' \
+                 default IOMMU mode iommufd needs CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV: no /dev/iommu, \
+                 /dev/vfio/devices in this kernel"
+            )
+        );
+    }
+
+    #[rstest]
+    #[case("")]
+    #[case("vfio_pci_driver_test.vfio_type1_iommu.memcpy_storm")]
+    #[case("vfio_pci_driver_test.iommufd.send_msi")]
+    fn bigbar_has_a_driver(#[case] case: &str) {
+        let caps = Capabilities {
+            vendor: regs::VENDOR_ID,
+            device: regs::DEVICE_ID,
+            ..everything()
+        };
+        assert_eq!(skip_reason(DRIVER_TEST, case, &caps), None);
     }
 
     #[test]
