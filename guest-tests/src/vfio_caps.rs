@@ -9,8 +9,8 @@
 //! without a mode variant use the library's default, `iommufd` (lib/iommu.c).
 //! Hugetlb variants need free pages of their size; the SR-IOV test needs VFs;
 //! the driver test needs a driver of lib/drivers (ioat, dsa: Intel devices;
-//! bigbar: this project's device, from its selftests series) and probes it
-//! in the default mode before any variant runs.
+//! bigbar: this project's device, from its selftests series, which also
+//! makes the test look for the driver per case, in the case's own mode).
 
 use std::fs;
 use std::path::Path;
@@ -21,8 +21,7 @@ use protocol::regs;
 pub const COLLECTION: &str = "vfio-selftests";
 /// PCI vendor of the devices lib/drivers' ioat and dsa drive.
 const INTEL: u16 = 0x8086;
-/// The program whose `main()` probes the device's driver in the default
-/// IOMMU mode, so every one of its cases needs that mode.
+/// The program that needs a driver of lib/drivers for the device.
 const DRIVER_TEST: &str = "vfio_pci_driver_test";
 
 /// What the running kernel and the device offer the selftests.
@@ -64,6 +63,26 @@ impl Capabilities {
     }
 }
 
+/// Backs shared anonymous memory with 2 MiB THP (`shmem_enabled` = `always`,
+/// globally and for the 2 MiB size) under `root`, where the kernel has the
+/// knobs; returns what was set, for the log.
+///
+/// The selftests map DMA regions of up to 1 GiB of `MAP_SHARED |
+/// MAP_ANONYMOUS` memory. In 4 KiB pages that is 262 144 IOMMU mappings,
+/// each of which the vIOMMU forwards to the device as its own vfio-user
+/// DMA map, past the protocol's default 65 535 (`max_dma_maps`) that QEMU
+/// and the device keep to; in 2 MiB folios it is 512. What the tests check
+/// does not depend on the page size behind the buffers.
+pub fn shared_memory_in_huge_pages(root: &Path) -> Vec<String> {
+    let thp = root.join("sys/kernel/mm/transparent_hugepage");
+    ["shmem_enabled", "hugepages-2048kB/shmem_enabled"]
+        .iter()
+        .map(|knob| thp.join(knob))
+        .filter(|path| fs::write(path, "always").is_ok())
+        .map(|path| format!("{} = always", path.display()))
+        .collect()
+}
+
 /// A sysfs number, decimal or `0x` hexadecimal.
 fn read_number(path: &Path) -> Option<u64> {
     let text = fs::read_to_string(path).ok()?;
@@ -102,7 +121,6 @@ pub fn skip_reason(program: &str, case: &str, caps: &Capabilities) -> Option<Str
     // A variant that is no IOMMU mode (`msi`, `msix`) leaves the default.
     let named = variant.is_some_and(|v| v.starts_with("vfio_type1") || v.starts_with("iommufd"));
     device_reason(program, caps)
-        .or_else(|| (program == DRIVER_TEST).then(|| driver_probe_reason(caps))?)
         .or_else(|| mode_reason(iommu_mode(variant), !named, caps))
         .or_else(|| variant.and_then(|v| hugetlb_reason(v, caps)))
 }
@@ -137,13 +155,6 @@ fn device_reason(program: &str, caps: &Capabilities) -> Option<String> {
 /// series adds (the runner always applies it).
 fn has_driver(caps: &Capabilities) -> bool {
     caps.vendor == INTEL || (caps.vendor, caps.device) == (regs::VENDOR_ID, regs::DEVICE_ID)
-}
-
-/// The driver test's `main()` looks for a driver through the default mode
-/// (`device_has_selftests_driver()`), whatever variant is then selected.
-fn driver_probe_reason(caps: &Capabilities) -> Option<String> {
-    mode_reason(IommuMode::Iommufd, true, caps)
-        .map(|why| format!("{DRIVER_TEST} probes its driver in the default mode; {why}"))
 }
 
 /// What the IOMMU mode needs of the kernel.
@@ -342,25 +353,24 @@ mod tests {
         assert_eq!(skip_reason(program, case, &everything()), None);
     }
 
-    /// bigbar's own device on Debian's kernel: a driver, but no iommufd for
-    /// the driver test's probe, even in a type1 variant.
+    /// bigbar's own device on Debian's kernel: the type1 cases of the driver
+    /// test run, the iommufd ones need the options.
     #[rstest]
-    #[case("")]
-    #[case("vfio_pci_driver_test.vfio_type1_iommu.send_msi")]
-    fn the_driver_probe_needs_iommufd(#[case] case: &str) {
+    #[case("vfio_pci_driver_test.vfio_type1_iommu.send_msi", None)]
+    #[case(
+        "vfio_pci_driver_test.iommufd.send_msi",
+        Some(
+            "IOMMU mode iommufd needs CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV: \
+             no /dev/iommu, /dev/vfio/devices in this kernel"
+        )
+    )]
+    fn bigbar_driver_on_debian(#[case] case: &str, #[case] want: Option<&str>) {
         let caps = Capabilities {
             vendor: regs::VENDOR_ID,
             device: regs::DEVICE_ID,
             ..debian()
         };
-        assert_eq!(
-            skip_reason(DRIVER_TEST, case, &caps).as_deref(),
-            Some(
-                "vfio_pci_driver_test probes its driver in the default mode; the selftests' \
-                 default IOMMU mode iommufd needs CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV: no /dev/iommu, \
-                 /dev/vfio/devices in this kernel"
-            )
-        );
+        assert_eq!(skip_reason(DRIVER_TEST, case, &caps).as_deref(), want);
     }
 
     #[rstest]
@@ -374,6 +384,21 @@ mod tests {
             ..everything()
         };
         assert_eq!(skip_reason(DRIVER_TEST, case, &caps), None);
+    }
+
+    #[test]
+    fn shared_memory_knobs_are_set_where_they_exist() {
+        let t = tempfile::tempdir().unwrap();
+        let thp = t.path().join("sys/kernel/mm/transparent_hugepage");
+        fs::create_dir_all(&thp).unwrap();
+        fs::write(thp.join("shmem_enabled"), "never").unwrap();
+        let set = shared_memory_in_huge_pages(t.path());
+        assert_eq!(set.len(), 1, "{set:?}");
+        assert_eq!(
+            fs::read_to_string(thp.join("shmem_enabled")).unwrap(),
+            "always"
+        );
+        assert!(shared_memory_in_huge_pages(&t.path().join("none")).is_empty());
     }
 
     #[test]
