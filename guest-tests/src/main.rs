@@ -224,6 +224,9 @@ fn main() -> ExitCode {
     // the fixture holds its VFIO group: they run in a second group, after it.
     let bind = || {
         let bound = Bound::bind(&opts).map_err(|e| setup_error(e, "binding the device"))?;
+        for set in vfio_caps::shared_memory_in_huge_pages(&opts.root) {
+            isolate::diag(&format!("external kselftests: {set}"));
+        }
         isolate::diag(&format!(
             "external kselftests: {} bound to vfio-pci (previous driver {:?})",
             bound.pci.bdf(),
