@@ -494,7 +494,7 @@ fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> Gu
         pci_hole64: hole,
         phys_bits: phys_bits(hole),
         device_socket: run_dir.join(format!("device-{boot}.sock")),
-        memory_mib: plan.memory_mib,
+        memory_mib: suite::memory_mib(plan.suite, config.as_deref(), plan.memory_mib),
         timeout: if limited { plan.timeout } else { NO_LIMIT },
         idle_timeout: if limited { plan.idle_timeout } else { NO_LIMIT },
         progress_timeout: if limited {
