@@ -3,35 +3,33 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::Context;
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::{self, diag, End};
 use guest_tests::model::PAGE;
+use guest_tests::stop::TestResult;
 use guest_tests::vfio::PCI_COMMAND_MEMORY;
+use guest_tests::{bail, ensure, skip};
 use nix::sys::signal::Signal;
 
 use super::check::{expect_plan, mapped_mixed, Data, Mapped};
 
 /// f4.refault_after_reset: VFIO_DEVICE_RESET zaps the mapping; the next touches
 /// fault at the same orders.
-pub fn refault_after_reset(fx: &Fixture) -> Result<Outcome> {
+pub fn refault_after_reset(fx: &Fixture) -> TestResult {
     if !fx.dev.can_reset() {
-        return Ok(Outcome::Skip(format!(
+        skip!(
             "{} does not support VFIO_DEVICE_RESET (device flags {:#x})",
             fx.pci.bdf(),
             fx.dev.flags()
-        )));
+        );
     }
     let Mapped {
         bar,
         offset,
         map,
         plan,
-    } = match mapped_mixed(fx)? {
-        Ok(m) => m,
-        Err(skip) => return Ok(skip),
-    };
+    } = mapped_mixed(fx)?;
     let mut data = Data::new(fx, bar, offset, map.len())?;
     fx.dev.reset().context("reset")?;
     if fx.dev.enable_memory_decode()? {
@@ -39,7 +37,7 @@ pub fn refault_after_reset(fx: &Fixture) -> Result<Outcome> {
     }
     expect_plan(&map, &plan, "after VFIO_DEVICE_RESET")?;
     data.check(&map, offset)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Switches memory decode back on when dropped.
@@ -56,16 +54,13 @@ impl Drop for MemoryOn<'_> {
 /// f4.sigbus_memory_disabled: clearing PCI_COMMAND_MEMORY zaps the mapping, an
 /// access then gets SIGBUS (seen in a forked child); after setting it again the
 /// touches fault at the same orders.
-pub fn sigbus_memory_disabled(fx: &Fixture) -> Result<Outcome> {
+pub fn sigbus_memory_disabled(fx: &Fixture) -> TestResult {
     let Mapped {
         bar,
         offset,
         map,
         plan,
-    } = match mapped_mixed(fx)? {
-        Ok(m) => m,
-        Err(skip) => return Ok(skip),
-    };
+    } = mapped_mixed(fx)?;
     let cmd = fx.dev.command()?;
     ensure!(
         cmd & PCI_COMMAND_MEMORY != 0,
@@ -92,5 +87,5 @@ pub fn sigbus_memory_disabled(fx: &Fixture) -> Result<Outcome> {
     let mut data = Data::new(fx, bar, offset, map.len())?;
     expect_plan(&map, &plan, "after memory decode is back on")?;
     data.check(&map, offset)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
