@@ -360,8 +360,39 @@ pub struct Mapped<'a> {
     pub offset: u64,
     /// The mapping.
     pub map: Mapping,
+    /// How the kernel installs entries for it.
+    pub behaviour: Behaviour,
     /// What the model predicted for it.
     pub plan: Plan,
+}
+
+impl<'a> Mapped<'a> {
+    /// The data checker of the whole mapping (see [`Data::new`]).
+    pub fn data(&self, fx: &'a Fixture) -> Result<Data<'a>> {
+        Data::new(fx, self.bar, self.offset, self.map.len())
+    }
+}
+
+/// Maps `[offset, offset + len)` of `bar` 1 GiB congruent and checks the first
+/// touch (`what` names it in the diagnostics).
+pub fn mapped_at<'a>(
+    fx: &Fixture,
+    bar: &'a Bar,
+    offset: u64,
+    len: u64,
+    what: &str,
+) -> TestResult<Mapped<'a>> {
+    let map = place(fx, bar, offset, len, model::PUD, 0)?;
+    let behaviour = advise_huge(fx, &map)?;
+    let plan = plan_of(bar, offset, &map, behaviour)?;
+    expect_plan(&map, &plan, what)?;
+    Ok(Mapped {
+        bar,
+        offset,
+        map,
+        behaviour,
+        plan,
+    })
 }
 
 /// Maps a range of the largest BAR holding every order it allows (PUD, PMD and
@@ -370,16 +401,7 @@ pub struct Mapped<'a> {
 pub fn mapped_mixed(fx: &Fixture) -> TestResult<Mapped<'_>> {
     let bar = mixed_bar(fx)?;
     let (offset, len) = mixed_range(bar);
-    let map = place(fx, bar, offset, len, model::PUD, 0)?;
-    let behaviour = advise_huge(fx, &map)?;
-    let plan = plan_of(bar, offset, &map, behaviour)?;
-    expect_plan(&map, &plan, "first touch")?;
-    Ok(Mapped {
-        bar,
-        offset,
-        map,
-        plan,
-    })
+    mapped_at(fx, bar, offset, len, "first touch")
 }
 
 /// The BAR [`mapped_mixed`] uses: the largest, if any has room for 4 MiB.

@@ -18,7 +18,7 @@ use guest_tests::{bail, ensure};
 use nix::errno::Errno;
 use nix::sys::mman::{mmap_anonymous, MapFlags, MmapAdvise, ProtFlags};
 
-use super::check::{mapped_mixed, touch_plan, Data, Mapped};
+use super::check::{mapped_mixed, touch_plan, Mapped};
 
 /// Deadline of a forked child of a test.
 const CHILD: Duration = Duration::from_secs(120);
@@ -50,13 +50,11 @@ fn in_child(what: &str, body: impl FnOnce() -> Result<()>) -> Result<()> {
 /// no fault (huge entries included) and reads what the device holds; on a
 /// kernel without huge pfnmap (6.1) it takes the one whole-VMA fault.
 pub fn fork_copies_entries(fx: &Fixture) -> TestResult {
+    let m = mapped_mixed(fx)?;
+    let mut data = m.data(fx)?;
     let Mapped {
-        bar,
-        offset,
-        map,
-        plan,
-    } = mapped_mixed(fx)?;
-    let mut data = Data::new(fx, bar, offset, map.len())?;
+        offset, map, plan, ..
+    } = m;
     // 6.1's `vfio_pci_mmap_open` zaps the child's copy so that its VMA gets
     // tracked: the child then remaps it with one fault (RemapWholeVma).
     let want = u64::from(!fx.caps.huge_pfnmap());
@@ -101,10 +99,9 @@ fn is_free(start: u64) -> Result<bool> {
 /// MADV_DOFORK cannot undo it on a VM_IO/VM_PFNMAP mapping (EINVAL).
 pub fn dontfork_hides_vma(fx: &Fixture) -> TestResult {
     skip_if(fx.caps.need(&MADVISE))?;
-    let Mapped {
-        bar, offset, map, ..
-    } = mapped_mixed(fx)?;
-    let mut data = Data::new(fx, bar, offset, map.len())?;
+    let m = mapped_mixed(fx)?;
+    let mut data = m.data(fx)?;
+    let Mapped { offset, map, .. } = m;
     map.advise(MmapAdvise::MADV_DONTFORK)?;
     let start = map.start();
     in_child("child after MADV_DONTFORK", || {
@@ -147,13 +144,11 @@ const REFUSED: [(&str, i32); 6] = [
 /// EINVAL and leave the installed entries alone.
 pub fn madvise_refused(fx: &Fixture) -> TestResult {
     skip_if(fx.caps.need(&MADVISE))?;
+    let m = mapped_mixed(fx)?;
+    let mut data = m.data(fx)?;
     let Mapped {
-        bar,
-        offset,
-        map,
-        plan,
-    } = mapped_mixed(fx)?;
-    let mut data = Data::new(fx, bar, offset, map.len())?;
+        offset, map, plan, ..
+    } = m;
     let p = NonNull::new(map.as_ptr().cast::<c_void>()).context("null")?;
     let mut wrong = Vec::new();
     for (name, advice) in REFUSED {

@@ -6,18 +6,16 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 
 use anyhow::{Context, Result};
-use guest_tests::fixture::{Bar, Fixture};
+use guest_tests::fixture::Fixture;
 use guest_tests::mapping::{reserve_congruent, unmap_range, Mapping};
-use guest_tests::model::{self, Behaviour, Placement, Plan, PAGE, PMD, PUD};
+use guest_tests::model::{self, Placement, Plan, PAGE, PMD, PUD};
 use guest_tests::remap::{self, Entry};
 use guest_tests::stop::{Stop, TestResult};
 use guest_tests::{ensure, skip};
 use nix::errno::Errno;
 use nix::sys::mman::{mprotect, mremap, MRemapFlags, ProtFlags};
 
-use super::check::{
-    advise_huge, bar_of, expect_plan, expect_refaults, need_huge, place, plan_of, touch_plan, Data,
-};
+use super::check::{bar_of, expect_refaults, mapped_at, need_huge, touch_plan, Data, Mapped};
 
 /// How a part of the mapping is cut off or changed.
 #[derive(Clone, Copy, Debug)]
@@ -30,34 +28,15 @@ enum Cut {
     Shrink(u64),
 }
 
-/// A mapped, touched range with its plan.
-struct Split<'a> {
-    bar: &'a Bar,
-    offset: u64,
-    map: Mapping,
-    behaviour: Behaviour,
-    plan: Plan,
-}
-
 /// Maps `[offset, offset + len)` of the smallest BAR of at least `need` bytes,
 /// congruent modulo 1 GiB, and touches it.
-fn mapped(fx: &Fixture, need: u64, offset: u64, len: u64) -> TestResult<Split<'_>> {
+fn mapped(fx: &Fixture, need: u64, offset: u64, len: u64) -> TestResult<Mapped<'_>> {
     need_huge(fx)?;
     let bar = bar_of(fx, need)?;
-    let map = place(fx, bar, offset, len, PUD, 0)?;
-    let behaviour = advise_huge(fx, &map)?;
-    let plan = plan_of(bar, offset, &map, behaviour)?;
-    expect_plan(&map, &plan, "before the split")?;
-    Ok(Split {
-        bar,
-        offset,
-        map,
-        behaviour,
-        plan,
-    })
+    mapped_at(fx, bar, offset, len, "before the split")
 }
 
-fn placement_part(m: &Split, from: u64, to: u64) -> Placement {
+fn placement_part(m: &Mapped, from: u64, to: u64) -> Placement {
     Placement {
         bar_base: m.bar.phys(),
         bar_size: m.bar.size(),
@@ -230,17 +209,7 @@ pub fn mremap_shrink_pud_unaligned(fx: &Fixture) -> TestResult {
 pub fn mremap_grow_fails(fx: &Fixture) -> TestResult {
     // Needs no huge pfnmap: VM_PFNMAP alone refuses growth.
     let bar = bar_of(fx, 4 * PMD)?;
-    let map = place(fx, bar, 0, 2 * PMD, PUD, 0)?;
-    let behaviour = advise_huge(fx, &map)?;
-    let plan = plan_of(bar, 0, &map, behaviour)?;
-    expect_plan(&map, &plan, "before mremap")?;
-    let m = Split {
-        bar,
-        offset: 0,
-        map,
-        behaviour,
-        plan,
-    };
+    let m = mapped_at(fx, bar, 0, 2 * PMD, "before mremap")?;
     let p = NonNull::new(m.map.start() as *mut c_void).context("null")?;
     for flags in [MRemapFlags::empty(), MRemapFlags::MREMAP_MAYMOVE] {
         // SAFETY: a failing mremap changes nothing; a succeeding one is a finding,
@@ -288,7 +257,7 @@ fn moved(
     }
     let p = NonNull::new(s as *mut c_void).context("null")?;
     let t = NonNull::new(target as *mut c_void);
-    let file_offset = m.map_file_offset();
+    let file_offset = m.bar.region.offset + m.offset;
     let (bar, behaviour) = (m.bar, m.behaviour);
     let (start, _) = m.map.into_raw();
     // SAFETY: moves our own mapping over our own reservation (MREMAP_FIXED).
@@ -337,12 +306,6 @@ fn moved(
     )?;
     data.check(&map, offset)?;
     Ok(())
-}
-
-impl Split<'_> {
-    fn map_file_offset(&self) -> u64 {
-        self.bar.region.offset + self.offset
-    }
 }
 
 /// f8.mremap_move_congruent: moving PMD and PTE entries by a multiple of

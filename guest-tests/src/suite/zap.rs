@@ -12,7 +12,7 @@ use guest_tests::vfio::PCI_COMMAND_MEMORY;
 use guest_tests::{bail, ensure, skip};
 use nix::sys::signal::Signal;
 
-use super::check::{expect_plan, mapped_mixed, Data, Mapped};
+use super::check::{expect_plan, mapped_mixed, Mapped};
 
 /// f4.refault_after_reset: VFIO_DEVICE_RESET zaps the mapping; the next touches
 /// fault at the same orders.
@@ -24,13 +24,11 @@ pub fn refault_after_reset(fx: &Fixture) -> TestResult {
             fx.dev.flags()
         );
     }
+    let m = mapped_mixed(fx)?;
+    let mut data = m.data(fx)?;
     let Mapped {
-        bar,
-        offset,
-        map,
-        plan,
-    } = mapped_mixed(fx)?;
-    let mut data = Data::new(fx, bar, offset, map.len())?;
+        offset, map, plan, ..
+    } = m;
     fx.dev.reset().context("reset")?;
     if fx.dev.enable_memory_decode()? {
         diag("memory decode was off after the reset; switched back on");
@@ -55,12 +53,7 @@ impl Drop for MemoryOn<'_> {
 /// access then gets SIGBUS (seen in a forked child); after setting it again the
 /// touches fault at the same orders.
 pub fn sigbus_memory_disabled(fx: &Fixture) -> TestResult {
-    let Mapped {
-        bar,
-        offset,
-        map,
-        plan,
-    } = mapped_mixed(fx)?;
+    let m = mapped_mixed(fx)?;
     let cmd = fx.dev.command()?;
     ensure!(
         cmd & PCI_COMMAND_MEMORY != 0,
@@ -68,9 +61,9 @@ pub fn sigbus_memory_disabled(fx: &Fixture) -> TestResult {
     );
     let restore = MemoryOn(fx);
     fx.dev.set_command(cmd & !PCI_COMMAND_MEMORY)?;
-    for at in [0, map.len() / 2 / PAGE * PAGE, map.len() - PAGE] {
+    for at in [0, m.map.len() / 2 / PAGE * PAGE, m.map.len() - PAGE] {
         let f = isolate::run(Duration::from_secs(60), || {
-            let v = map.read_u64(at);
+            let v = m.map.read_u64(at);
             isolate::message(&format!("read {v:#x} with memory decode off"));
             0
         })?;
@@ -84,8 +77,8 @@ pub fn sigbus_memory_disabled(fx: &Fixture) -> TestResult {
     }
     diag("SIGBUS at the first, middle and last page while memory decode is off");
     drop(restore);
-    let mut data = Data::new(fx, bar, offset, map.len())?;
-    expect_plan(&map, &plan, "after memory decode is back on")?;
-    data.check(&map, offset)?;
+    let mut data = m.data(fx)?;
+    expect_plan(&m.map, &m.plan, "after memory decode is back on")?;
+    data.check(&m.map, m.offset)?;
     Ok(())
 }
