@@ -3,7 +3,7 @@
 //!
 //! A test body returns a [`TestResult`]: `?` on any error fails the test with
 //! the whole context chain as diagnostic, and a skip (or an expected failure)
-//! travels the same way as a [`Stop`].
+//! travels the same way as a [`Stop`](crate::stop::Stop).
 
 use std::borrow::Cow;
 use std::fs::OpenOptions;
