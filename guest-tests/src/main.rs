@@ -17,6 +17,7 @@ use clap::Parser;
 use guest_tests::fixture::{Bound, Fixture, FixtureError, Options};
 use guest_tests::harness::{Group, SkipAll, TestCase};
 use guest_tests::pci::PciError;
+use guest_tests::stop::skip_if;
 use guest_tests::vfio::VfioError;
 use guest_tests::{harness, isolate, kselftest, vfio_caps};
 use protocol::layout::BarLayout;
@@ -142,9 +143,7 @@ fn external_tests(
             let name = case.name.clone();
             let root = root.to_owned();
             TestCase::new(name, move |dev: &Bound| {
-                if let Some(why) = unsupported(&case, &root, dev.pci.bdf()) {
-                    return Ok(harness::Outcome::Skip(why));
-                }
+                skip_if(unsupported(&case, &root, dev.pci.bdf()))?;
                 kselftest::run_case(&case, dev.pci.bdf())
             })
             .with_timeout(timeout)
