@@ -27,7 +27,7 @@ use crate::dma::DmaMappings;
 use crate::irqs::{Delivery, Interrupts};
 use crate::layout::{BarLayout, MSIX_PAGE_SIZE, REGISTER_BAR_INDEX, REGISTER_BAR_SIZE};
 use crate::msix::MsixPage;
-use crate::registers::{DmaJob, Effect, RegisterFile};
+use crate::register_file::{DmaJob, Effect, RegisterFile};
 use crate::regs::{self, DmaFault, Status};
 
 /// An access the device rejects; returned to the client as an error reply.
@@ -52,7 +52,7 @@ pub enum AccessError {
     },
     /// A register BAR access of the wrong size or alignment.
     #[error(transparent)]
-    Register(#[from] crate::registers::BadAccess),
+    Register(#[from] crate::register_file::BadAccess),
     /// A rejected DMA request.
     #[error(transparent)]
     Dma(#[from] crate::dma::DmaError),

@@ -75,7 +75,7 @@ pub mod irqs;
 #[cfg(feature = "server")]
 pub mod msix;
 #[cfg(feature = "server")]
-pub mod registers;
+pub mod register_file;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use protocol::layout::BarLayout;
 use protocol::regs;
 
-use crate::device::{Regs, RegsError};
 use crate::kernel::{KernelCaps, KernelError};
 use crate::pci::{PciDevice, PciError, Resource};
+use crate::register_bar::{Regs, RegsError};
 use crate::vfio::{VfioApi, VfioDevice, VfioError};
 
 /// Number of BAR slots in a type 0 header.

@@ -3,7 +3,6 @@
 //! The host-testable parts ([`model`], [`glob`], [`ktap`], [`harness`], [`isolate`],
 //! [`kernel`], [`stop`]) need no device; the rest talks to vfio-pci and the emulated device.
 
-pub mod device;
 pub mod faults;
 pub mod fixture;
 pub use protocol::glob;
@@ -18,6 +17,7 @@ pub mod model;
 pub mod pci;
 pub mod placement;
 pub mod ptdump;
+pub mod register_bar;
 pub mod remap;
 pub mod stop;
 pub mod vfio;

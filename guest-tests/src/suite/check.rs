@@ -3,12 +3,12 @@
 //! the right BAR offsets.
 
 use anyhow::{Context, Result};
-use guest_tests::device::{Args, Regs};
 use guest_tests::faults::{count_offset_faults, count_touch_faults};
 use guest_tests::fixture::{Bar, Fixture};
 use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::{self, Behaviour, Placement, Plan, PAGE};
+use guest_tests::register_bar::{Args, Regs};
 use guest_tests::remap::{self, Entry};
 use guest_tests::stop::{OrSkip, Stop, TestResult};
 use guest_tests::{bail, ensure, skip};

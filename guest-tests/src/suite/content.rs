@@ -1,11 +1,11 @@
 //! `content.*`: what the guest reads and writes through a mapping is what the
 //! device holds at the same BAR offset.
 
-use guest_tests::device::Args;
 use guest_tests::fixture::Fixture;
 use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::PAGE;
+use guest_tests::register_bar::Args;
 use guest_tests::stop::TestResult;
 use guest_tests::{bail, ensure};
 use protocol::regs::{tag, Command, Status};

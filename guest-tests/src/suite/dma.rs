@@ -7,9 +7,9 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use guest_tests::device::Regs;
 use guest_tests::fixture::Fixture;
 use guest_tests::isolate::diag;
+use guest_tests::register_bar::Regs;
 use guest_tests::stop::{Stop, TestResult};
 use guest_tests::vfio::{IommuType, VfioDevice};
 use guest_tests::{bail, ensure, skip};

@@ -27,10 +27,10 @@ mod zap;
 
 use anyhow::Result;
 use guest_tests::bail;
-use guest_tests::device::Regs;
 use guest_tests::fixture::{Bar, Fixture};
 use guest_tests::harness::TestCase;
 use guest_tests::isolate::diag;
+use guest_tests::register_bar::Regs;
 use guest_tests::stop::TestResult;
 
 /// Deadline of the risky tests: they take well under a second when the kernel

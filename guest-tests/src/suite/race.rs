@@ -4,12 +4,12 @@
 use std::sync::Barrier;
 
 use anyhow::{Context, Result};
-use guest_tests::device::Args;
 use guest_tests::faults::count_offset_faults;
 use guest_tests::fixture::Fixture;
 use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::{Order, PMD, PUD};
+use guest_tests::register_bar::Args;
 use guest_tests::stop::TestResult;
 use guest_tests::{bail, ensure, skip};
 use protocol::regs::{tag, Command};
