@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use protocol::layout::BarLayout;
 use protocol::regs;
@@ -108,6 +109,9 @@ pub struct Fixture {
     pub require_placement: bool,
     /// See [`Options::risky`].
     pub risky: bool,
+    /// When binding, opening and the capability detection ended, from the
+    /// start of [`Fixture::open`] (each test's setup time depends on them).
+    pub setup_times: [Duration; 3],
 }
 
 fn read_id(path: &Path) -> Option<u16> {
@@ -144,10 +148,12 @@ impl Bound {
 impl Fixture {
     /// Binds and opens the device, reads its BARs and the kernel capabilities.
     pub fn open(opts: &Options) -> Result<Self, FixtureError> {
+        let start = Instant::now();
         let Bound {
             pci,
             previous_driver,
         } = Bound::bind(opts)?;
+        let bound = start.elapsed();
         let is_bigbar = read_id(&pci.dir().join("vendor")) == Some(regs::VENDOR_ID)
             && read_id(&pci.dir().join("device")) == Some(regs::DEVICE_ID);
         let group = pci.iommu_group()?;
@@ -171,7 +177,9 @@ impl Fixture {
                 });
             }
         }
+        let opened = start.elapsed();
         let caps = KernelCaps::detect(&opts.root)?;
+        let setup_times = [bound, opened, start.elapsed()];
         Ok(Fixture {
             pci,
             previous_driver,
@@ -184,6 +192,7 @@ impl Fixture {
             seed: opts.seed,
             require_placement: opts.require_placement,
             risky: opts.risky,
+            setup_times,
         })
     }
 
@@ -269,6 +278,10 @@ impl Fixture {
                 },
             ));
         }
+        let [bound, opened, detected] = self.setup_times.map(|d| d.as_secs_f64());
+        s.push_str(&format!(
+            "setup: bound at {bound:.3} s, opened at {opened:.3} s, kernel capabilities at {detected:.3} s\n"
+        ));
         s.push_str(&format!("seed {}", self.seed));
         s
     }

@@ -103,6 +103,84 @@ pub fn scan_kallsyms(listing: impl BufRead, symbol: &str) -> io::Result<Kallsyms
     Ok(scan)
 }
 
+/// Where the guest's init mounts tracefs, and its kprobe definitions file.
+const TRACEFS_KPROBES: &str = "sys/kernel/tracing/kprobe_events";
+
+/// The names the VFIO placement hooks have in the series' versions (v2:
+/// `get_mapping_order`, seed 004 and kernel/patches/reference; v1:
+/// `get_unmapped_area`, seed 002).
+pub const PLACEMENT_HOOKS: [&str; 4] = [
+    "vfio_device_fops_get_mapping_order",
+    "vfio_pci_core_get_mapping_order",
+    "vfio_device_get_unmapped_area",
+    "vfio_pci_core_get_unmapped_area",
+];
+
+/// What the kernel said when asked to define a kprobe on a symbol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolProbe {
+    /// The probe was defined (and removed again): the symbol exists.
+    Present,
+    /// `ENOENT` or `EINVAL` ("Invalid probed address or symbol", what 7.2
+    /// answers for a missing name): no such symbol, or one kprobes refuse.
+    Absent,
+    /// Anything else (not probe-able, no permission, ...): no answer.
+    Unknown,
+}
+
+/// Asks the kernel whether `symbol` exists by defining a kprobe on it in
+/// `kprobe_events` (the kernel looks the name up by binary search) and
+/// removing it at once.
+pub fn probe_symbol(kprobe_events: &Path, symbol: &str) -> SymbolProbe {
+    const EVENT: &str = "bigbar_lookup/sym";
+    // The file is opened for each line: the kernel reports a failed
+    // definition on the write, and a new open starts with no error pending.
+    let open = || std::fs::OpenOptions::new().append(true).open(kprobe_events);
+    let Ok(mut file) = open() else {
+        return SymbolProbe::Unknown;
+    };
+    match std::io::Write::write_all(&mut file, format!("p:{EVENT} {symbol}\n").as_bytes()) {
+        Ok(()) => {
+            // A definition left behind costs nothing: nothing enables it.
+            if let Ok(mut f) = open() {
+                let _ = std::io::Write::write_all(&mut f, format!("-:{EVENT}\n").as_bytes());
+            }
+            SymbolProbe::Present
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => {
+            SymbolProbe::Absent
+        }
+        Err(_) => SymbolProbe::Unknown,
+    }
+}
+
+/// The huge fault handler and the placement hooks, looked up one name at a
+/// time through kprobe definitions, or `None` when that cannot decide and
+/// the whole of /proc/kallsyms must be read (a pass takes seconds on a
+/// Debian kernel under TCG, milliseconds here). Only a handler found under
+/// its own name decides: a kernel without it (6.1), or whose compiler
+/// renamed it (`.isra.0`), is left to the full scan, which knows clones.
+/// Once kprobes took the handler, a refused hook name is a missing one
+/// (they are ordinary functions); the A tests' capability probe does not
+/// rest on the symbols alone anyway (see `suite::place::capability`).
+fn quick_lookup(kprobe_events: &Path) -> Option<KallsymsScan> {
+    if probe_symbol(kprobe_events, HUGE_FAULT_SYMBOL) != SymbolProbe::Present {
+        return None;
+    }
+    let mut placement = Vec::new();
+    for hook in PLACEMENT_HOOKS {
+        match probe_symbol(kprobe_events, hook) {
+            SymbolProbe::Present => placement.push(hook.to_string()),
+            SymbolProbe::Absent => {}
+            SymbolProbe::Unknown => return None,
+        }
+    }
+    Some(KallsymsScan {
+        symbol: Some(HUGE_FAULT_SYMBOL.to_string()),
+        placement,
+    })
+}
+
 /// A system call the kernel configuration can leave out (`kernel/sys_ni.c` then
 /// makes it return ENOSYS), with the option that brings it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,11 +269,16 @@ impl KernelCaps {
             path: kallsyms.clone(),
             source,
         };
-        let file = File::open(&kallsyms).map_err(err)?;
         let KallsymsScan {
             symbol: huge_fault_symbol,
             placement: placement_symbols,
-        } = scan_kallsyms(BufReader::new(file), HUGE_FAULT_SYMBOL).map_err(err)?;
+        } = match quick_lookup(&root.join(TRACEFS_KPROBES)) {
+            Some(found) => found,
+            None => {
+                let file = File::open(&kallsyms).map_err(err)?;
+                scan_kallsyms(BufReader::new(file), HUGE_FAULT_SYMBOL).map_err(err)?
+            }
+        };
         let thp_path = root.join("sys/kernel/mm/transparent_hugepage/enabled");
         let thp = std::fs::read_to_string(&thp_path)
             .ok()
@@ -255,6 +338,29 @@ fn arch_orders() -> Orders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symbol_probe_without_tracefs_decides_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let events = t.path().join("kprobe_events");
+        assert_eq!(probe_symbol(&events, "x"), SymbolProbe::Unknown);
+        assert!(quick_lookup(&events).is_none());
+    }
+
+    #[test]
+    fn accepted_definitions_are_removed_again() {
+        let t = tempfile::tempdir().unwrap();
+        let events = t.path().join("kprobe_events");
+        std::fs::write(&events, "").unwrap();
+        let found = quick_lookup(&events).expect("a file that takes every line");
+        assert_eq!(found.symbol.as_deref(), Some(HUGE_FAULT_SYMBOL));
+        assert_eq!(found.placement, PLACEMENT_HOOKS);
+        let written = std::fs::read_to_string(&events).unwrap();
+        assert_eq!(
+            written.lines().filter(|l| l.starts_with("-:")).count(),
+            1 + PLACEMENT_HOOKS.len()
+        );
+    }
     use rstest::rstest;
 
     #[rstest]
