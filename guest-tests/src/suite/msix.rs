@@ -12,7 +12,7 @@ use guest_tests::model::{Order, Orders, PAGE, PMD, PUD};
 use guest_tests::placement::{Histogram, Request};
 use nix::sys::mman::MapFlags;
 
-use super::check::{advise_huge, plan_of, touch, unpredictable, Data, OrSkip};
+use super::check::{advise_huge, plan_of, touch_placed, unpredictable, Data, OrSkip};
 use super::place::verdict;
 use super::Rng;
 
@@ -59,7 +59,7 @@ fn touch_areas(fx: &Fixture, bar: &Bar, maps: &[(Mapping, u64)], what: &str) -> 
             Err(o) => anyhow::bail!("cannot predict: {o:?}"),
         };
         let plan = plan_of(bar, *off, map, behaviour)?;
-        let got = touch(map)?;
+        let got = touch_placed(map, &plan, what)?;
         diag(&format!(
             "{what}: [{off:#x}, +{:#x}) at {:#x} (≡ {:#x} mod 2 MiB): expect {plan}, counted {got}",
             map.len(),

@@ -14,6 +14,9 @@
 //! A run is `SIZE*COUNT:EXPECTED/COUNTED=MEASURED`: COUNT entries of SIZE
 //! expected, EXPECTED faults expected and COUNTED counted over its pages, and
 //! MEASURED the one entry size that explains the count (`?` when none does).
+//! A mapping whose address the kernel chose (A1–A3) also carries `rule=`, the
+//! runs (`SIZE*COUNT`, comma-separated) a placement keeping the rule
+//! (`start ≡ phys (mod 1 GiB)`) would get, so a lost PMD shows as a difference.
 
 use std::fmt;
 
@@ -142,6 +145,9 @@ pub struct Layout {
     pub phys: u64,
     /// The model's runs, from the VMA's start up, each with its count.
     pub runs: Vec<LayoutRun>,
+    /// The runs a rule-keeping placement would get (`SIZE`, `COUNT`), for a
+    /// mapping placed by the kernel; empty otherwise.
+    pub rule: Vec<(EntrySize, u64)>,
 }
 
 /// A layout diagnostic that does not have the format above.
@@ -160,7 +166,10 @@ impl fmt::Display for LayoutError {
         match self {
             Self::Missing(key) => write!(f, "layout line without {key}="),
             Self::Number(key, v) => write!(f, "layout {key}={v} is not a number"),
-            Self::Run(r) => write!(f, "layout run {r:?} is not SIZE*COUNT:EXPECTED/COUNTED=SIZE"),
+            Self::Run(r) => write!(
+                f,
+                "layout run {r:?} is not SIZE*COUNT:EXPECTED/COUNTED=SIZE"
+            ),
         }
     }
 }
@@ -172,8 +181,18 @@ impl Layout {
     /// newlines would end the line, so only its first line is kept).
     pub fn render(&self) -> String {
         let runs: Vec<String> = self.runs.iter().map(LayoutRun::render).collect();
+        let rule = if self.rule.is_empty() {
+            String::new()
+        } else {
+            let r: Vec<String> = self
+                .rule
+                .iter()
+                .map(|(s, n)| format!("{}*{n}", s.word()))
+                .collect();
+            format!(" rule={}", r.join(","))
+        };
         format!(
-            "{PREFIX} bar={} start={:#x} len={:#x} offset={:#x} phys={:#x} runs={} what={}",
+            "{PREFIX} bar={} start={:#x} len={:#x} offset={:#x} phys={:#x} runs={}{rule} what={}",
             self.bar,
             self.start,
             self.len,
@@ -224,6 +243,10 @@ impl Layout {
                 .filter(|r| !r.is_empty())
                 .map(LayoutRun::parse)
                 .collect::<Result<_, _>>()?,
+            rule: match value("rule") {
+                Ok(r) => parse_rule(r)?,
+                Err(_) => Vec::new(),
+            },
         })
     }
 
@@ -257,6 +280,21 @@ impl Layout {
     }
 }
 
+/// `SIZE*COUNT,...`.
+fn parse_rule(text: &str) -> Result<Vec<(EntrySize, u64)>, LayoutError> {
+    text.split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let bad = || LayoutError::Run(r.to_string());
+            let (size, count) = r.split_once('*').ok_or_else(bad)?;
+            Ok((
+                EntrySize::parse(size).ok_or_else(bad)?,
+                count.parse().map_err(|_| bad())?,
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +321,7 @@ mod tests {
                 run(EntrySize::Pte, 511, 511, Some(EntrySize::Pte)),
                 run(EntrySize::Pmd, 30, 30, Some(EntrySize::Pmd)),
             ],
+            rule: vec![],
         }
     }
 
@@ -292,6 +331,7 @@ mod tests {
     #[case(Layout {
         runs: vec![run(EntrySize::Pmd, 30, 60, Some(EntrySize::Pte)), run(EntrySize::Pud, 1, 7, None)],
         what: "what= with = and spaces".into(),
+        rule: vec![(EntrySize::Pte, 511), (EntrySize::Pmd, 30)],
         ..msix_tail()
     })]
     fn what_is_written_is_read_back(#[case] layout: Layout) {
@@ -307,7 +347,10 @@ mod tests {
     }
 
     #[rstest::rstest]
-    #[case("layout: bar=1 len=0x1000 offset=0 phys=0 runs=", LayoutError::Missing("start"))]
+    #[case(
+        "layout: bar=1 len=0x1000 offset=0 phys=0 runs=",
+        LayoutError::Missing("start")
+    )]
     #[case(
         "layout: bar=1 start=0xzz len=0x1000 offset=0 phys=0 runs=",
         LayoutError::Number("start", "0xzz".into())
@@ -324,7 +367,11 @@ mod tests {
     #[case(EntrySize::Pte, 511, Some(511))]
     #[case(EntrySize::Pmd, 30, Some(30))]
     #[case(EntrySize::Pud, 0, Some(0))]
-    fn counts_per_size(#[case] size: EntrySize, #[case] expected: u64, #[case] counted: Option<u64>) {
+    fn counts_per_size(
+        #[case] size: EntrySize,
+        #[case] expected: u64,
+        #[case] counted: Option<u64>,
+    ) {
         let l = msix_tail();
         assert_eq!((l.expected(size), l.counted(size)), (expected, counted));
         assert!(l.matches());
