@@ -137,7 +137,10 @@ fn run_section(run: &Run) -> String {
             escape(&t.name),
             escape(&t.rules.join(", ")),
             escape(&t.reason),
-            t.layouts.len()
+            match t.layouts.len() {
+                0 => "0".to_string(),
+                n => format!("<a href=\"#{}\">{n}</a>", escape(&t.name)),
+            }
         );
     }
     out.push_str("</table>\n");
@@ -172,9 +175,10 @@ fn figure(test: &str, index: usize, l: &MappingLayout) -> String {
         .iter()
         .map(|c| {
             format!(
-                "mod {}: VA {:#x}, offset {:#x}{}",
+                "mod {}: VA ≡ {:#x}, phys ≡ {:#x} (offset ≡ {:#x}){}",
                 if c.block == "pud" { "1 GiB" } else { "2 MiB" },
                 c.va_mod,
+                c.phys_mod,
                 c.offset_mod,
                 if c.congruent { " ✓" } else { " ✗" }
             )

@@ -33,9 +33,14 @@ ok 3 f9.map_private_einval
 
 #[test]
 fn report_renders_in_chromium_with_a_cell_per_run() {
+    let fetch_started = Instant::now();
     let Some(browser) = chromium_or_skip() else {
         return;
     };
+    eprintln!(
+        "chromium ready in {:.1} s",
+        fetch_started.elapsed().as_secs_f64()
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("results.ktap"), KTAP).unwrap();
     let status = common::runner()
