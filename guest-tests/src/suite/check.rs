@@ -180,6 +180,8 @@ fn measure_layout(
 
 /// Touches every page of `map`, a mapping whose address the kernel chose,
 /// once, and returns the faults; writes its layout (see [`measure_layout`]).
+/// It lists one address per page, which suits the MiB-sized A3 areas it is
+/// made for; GiB mappings use [`expect_plan`]'s sparse pattern.
 pub fn touch_placed(map: &Mapping, plan: &Plan, what: &str) -> Result<u64> {
     let touches: Vec<Vec<u64>> = plan
         .runs
