@@ -307,6 +307,28 @@ mod tests {
         TestResult::new(name, result, "why")
     }
 
+    #[rstest::rstest]
+    #[case(Verdict::Fail, true)]
+    #[case(Verdict::Xpass, true)]
+    #[case(Verdict::Pass, false)]
+    #[case(Verdict::Xfail, false)]
+    fn pictures_of_failing_tests_only(#[case] verdict: Verdict, #[case] drawn: bool) {
+        let mut t = result("a3.msix_hole", verdict);
+        t.layouts = vec![crate::layout::tests::lost_pmds()];
+        let run = Run {
+            tests: vec![t, result("f1.case_table", Verdict::Fail)],
+            ..Run::blank("stock", Outcome::Completed)
+        };
+        let text = pictures(&run);
+        assert_eq!(
+            text.contains("a3.msix_hole: kernel placement"),
+            drawn,
+            "{text}"
+        );
+        assert_eq!(text.contains("rule placement"), drawn);
+        assert!(!text.contains("f1.case_table"), "no layouts, no picture");
+    }
+
     #[test]
     fn tally_and_summary() {
         let tests = [
