@@ -101,7 +101,8 @@ impl AccessError {
 
 impl From<AccessError> for io::Error {
     fn from(e: AccessError) -> Self {
-        log::warn!("rejected: {e}");
+        // The session logs the rejection with the message it answers.
+        log::debug!("rejected: {e}");
         io::Error::new(io::ErrorKind::InvalidInput, e)
     }
 }

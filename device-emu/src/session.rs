@@ -314,12 +314,22 @@ impl<'d, T: Transport> Session<'d, T> {
             Ok(response) => response,
             Err(Rejected { errno, why }) => {
                 self.rejected += 1;
-                log::warn!(
-                    "command {} (id {}, {} bytes) rejected with {errno}: {why}",
-                    h.command,
-                    h.id,
-                    h.size
-                );
+                if worth_logging(self.rejected) {
+                    let thinned = if self.rejected > LOGGED_REJECTIONS {
+                        format!(
+                            " (rejection {}: only powers of two are logged now)",
+                            self.rejected
+                        )
+                    } else {
+                        String::new()
+                    };
+                    log::warn!(
+                        "command {} (id {}, {} bytes) rejected with {errno}: {why}{thinned}",
+                        h.command,
+                        h.id,
+                        h.size
+                    );
+                }
                 Reply::error(&h, errno as i32).into()
             }
         };
@@ -994,4 +1004,31 @@ fn memory_file(fd: OwnedFd, offset: u64, size: u64) -> Result<File, Rejected> {
         );
     }
     Ok(file)
+}
+
+/// Rejections logged in full before the log thins out.
+const LOGGED_REJECTIONS: u64 = 64;
+
+/// Whether the `n`th rejection of a session is logged: the first
+/// [`LOGGED_REJECTIONS`], then every power of two. A client that repeats a
+/// bad request (a vIOMMU forwarding a million DMA maps past the limit) must
+/// not fill the disk with the same line; the session's count stays exact.
+fn worth_logging(n: u64) -> bool {
+    n <= LOGGED_REJECTIONS || n.is_power_of_two()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rstest::rstest]
+    #[case(1, true)]
+    #[case(64, true)]
+    #[case(65, false)]
+    #[case(128, true)]
+    #[case(1000, false)]
+    #[case(1 << 20, true)]
+    fn rejections_are_logged_sparsely(#[case] n: u64, #[case] logged: bool) {
+        assert_eq!(worth_logging(n), logged);
+    }
 }

@@ -11,7 +11,7 @@ use protocol::regs;
 use crate::device::{Regs, RegsError};
 use crate::kernel::{KernelCaps, KernelError};
 use crate::pci::{PciDevice, PciError, Resource};
-use crate::vfio::{VfioDevice, VfioError};
+use crate::vfio::{VfioApi, VfioDevice, VfioError};
 
 /// Number of BAR slots in a type 0 header.
 const BAR_SLOTS: u32 = 6;
@@ -55,6 +55,8 @@ pub struct Options {
     /// Also run the tests that may oops the kernel (splits and moves of a
     /// PUD-mapped block that are not 2 MiB aligned).
     pub risky: bool,
+    /// The interface the device is opened through.
+    pub vfio_api: VfioApi,
 }
 
 /// One implemented BAR.
@@ -149,7 +151,7 @@ impl Fixture {
         let is_bigbar = read_id(&pci.dir().join("vendor")) == Some(regs::VENDOR_ID)
             && read_id(&pci.dir().join("device")) == Some(regs::DEVICE_ID);
         let group = pci.iommu_group()?;
-        let dev = VfioDevice::open(&opts.root.join("dev/vfio"), group, pci.bdf())?;
+        let dev = VfioDevice::open_with(opts.vfio_api, &opts.root, group, pci.bdf())?;
         let enabled_memory = dev.enable_memory_decode()?;
         let resources = pci.resources()?;
         if resources.len() < BAR_SLOTS as usize {
@@ -225,11 +227,13 @@ impl Fixture {
     /// A one-paragraph description for the KTAP log.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "device {} (IOMMU group {}, {:?}), previous driver {:?}, memory decode {}\n\
+            "device {} (IOMMU group {}, {:?} through the {} interface), previous driver {:?}, \
+             memory decode {}\n\
              kernel {}: huge pfnmap {}, THP {:?}{}\n",
             self.pci.bdf(),
             self.dev.group(),
             self.dev.iommu(),
+            self.dev.api().name(),
             self.previous_driver,
             if self.enabled_memory {
                 "enabled by us"

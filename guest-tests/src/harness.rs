@@ -1,8 +1,9 @@
 //! A small kselftest_harness-like registry: named test functions over a shared
 //! fixture, each run in its own forked child with a deadline, reported as KTAP.
 //!
-//! Test bodies are application code, so they return `anyhow::Result`: `?` on any
-//! error fails the test with the whole context chain as diagnostic.
+//! A test body returns a [`TestResult`]: `?` on any error fails the test with
+//! the whole context chain as diagnostic, and a skip (or an expected failure)
+//! travels the same way as a [`Stop`](crate::stop::Stop).
 
 use std::borrow::Cow;
 use std::fs::OpenOptions;
@@ -14,24 +15,10 @@ use std::time::Duration;
 use crate::isolate::{self, End, Finished, RecordKind};
 use crate::kmsg::KernelLog;
 use crate::ktap::{Ktap, Totals, Verdict, KSFT_FAIL, KSFT_PASS, KSFT_SKIP, KSFT_XFAIL, KSFT_XPASS};
+use crate::stop::TestResult;
 
 /// Deadline of a test unless it says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// What a test body concluded (failures are `Err`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything asserted held.
-    Pass,
-    /// The test does not apply here; the reason says why.
-    Skip(String),
-    /// A check failed that this kernel is known not to satisfy (for example
-    /// placement rules of a series it lacks); the reason says what was measured.
-    Xfail(String),
-    /// Every check held although this kernel was expected to fail them (a rule
-    /// kept by accident); the reason says why a failure was expected.
-    Xpass(String),
-}
 
 /// A fixture setup error that makes every test of the group a skip rather than
 /// a failure: there is nothing to test here (no device), as kselftest programs
@@ -82,7 +69,7 @@ fn mark(kmsg: Option<&Path>, marker: &str, name: &str) {
 
 /// The signature of a test body: a function, or a closure for tests found at
 /// run time (external kselftest programs).
-pub type TestFn<F> = Box<dyn Fn(&F) -> anyhow::Result<Outcome>>;
+pub type TestFn<F> = Box<dyn Fn(&F) -> TestResult>;
 
 /// One registered test.
 pub struct TestCase<F> {
@@ -128,7 +115,7 @@ impl<F> TestCase<F> {
     /// A test with the default deadline.
     pub fn new(
         name: impl Into<Cow<'static, str>>,
-        run: impl Fn(&F) -> anyhow::Result<Outcome> + 'static,
+        run: impl Fn(&F) -> TestResult + 'static,
     ) -> Self {
         let name = name.into();
         let rules = rule_of_name(&name).into_iter().collect();
@@ -335,22 +322,10 @@ fn run_child<F, W: Write>(
 /// Runs the body in the child and turns its outcome into an exit status and messages.
 fn child_body<F>(test: &TestCase<F>, fixture: &F) -> i32 {
     match panic::catch_unwind(AssertUnwindSafe(|| (test.run)(fixture))) {
-        Ok(Ok(Outcome::Pass)) => KSFT_PASS,
-        Ok(Ok(Outcome::Skip(reason))) => {
-            isolate::message(&reason);
-            KSFT_SKIP
-        }
-        Ok(Ok(Outcome::Xfail(reason))) => {
-            isolate::message(&reason);
-            KSFT_XFAIL
-        }
-        Ok(Ok(Outcome::Xpass(reason))) => {
-            isolate::message(&reason);
-            KSFT_XPASS
-        }
-        Ok(Err(e)) => {
-            isolate::message(&format!("{e:#}"));
-            KSFT_FAIL
+        Ok(Ok(())) => KSFT_PASS,
+        Ok(Err(stop)) => {
+            isolate::message(&stop.to_string());
+            stop.exit_code()
         }
         Err(payload) => {
             let what = payload
@@ -463,41 +438,56 @@ mod tests {
             ..RunOptions::default()
         }
     }
-    use anyhow::{bail, Context};
+    use crate::stop::{OrSkip, Stop};
+    use anyhow::Context;
 
     struct Fx {
         value: u32,
     }
 
-    fn pass(fx: &Fx) -> anyhow::Result<Outcome> {
+    fn pass(fx: &Fx) -> TestResult {
         isolate::diag(&format!("value is {}", fx.value));
-        Ok(Outcome::Pass)
+        Ok(())
     }
-    fn fail(_: &Fx) -> anyhow::Result<Outcome> {
+    fn fail(_: &Fx) -> TestResult {
         let inner: anyhow::Result<()> = Err(anyhow::anyhow!("expected 1 fault, got 512"));
         inner.context("touching the PMD block")?;
-        Ok(Outcome::Pass)
+        Ok(())
     }
-    fn skip(_: &Fx) -> anyhow::Result<Outcome> {
-        Ok(Outcome::Skip("kernel lacks huge pfnmap".into()))
+    fn skip(_: &Fx) -> TestResult {
+        crate::skip!("kernel lacks huge pfnmap")
     }
-    fn xfail(_: &Fx) -> anyhow::Result<Outcome> {
-        Ok(Outcome::Xfail("placed at 4 KiB".into()))
+    fn xfail(_: &Fx) -> TestResult {
+        Err(Stop::Xfail("placed at 4 KiB".into()))
     }
-    fn panics(_: &Fx) -> anyhow::Result<Outcome> {
+    fn panics(_: &Fx) -> TestResult {
         panic!("boom {}", 7);
     }
-    fn sigbus(_: &Fx) -> anyhow::Result<Outcome> {
+    fn sigbus(_: &Fx) -> TestResult {
         nix::sys::signal::raise(nix::sys::signal::Signal::SIGBUS)?;
-        bail!("survived SIGBUS")
+        crate::bail!("survived SIGBUS")
     }
-    fn hangs(_: &Fx) -> anyhow::Result<Outcome> {
+    fn hangs(_: &Fx) -> TestResult {
         loop {
             nix::unistd::pause();
         }
     }
-    fn exits(_: &Fx) -> anyhow::Result<Outcome> {
+    fn exits(_: &Fx) -> TestResult {
         std::process::exit(9)
+    }
+    /// A precondition of a step, after the body wrote a diagnostic.
+    fn needs_a_bar(fx: &Fx) -> TestResult<u32> {
+        (fx.value > 100)
+            .then_some(fx.value)
+            .or_skip("no BAR of 1 GiB")
+    }
+    fn skips_in_a_step(fx: &Fx) -> TestResult {
+        isolate::diag("looking for a BAR");
+        needs_a_bar(fx)?;
+        crate::bail!("a skipped step went on")
+    }
+    fn xpass(_: &Fx) -> TestResult {
+        Err(Stop::Xpass("kept by accident".into()))
     }
 
     /// Deadline of the dummy tests. A child forked from this multi-threaded test
@@ -508,7 +498,7 @@ mod tests {
     const DUMMY_TIMEOUT: Duration = Duration::from_secs(20);
 
     fn suite() -> Vec<TestCase<Fx>> {
-        let case = |name: &'static str, run: fn(&Fx) -> anyhow::Result<Outcome>| {
+        let case = |name: &'static str, run: fn(&Fx) -> TestResult| {
             TestCase::new(name, run).with_timeout(DUMMY_TIMEOUT)
         };
         vec![
@@ -565,6 +555,30 @@ mod tests {
             # Totals: pass:1 fail:5 xfail:1 xpass:0 skip:1 error:0\n";
         assert_eq!(out, want);
         assert_eq!(totals.exit_code(), KSFT_FAIL);
+    }
+
+    #[test]
+    fn a_skip_from_a_step_and_an_xpass_are_one_result_each() {
+        let tests = [
+            TestCase::new("t.step_skip", skips_in_a_step).with_timeout(DUMMY_TIMEOUT),
+            TestCase::new("t.xpass", xpass).with_timeout(DUMMY_TIMEOUT),
+        ];
+        let mut buf = Vec::new();
+        let totals = run(&mut buf, &select(&tests, &[]), test_opts(), || {
+            Ok(Fx { value: 1 })
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "TAP version 13\n1..2\n\
+             #  RUN           t.step_skip ...\n\
+             # looking for a BAR\n\
+             ok 1 t.step_skip # SKIP no BAR of 1 GiB\n\
+             #  RUN           t.xpass ...\n\
+             ok 2 t.xpass # XPASS kept by accident\n\
+             # Totals: pass:0 fail:0 xfail:0 xpass:1 skip:1 error:0\n"
+        );
+        assert_eq!(totals.exit_code(), KSFT_PASS);
     }
 
     static TORN_DOWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -625,9 +639,9 @@ mod tests {
         assert_eq!(totals.pass, 1);
     }
 
-    fn sleeps(_: &Fx) -> anyhow::Result<Outcome> {
+    fn sleeps(_: &Fx) -> TestResult {
         std::thread::sleep(Duration::from_millis(700));
-        Ok(Outcome::Pass)
+        Ok(())
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::harness::Outcome;
+use crate::stop::{Stop, TestResult};
 
 /// The deadline of a case when its collection has no `settings` file (the
 /// default of the kernel's kselftest runner).
@@ -319,22 +319,22 @@ fn classify(ok: bool, directive: &str) -> CaseResult {
     }
 }
 
-/// The guest test's outcome for `case`, from the program's KTAP output and
-/// exit status (failures are errors naming what the program said).
-pub fn outcome(case: &str, ktap: &str, status: ExitStatus) -> anyhow::Result<Outcome> {
+/// The guest test's result for `case`, from the program's KTAP output and
+/// exit status (failures name what the program said).
+pub fn outcome(case: &str, ktap: &str, status: ExitStatus) -> TestResult {
     match result_of(ktap, case) {
-        Some(CaseResult::Pass) => Ok(Outcome::Pass),
-        Some(CaseResult::Skip(why)) => Ok(Outcome::Skip(why)),
-        Some(CaseResult::Xfail(why)) => Ok(Outcome::Xfail(why)),
-        Some(CaseResult::Fail(d)) if d.is_empty() => anyhow::bail!("{case}: not ok ({status})"),
-        Some(CaseResult::Fail(d)) => anyhow::bail!("{case}: not ok # {d} ({status})"),
-        None => anyhow::bail!("{case}: no result line in the program's output ({status})"),
+        Some(CaseResult::Pass) => Ok(()),
+        Some(CaseResult::Skip(why)) => Err(Stop::Skip(why)),
+        Some(CaseResult::Xfail(why)) => Err(Stop::Xfail(why)),
+        Some(CaseResult::Fail(d)) if d.is_empty() => crate::bail!("{case}: not ok ({status})"),
+        Some(CaseResult::Fail(d)) => crate::bail!("{case}: not ok # {d} ({status})"),
+        None => crate::bail!("{case}: no result line in the program's output ({status})"),
     }
 }
 
-/// The outcome of a program run whole: its own skip (`1..0 # SKIP why`, or exit
+/// The result of a program run whole: its own skip (`1..0 # SKIP why`, or exit
 /// status 4 with its last line as the reason), a pass (exit 0), else a failure.
-pub fn program_outcome(program: &str, output: &str, status: ExitStatus) -> anyhow::Result<Outcome> {
+pub fn program_outcome(program: &str, output: &str, status: ExitStatus) -> TestResult {
     let plan_skip = output.lines().find_map(|l| {
         let d = l
             .strip_prefix("1..0")?
@@ -351,10 +351,10 @@ pub fn program_outcome(program: &str, output: &str, status: ExitStatus) -> anyho
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
     match (plan_skip, status.code()) {
-        (Some(why), _) => Ok(Outcome::Skip(why)),
-        (None, Some(0)) => Ok(Outcome::Pass),
-        (None, Some(4)) => Ok(Outcome::Skip(last.trim().to_string())),
-        (None, _) => anyhow::bail!("{program}: {status}: {}", last.trim()),
+        (Some(why), _) => Err(Stop::Skip(why)),
+        (None, Some(0)) => Ok(()),
+        (None, Some(4)) => Err(Stop::Skip(last.trim().to_string())),
+        (None, _) => crate::bail!("{program}: {status}: {}", last.trim()),
     }
 }
 
@@ -368,12 +368,9 @@ pub fn program_outcome(program: &str, output: &str, status: ExitStatus) -> anyho
 /// harness gives up on that child. It inherits the caller's process group, so
 /// the guest test's deadline (which kills that group) also ends a program
 /// that hangs.
-pub fn run_case(case: &Case, bdf: &str) -> anyhow::Result<Outcome> {
+pub fn run_case(case: &Case, bdf: &str) -> TestResult {
     use anyhow::Context;
-    let (stdout, stderr) = match capture_files()? {
-        Ok(files) => files,
-        Err(skip) => return Ok(skip),
-    };
+    let (stdout, stderr) = capture_files()?;
     let mut cmd = Command::new(&case.program);
     if !case.case.is_empty() {
         cmd.arg("-r").arg(&case.case);
@@ -406,17 +403,17 @@ fn capture_file(name: &str) -> nix::Result<fs::File> {
 }
 
 /// The two capture files, or the skip of a kernel without memfd_create.
-fn capture_files() -> anyhow::Result<Result<(fs::File, fs::File), Outcome>> {
+fn capture_files() -> TestResult<(fs::File, fs::File)> {
     use anyhow::Context;
     match (
         capture_file("kselftest-stdout"),
         capture_file("kselftest-stderr"),
     ) {
-        (Ok(out), Ok(err)) => Ok(Ok((out, err))),
-        (Err(e), _) | (_, Err(e)) if crate::kernel::OptionalSyscall::compiled_out(e) => Ok(Err(
-            Outcome::Skip(crate::kernel::MEMFD_CREATE.unavailable()),
-        )),
-        (Err(e), _) | (_, Err(e)) => Err(e).context("memfd_create"),
+        (Ok(out), Ok(err)) => Ok((out, err)),
+        (Err(e), _) | (_, Err(e)) if crate::kernel::OptionalSyscall::compiled_out(e) => {
+            Err(Stop::Skip(crate::kernel::MEMFD_CREATE.unavailable()))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e).context("memfd_create")?,
     }
 }
 
@@ -433,6 +430,7 @@ fn read_back(mut file: fs::File) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ktap::{KSFT_FAIL, KSFT_SKIP, KSFT_XFAIL};
     use rstest::rstest;
     use std::os::unix::process::ExitStatusExt;
 
@@ -506,23 +504,33 @@ not ok 1 vfio_pci_pud_split.munmap_unaligned_tail
         assert_eq!(result_of(ktap, case), want);
     }
 
+    /// A result as the harness reports it: the exit status and the message.
+    fn seen(r: TestResult) -> Result<(), (i32, String)> {
+        r.map_err(|stop| (stop.exit_code(), stop.to_string()))
+    }
+
+    fn want(r: Result<(), (i32, &str)>) -> Result<(), (i32, String)> {
+        r.map_err(|(code, message)| (code, message.to_string()))
+    }
+
     #[rstest]
-    #[case::pass("ok 1 f.t\n", 0, Ok(Outcome::Pass))]
-    #[case::skip("ok 1 f.t # SKIP no huge pfnmap\n", 0, Ok(Outcome::Skip("no huge pfnmap".into())))]
-    #[case::fail("not ok 1 f.t\n", 1, Err("f.t: not ok (exit status: 1)"))]
+    #[case::pass("ok 1 f.t\n", 0, Ok(()))]
+    #[case::skip("ok 1 f.t # SKIP no huge pfnmap\n", 0, Err((KSFT_SKIP, "no huge pfnmap")))]
+    #[case::xfail("ok 1 f.t # XFAIL at 4 KiB\n", 0, Err((KSFT_XFAIL, "at 4 KiB")))]
+    #[case::fail("not ok 1 f.t\n", 1, Err((KSFT_FAIL, "f.t: not ok (exit status: 1)")))]
     #[case::timeout(
         "not ok 1 f.t # TIMEOUT\n",
         1,
-        Err("f.t: not ok # TIMEOUT (exit status: 1)")
+        Err((KSFT_FAIL, "f.t: not ok # TIMEOUT (exit status: 1)"))
     )]
     #[case::silent(
         "",
         1,
-        Err("f.t: no result line in the program's output (exit status: 1)")
+        Err((KSFT_FAIL, "f.t: no result line in the program's output (exit status: 1)"))
     )]
-    fn outcomes(#[case] ktap: &str, #[case] code: i32, #[case] want: Result<Outcome, &str>) {
-        let got = outcome("f.t", ktap, ExitStatus::from_raw(code << 8)).map_err(|e| e.to_string());
-        assert_eq!(got, want.map_err(str::to_string));
+    fn outcomes(#[case] ktap: &str, #[case] code: i32, #[case] expected: Result<(), (i32, &str)>) {
+        let got = outcome("f.t", ktap, ExitStatus::from_raw(code << 8));
+        assert_eq!(seen(got), want(expected));
     }
 
     #[rstest]
@@ -581,26 +589,29 @@ not ok 1 vfio_pci_pud_split.munmap_unaligned_tail
         assert_eq!(cases[0].timeout, Duration::from_secs(9));
         assert_eq!(cases[1].case, "fx.two");
 
-        assert_eq!(run_case(&cases[0], "0000:00:03.0").unwrap(), Outcome::Pass);
+        run_case(&cases[0], "0000:00:03.0").unwrap();
         let err = run_case(&cases[1], "0000:00:03.0").unwrap_err().to_string();
         assert_eq!(err, "fx.two: not ok (exit status: 1)");
     }
 
     #[rstest]
     #[case::plan_skip("1..0 # SKIP SR-IOV may not be supported by the PF: x\n", 4,
-                      Ok(Outcome::Skip("SR-IOV may not be supported by the PF: x".into())))]
+                      Err((KSFT_SKIP, "SR-IOV may not be supported by the PF: x")))]
     #[case::exit_skip("No driver found for device x\n", 4,
-                      Ok(Outcome::Skip("No driver found for device x".into())))]
-    #[case::pass("# PASSED: 3 / 3 tests passed.\n", 0, Ok(Outcome::Pass))]
+                      Err((KSFT_SKIP, "No driver found for device x")))]
+    #[case::pass("# PASSED: 3 / 3 tests passed.\n", 0, Ok(()))]
     #[case::fail(
         "  Failed to open directory\n\n",
         1,
-        Err("p: exit status: 1: Failed to open directory")
+        Err((KSFT_FAIL, "p: exit status: 1: Failed to open directory"))
     )]
-    fn whole_programs(#[case] out: &str, #[case] code: i32, #[case] want: Result<Outcome, &str>) {
-        let got =
-            program_outcome("p", out, ExitStatus::from_raw(code << 8)).map_err(|e| e.to_string());
-        assert_eq!(got, want.map_err(str::to_string));
+    fn whole_programs(
+        #[case] out: &str,
+        #[case] code: i32,
+        #[case] expected: Result<(), (i32, &str)>,
+    ) {
+        let got = program_outcome("p", out, ExitStatus::from_raw(code << 8));
+        assert_eq!(seen(got), want(expected));
     }
 
     #[test]
@@ -625,8 +636,8 @@ not ok 1 vfio_pci_pud_split.munmap_unaligned_tail
         assert_eq!(names[8], "vfio-selftests.whole_test");
         assert_eq!(cases[8].collection, "vfio-selftests");
         assert_eq!(
-            run_case(&cases[8], "0000:00:03.0").unwrap(),
-            Outcome::Skip("no VFs".into())
+            seen(run_case(&cases[8], "0000:00:03.0")),
+            Err((KSFT_SKIP, "no VFs".to_string()))
         );
     }
 

@@ -1,7 +1,7 @@
 //! bigbar's guest tests and the rule model they check against.
 //!
 //! The host-testable parts ([`model`], [`glob`], [`ktap`], [`harness`], [`isolate`],
-//! [`kernel`]) need no device; the rest talks to vfio-pci and the emulated device.
+//! [`kernel`], [`stop`]) need no device; the rest talks to vfio-pci and the emulated device.
 
 pub mod device;
 pub mod faults;
@@ -20,5 +20,6 @@ pub mod pci;
 pub mod placement;
 pub mod ptdump;
 pub mod remap;
+pub mod stop;
 pub mod vfio;
 pub mod vfio_caps;

@@ -17,6 +17,8 @@ use clap::Parser;
 use guest_tests::fixture::{Bound, Fixture, FixtureError, Options};
 use guest_tests::harness::{Group, SkipAll, TestCase};
 use guest_tests::pci::PciError;
+use guest_tests::stop::skip_if;
+use guest_tests::vfio::VfioError;
 use guest_tests::{harness, isolate, kselftest, vfio_caps};
 use protocol::layout::BarLayout;
 
@@ -50,6 +52,11 @@ struct Cli {
     /// PUD-mapped block; they run last).
     #[arg(long)]
     no_risky: bool,
+    /// How to open the device: `group` (/dev/vfio/<group> in the type1
+    /// container) or `cdev` (/dev/vfio/devices/vfioN bound to /dev/iommu,
+    /// attached to an IOAS; needs CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV).
+    #[arg(long, value_enum, default_value_t = guest_tests::vfio::VfioApi::Group)]
+    vfio_api: guest_tests::vfio::VfioApi,
     /// Also offer the benchmarks (`bench.*`: fault cost per mapping order,
     /// register round trips); they are measurements, not checks, and never run
     /// unless asked for.
@@ -96,6 +103,9 @@ fn setup_error(e: FixtureError, what: &'static str) -> anyhow::Error {
         FixtureError::Pci(PciError::NotFound { .. }) => anyhow::Error::new(SkipAll(format!(
             "no device: {e} (give --bdf or {VFIO_SELFTESTS_BDF})"
         ))),
+        // Asked for the cdev interface where the kernel has none: every test
+        // of the fixture skips, naming the missing option.
+        FixtureError::Vfio(VfioError::NoCdev { .. }) => anyhow::Error::new(SkipAll(e.to_string())),
         e => anyhow::Error::new(e).context(what),
     }
 }
@@ -133,9 +143,7 @@ fn external_tests(
             let name = case.name.clone();
             let root = root.to_owned();
             TestCase::new(name, move |dev: &Bound| {
-                if let Some(why) = unsupported(&case, &root, dev.pci.bdf()) {
-                    return Ok(harness::Outcome::Skip(why));
-                }
+                skip_if(unsupported(&case, &root, dev.pci.bdf()))?;
                 kselftest::run_case(&case, dev.pci.bdf())
             })
             .with_timeout(timeout)
@@ -204,6 +212,7 @@ fn main() -> ExitCode {
         seed,
         require_placement: cli.require_placement,
         risky: !cli.no_risky,
+        vfio_api: cli.vfio_api,
     };
     let setup = || {
         let fx = Fixture::open(&opts).map_err(|e| setup_error(e, "opening the device"))?;
@@ -214,6 +223,9 @@ fn main() -> ExitCode {
     // the fixture holds its VFIO group: they run in a second group, after it.
     let bind = || {
         let bound = Bound::bind(&opts).map_err(|e| setup_error(e, "binding the device"))?;
+        for set in vfio_caps::shared_memory_in_huge_pages(&opts.root) {
+            isolate::diag(&format!("external kselftests: {set}"));
+        }
         isolate::diag(&format!(
             "external kselftests: {} bound to vfio-pci (previous driver {:?})",
             bound.pci.bdf(),

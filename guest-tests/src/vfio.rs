@@ -1,6 +1,8 @@
-//! The legacy VFIO group/container interface: opening a device bound to vfio-pci,
-//! with type1 IOMMU or (when the kernel offers it) no-IOMMU mode, and reading its
-//! regions.
+//! Opening a device bound to vfio-pci and reading its regions, through either
+//! of the kernel's two interfaces ([`VfioApi`]): the legacy group/container
+//! one, with type1 IOMMU or (when the kernel offers it) no-IOMMU mode, or the
+//! device's cdev bound to an iommufd IOAS. Everything after opening (regions,
+//! interrupts, reset, mmap of the device fd) is the same ioctl on either.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -9,8 +11,31 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use iommufd_bindings::iommufd as iofd;
+use iommufd_ioctls::{IommuFd, IommufdError, IommufdIoas};
 use nix::errno::Errno;
 use vfio_bindings::bindings::vfio as sys;
+
+/// How the device is opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum VfioApi {
+    /// `/dev/vfio/<group>` attached to the container `/dev/vfio/vfio`.
+    #[default]
+    Group,
+    /// `/dev/vfio/devices/vfioN` bound to `/dev/iommu` and attached to an IOAS
+    /// (CONFIG_IOMMUFD, CONFIG_VFIO_DEVICE_CDEV).
+    Cdev,
+}
+
+impl VfioApi {
+    /// The flag value (`group`, `cdev`).
+    pub fn name(self) -> &'static str {
+        match self {
+            VfioApi::Group => "group",
+            VfioApi::Cdev => "cdev",
+        }
+    }
+}
 
 /// `VFIO_PCI_OFFSET_SHIFT`: vfio-pci places region `i` at file offset `i << 40`.
 pub const VFIO_PCI_OFFSET_SHIFT: u32 = 40;
@@ -84,6 +109,16 @@ mod ioctls {
         request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 8),
         sys::vfio_region_info
     );
+    ioctl_readwrite_bad!(
+        device_bind_iommufd,
+        request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 18),
+        sys::vfio_device_bind_iommufd
+    );
+    ioctl_readwrite_bad!(
+        device_attach_iommufd_pt,
+        request_code_none!(sys::VFIO_TYPE, sys::VFIO_BASE + 19),
+        sys::vfio_device_attach_iommufd_pt
+    );
 }
 
 /// Errors from VFIO.
@@ -146,6 +181,23 @@ pub enum VfioError {
     /// Memory decode stayed off after setting PCI_COMMAND_MEMORY.
     #[error("PCI_COMMAND reads {0:#06x} after enabling memory decode")]
     MemoryDecode(u16),
+    /// The cdev interface was asked for where the kernel does not offer it.
+    #[error("--vfio-api cdev: no {missing} in this kernel ({option})")]
+    NoCdev {
+        /// The node or sysfs entry that is missing.
+        missing: String,
+        /// The kernel option that provides it.
+        option: &'static str,
+    },
+    /// An iommufd ioctl failed.
+    #[error("{what}")]
+    Iommufd {
+        /// What was done.
+        what: String,
+        /// The error.
+        #[source]
+        source: IommufdError,
+    },
 }
 
 /// Which IOMMU backend the container uses.
@@ -157,16 +209,8 @@ pub enum IommuType {
     Type1,
     /// `VFIO_NOIOMMU_IOMMU` (`/dev/vfio/noiommu-N`, unsafe no-IOMMU mode).
     NoIommu,
-}
-
-impl IommuType {
-    fn raw(self) -> u32 {
-        match self {
-            IommuType::Type1v2 => sys::VFIO_TYPE1v2_IOMMU,
-            IommuType::Type1 => sys::VFIO_TYPE1_IOMMU,
-            IommuType::NoIommu => sys::VFIO_NOIOMMU_IOMMU,
-        }
-    }
+    /// An IOAS of `/dev/iommu` (the cdev interface).
+    Iommufd,
 }
 
 /// What `VFIO_DEVICE_GET_REGION_INFO` says about one region.
@@ -189,14 +233,40 @@ impl RegionInfo {
     }
 }
 
-/// An open VFIO device with the container and group that keep it usable.
+/// What keeps an opened device usable and maps memory for its DMA.
+enum Backend {
+    /// The group attached to a container with a type1 or no-IOMMU backend.
+    Container {
+        _group: File,
+        container: File,
+        iommu: IommuType,
+    },
+    /// The cdev bound to an iommufd and attached to one of its IOASes. The
+    /// IOAS is declared first so it is destroyed before the iommufd closes.
+    Iommufd {
+        ioas: IommufdIoas,
+        iommufd: std::sync::Arc<IommuFd>,
+    },
+}
+
+impl std::fmt::Debug for Backend {
+    // iommufd-ioctls' types do not implement Debug.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Container { iommu, .. } => write!(f, "Container({iommu:?})"),
+            Backend::Iommufd { ioas, .. } => write!(f, "Iommufd(ioas {})", ioas.id()),
+        }
+    }
+}
+
+/// An open VFIO device with what keeps it usable (group and container, or
+/// iommufd and IOAS).
 #[derive(Debug)]
 pub struct VfioDevice {
-    /// Declared before the group and container so it is closed first.
+    /// Declared before the backend so it is closed first.
     device: File,
-    _group: File,
-    _container: File,
-    iommu: IommuType,
+    backend: Backend,
+    api: VfioApi,
     group: u32,
     bdf: String,
     num_regions: u32,
@@ -243,7 +313,7 @@ impl VfioDevice {
         if version != sys::VFIO_API_VERSION as i32 {
             return Err(VfioError::ApiVersion(version));
         }
-        let iommu = choose_iommu(&container, &cname, noiommu)?;
+        let (iommu, raw_iommu) = choose_iommu(&container, &cname, noiommu)?;
 
         let group_file = open_rw(&group_path)?;
         let gname = group_path.display().to_string();
@@ -263,7 +333,7 @@ impl VfioDevice {
         unsafe { ioctls::group_set_container(group_file.as_raw_fd(), &container_fd) }
             .map_err(ioctl_err("VFIO_GROUP_SET_CONTAINER", &gname))?;
         // SAFETY: the argument is an IOMMU type constant passed by value.
-        unsafe { ioctls::set_iommu(container.as_raw_fd(), iommu.raw() as libc::c_int) }
+        unsafe { ioctls::set_iommu(container.as_raw_fd(), raw_iommu as libc::c_int) }
             .map_err(ioctl_err("VFIO_SET_IOMMU", &cname))?;
 
         let name = CString::new(bdf).map_err(|_| VfioError::Ioctl {
@@ -278,7 +348,75 @@ impl VfioDevice {
             )?;
         // SAFETY: the ioctl returned a new fd that nothing else owns.
         let device = unsafe { File::from_raw_fd(fd) };
+        let backend = Backend::Container {
+            _group: group_file,
+            container,
+            iommu,
+        };
+        Self::finish(device, backend, VfioApi::Group, group, bdf)
+    }
 
+    /// Opens device `bdf` (IOMMU group `group`) through its cdev: the node
+    /// `dev/vfio/devices/vfioN` under `root` that sysfs names for it, bound to
+    /// a new iommufd (`dev/iommu`) and attached to a new IOAS of it.
+    pub fn open_cdev(root: &Path, group: u32, bdf: &str) -> Result<Self, VfioError> {
+        let iommu_node = root.join("dev/iommu");
+        if !iommu_node.exists() {
+            return Err(VfioError::NoCdev {
+                missing: iommu_node.display().to_string(),
+                option: "CONFIG_IOMMUFD",
+            });
+        }
+        let cdev = cdev_node(root, bdf)?;
+        let device = open_rw(&cdev)?;
+        let iommufd = std::sync::Arc::new(IommuFd::new_from_fd(open_rw(&iommu_node)?));
+        let dname = cdev.display().to_string();
+        let mut bind = sys::vfio_device_bind_iommufd {
+            argsz: std::mem::size_of::<sys::vfio_device_bind_iommufd>() as u32,
+            flags: 0,
+            iommufd: iommufd.as_raw_fd(),
+            out_devid: 0,
+            token_uuid_ptr: 0,
+        };
+        // SAFETY: `bind` is a complete vfio_device_bind_iommufd with argsz set
+        // and an open iommufd; the kernel writes only out_devid.
+        unsafe { ioctls::device_bind_iommufd(device.as_raw_fd(), &mut bind) }
+            .map_err(ioctl_err("VFIO_DEVICE_BIND_IOMMUFD", &dname))?;
+        let ioas = IommufdIoas::new(iommufd.clone()).map_err(|source| VfioError::Iommufd {
+            what: format!("IOMMU_IOAS_ALLOC on {}", iommu_node.display()),
+            source,
+        })?;
+        let mut attach = sys::vfio_device_attach_iommufd_pt {
+            argsz: std::mem::size_of::<sys::vfio_device_attach_iommufd_pt>() as u32,
+            flags: 0,
+            pt_id: ioas.id(),
+            pasid: 0,
+        };
+        // SAFETY: `attach` is a complete vfio_device_attach_iommufd_pt with
+        // argsz set; the kernel may rewrite pt_id (to the hwpt it chose).
+        unsafe { ioctls::device_attach_iommufd_pt(device.as_raw_fd(), &mut attach) }
+            .map_err(ioctl_err("VFIO_DEVICE_ATTACH_IOMMUFD_PT", &dname))?;
+        let backend = Backend::Iommufd { ioas, iommufd };
+        Self::finish(device, backend, VfioApi::Cdev, group, bdf)
+    }
+
+    /// Opens the device through `api`: [`VfioDevice::open`] with the nodes
+    /// under `root/dev/vfio`, or [`VfioDevice::open_cdev`].
+    pub fn open_with(api: VfioApi, root: &Path, group: u32, bdf: &str) -> Result<Self, VfioError> {
+        match api {
+            VfioApi::Group => Self::open(&root.join("dev/vfio"), group, bdf),
+            VfioApi::Cdev => Self::open_cdev(root, group, bdf),
+        }
+    }
+
+    /// Reads the device's info and checks it has the regions the tests use.
+    fn finish(
+        device: File,
+        backend: Backend,
+        api: VfioApi,
+        group: u32,
+        bdf: &str,
+    ) -> Result<Self, VfioError> {
         let mut info = sys::vfio_device_info {
             argsz: std::mem::size_of::<sys::vfio_device_info>() as u32,
             ..Default::default()
@@ -295,9 +433,8 @@ impl VfioDevice {
         }
         Ok(VfioDevice {
             device,
-            _group: group_file,
-            _container: container,
-            iommu,
+            backend,
+            api,
             group,
             bdf: bdf.to_owned(),
             num_regions: info.num_regions,
@@ -312,7 +449,15 @@ impl VfioDevice {
 
     /// The IOMMU backend in use.
     pub fn iommu(&self) -> IommuType {
-        self.iommu
+        match &self.backend {
+            Backend::Container { iommu, .. } => *iommu,
+            Backend::Iommufd { .. } => IommuType::Iommufd,
+        }
+    }
+
+    /// The interface the device was opened through.
+    pub fn api(&self) -> VfioApi {
+        self.api
     }
 
     /// The IOMMU group number.
@@ -381,39 +526,73 @@ impl VfioDevice {
             .map_err(ioctl_err("VFIO_DEVICE_SET_IRQS", &self.bdf))
     }
 
-    /// `VFIO_IOMMU_MAP_DMA`: maps `len` bytes of this process at `vaddr` to
-    /// `iova` for the device, readable and writable (type1 only).
+    /// Maps `len` bytes of this process at `vaddr` to `iova` for the device,
+    /// readable and writable: `VFIO_IOMMU_MAP_DMA` on the container, or
+    /// `IOMMU_IOAS_MAP` at a fixed IOVA of the IOAS.
     ///
     /// The caller keeps the memory mapped until [`VfioDevice::unmap_dma`]:
     /// the kernel pins the pages, so unmapping them early only leaks them.
     pub fn map_dma(&self, vaddr: u64, iova: u64, len: u64) -> Result<(), VfioError> {
-        let map = sys::vfio_iommu_type1_dma_map {
-            argsz: std::mem::size_of::<sys::vfio_iommu_type1_dma_map>() as u32,
-            flags: sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE,
-            vaddr,
-            iova,
-            size: len,
-        };
-        // SAFETY: `map` is a complete vfio_iommu_type1_dma_map; the kernel
-        // only reads it and pins the pages it names (an invalid range fails).
-        unsafe { ioctls::iommu_map_dma(self._container.as_raw_fd(), &map) }
-            .map(drop)
-            .map_err(ioctl_err("VFIO_IOMMU_MAP_DMA", format!("IOVA {iova:#x}")))
+        match &self.backend {
+            Backend::Container { container, .. } => {
+                let map = sys::vfio_iommu_type1_dma_map {
+                    argsz: std::mem::size_of::<sys::vfio_iommu_type1_dma_map>() as u32,
+                    flags: sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE,
+                    vaddr,
+                    iova,
+                    size: len,
+                };
+                // SAFETY: `map` is a complete vfio_iommu_type1_dma_map; the kernel
+                // only reads it and pins the pages it names (an invalid range fails).
+                unsafe { ioctls::iommu_map_dma(container.as_raw_fd(), &map) }
+                    .map(drop)
+                    .map_err(ioctl_err("VFIO_IOMMU_MAP_DMA", format!("IOVA {iova:#x}")))
+            }
+            Backend::Iommufd { ioas, iommufd } => {
+                let map = iofd::iommu_ioas_map {
+                    size: std::mem::size_of::<iofd::iommu_ioas_map>() as u32,
+                    flags: iofd::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_FIXED_IOVA
+                        | iofd::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_READABLE
+                        | iofd::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE,
+                    ioas_id: ioas.id(),
+                    __reserved: 0,
+                    user_va: vaddr,
+                    length: len,
+                    iova,
+                };
+                iommufd
+                    .map_iommu_ioas(&map)
+                    .map_err(|source| VfioError::Iommufd {
+                        what: format!("IOMMU_IOAS_MAP at IOVA {iova:#x}"),
+                        source,
+                    })
+            }
+        }
     }
 
-    /// `VFIO_IOMMU_UNMAP_DMA` of what [`VfioDevice::map_dma`] mapped at `iova`.
+    /// Unmaps what [`VfioDevice::map_dma`] mapped at `iova`.
     pub fn unmap_dma(&self, iova: u64, len: u64) -> Result<(), VfioError> {
-        let mut unmap = sys::vfio_iommu_type1_dma_unmap {
-            argsz: std::mem::size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
-            flags: 0,
-            iova,
-            size: len,
-            ..Default::default()
-        };
-        // SAFETY: `unmap` is a complete vfio_iommu_type1_dma_unmap with argsz set.
-        unsafe { ioctls::iommu_unmap_dma(self._container.as_raw_fd(), &mut unmap) }
-            .map(drop)
-            .map_err(ioctl_err("VFIO_IOMMU_UNMAP_DMA", format!("IOVA {iova:#x}")))
+        match &self.backend {
+            Backend::Container { container, .. } => {
+                let mut unmap = sys::vfio_iommu_type1_dma_unmap {
+                    argsz: std::mem::size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
+                    flags: 0,
+                    iova,
+                    size: len,
+                    ..Default::default()
+                };
+                // SAFETY: `unmap` is a complete vfio_iommu_type1_dma_unmap with argsz set.
+                unsafe { ioctls::iommu_unmap_dma(container.as_raw_fd(), &mut unmap) }
+                    .map(drop)
+                    .map_err(ioctl_err("VFIO_IOMMU_UNMAP_DMA", format!("IOVA {iova:#x}")))
+            }
+            Backend::Iommufd { ioas, .. } => {
+                ioas.unmap(iova, len).map_err(|source| VfioError::Iommufd {
+                    what: format!("IOMMU_IOAS_UNMAP at IOVA {iova:#x}"),
+                    source,
+                })
+            }
+        }
     }
 
     /// Reads the command register as vfio-pci virtualises it.
@@ -506,20 +685,28 @@ impl VfioDevice {
     }
 }
 
-/// Picks the IOMMU type: no-IOMMU when the group node says so, else type1v2 or type1.
-fn choose_iommu(container: &File, cname: &str, noiommu: bool) -> Result<IommuType, VfioError> {
-    let candidates: &[IommuType] = if noiommu {
-        &[IommuType::NoIommu]
+/// Picks the IOMMU type (and its VFIO constant): no-IOMMU when the group node
+/// says so, else type1v2 or type1.
+fn choose_iommu(
+    container: &File,
+    cname: &str,
+    noiommu: bool,
+) -> Result<(IommuType, u32), VfioError> {
+    let candidates: &[(IommuType, u32)] = if noiommu {
+        &[(IommuType::NoIommu, sys::VFIO_NOIOMMU_IOMMU)]
     } else {
-        &[IommuType::Type1v2, IommuType::Type1]
+        &[
+            (IommuType::Type1v2, sys::VFIO_TYPE1v2_IOMMU),
+            (IommuType::Type1, sys::VFIO_TYPE1_IOMMU),
+        ]
     };
-    for &t in candidates {
+    for &(t, raw) in candidates {
         // SAFETY: the argument is an extension constant passed by value.
         let supported =
-            unsafe { ioctls::check_extension(container.as_raw_fd(), t.raw() as libc::c_int) }
+            unsafe { ioctls::check_extension(container.as_raw_fd(), raw as libc::c_int) }
                 .map_err(ioctl_err("VFIO_CHECK_EXTENSION", cname))?;
         if supported > 0 {
-            return Ok(t);
+            return Ok((t, raw));
         }
     }
     Err(VfioError::NoIommuType(if noiommu {
@@ -527,4 +714,60 @@ fn choose_iommu(container: &File, cname: &str, noiommu: bool) -> Result<IommuTyp
     } else {
         "VFIO_TYPE1v2_IOMMU, VFIO_TYPE1_IOMMU"
     }))
+}
+
+/// The device's cdev under `root`: `dev/vfio/devices/<name>` for the one entry
+/// of its sysfs `vfio-dev/` directory.
+fn cdev_node(root: &Path, bdf: &str) -> Result<PathBuf, VfioError> {
+    let dir = root.join(format!("sys/bus/pci/devices/{bdf}/vfio-dev"));
+    let name = std::fs::read_dir(&dir)
+        .ok()
+        .and_then(|entries| entries.flatten().next())
+        .map(|e| e.file_name())
+        .ok_or_else(|| VfioError::NoCdev {
+            missing: dir.display().to_string(),
+            option: "CONFIG_VFIO_DEVICE_CDEV",
+        })?;
+    let node = root.join("dev/vfio/devices").join(name);
+    if !node.exists() {
+        return Err(VfioError::NoCdev {
+            missing: node.display().to_string(),
+            option: "CONFIG_VFIO_DEVICE_CDEV",
+        });
+    }
+    Ok(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cdev_is_found_through_sysfs() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        let bdf = "0000:00:03.0";
+        std::fs::create_dir_all(r.join(format!("sys/bus/pci/devices/{bdf}/vfio-dev/vfio0")))
+            .unwrap();
+        std::fs::create_dir_all(r.join("dev/vfio/devices")).unwrap();
+        std::fs::write(r.join("dev/vfio/devices/vfio0"), "").unwrap();
+        assert_eq!(cdev_node(r, bdf).unwrap(), r.join("dev/vfio/devices/vfio0"));
+    }
+
+    #[test]
+    fn no_cdev_names_the_option() {
+        let t = tempfile::tempdir().unwrap();
+        let err = cdev_node(t.path(), "0000:00:03.0").unwrap_err().to_string();
+        assert!(
+            err.contains("vfio-dev") && err.contains("CONFIG_VFIO_DEVICE_CDEV"),
+            "{err}"
+        );
+        let err = VfioDevice::open_cdev(t.path(), 0, "0000:00:03.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dev/iommu") && err.contains("CONFIG_IOMMUFD"),
+            "{err}"
+        );
+    }
 }

@@ -8,15 +8,21 @@
 //! `/dev/iommu` and the device's cdev under `/dev/vfio/devices`). Fixtures
 //! without a mode variant use the library's default, `iommufd` (lib/iommu.c).
 //! Hugetlb variants need free pages of their size; the SR-IOV test needs VFs;
-//! the driver test needs a driver of lib/drivers (ioat, dsa: Intel devices).
+//! the driver test needs a driver of lib/drivers (ioat, dsa: Intel devices;
+//! bigbar: this project's device, from its selftests series, which also
+//! makes the test look for the driver per case, in the case's own mode).
 
 use std::fs;
 use std::path::Path;
 
+use protocol::regs;
+
 /// The collection the kernel's VFIO selftests are installed as.
 pub const COLLECTION: &str = "vfio-selftests";
-/// PCI vendor of every device lib/drivers drives (ioat, dsa).
+/// PCI vendor of the devices lib/drivers' ioat and dsa drive.
 const INTEL: u16 = 0x8086;
+/// The program that needs a driver of lib/drivers for the device.
+const DRIVER_TEST: &str = "vfio_pci_driver_test";
 
 /// What the running kernel and the device offer the selftests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +61,26 @@ impl Capabilities {
             hugetlb_1g_free: read_number(&hugepages.join("hugepages-1048576kB/free_hugepages")),
         }
     }
+}
+
+/// Backs shared anonymous memory with 2 MiB THP (`shmem_enabled` = `always`,
+/// globally and for the 2 MiB size) under `root`, where the kernel has the
+/// knobs; returns what was set, for the log.
+///
+/// The selftests map DMA regions of up to 1 GiB of `MAP_SHARED |
+/// MAP_ANONYMOUS` memory. In 4 KiB pages that is 262 144 IOMMU mappings,
+/// each of which the vIOMMU forwards to the device as its own vfio-user
+/// DMA map, past the protocol's default 65 535 (`max_dma_maps`) that QEMU
+/// and the device keep to; in 2 MiB folios it is 512. What the tests check
+/// does not depend on the page size behind the buffers.
+pub fn shared_memory_in_huge_pages(root: &Path) -> Vec<String> {
+    let thp = root.join("sys/kernel/mm/transparent_hugepage");
+    ["shmem_enabled", "hugepages-2048kB/shmem_enabled"]
+        .iter()
+        .map(|knob| thp.join(knob))
+        .filter(|path| fs::write(path, "always").is_ok())
+        .map(|path| format!("{} = always", path.display()))
+        .collect()
 }
 
 /// A sysfs number, decimal or `0x` hexadecimal.
@@ -112,12 +138,23 @@ fn device_reason(program: &str, caps: &Capabilities) -> Option<String> {
         "vfio_pci_sriov_uapi_test" if caps.sriov_totalvfs == 0 => {
             Some("needs SR-IOV: the device offers no VFs (sriov_totalvfs 0)".into())
         }
-        "vfio_pci_driver_test" if caps.vendor != INTEL => Some(format!(
-            "no driver in lib/drivers for the device {:04x}:{:04x} (ioat and dsa drive Intel devices only)",
-            caps.vendor, caps.device
+        DRIVER_TEST if !has_driver(caps) => Some(format!(
+            "no driver in lib/drivers for the device {:04x}:{:04x} \
+             (ioat and dsa drive Intel devices, bigbar {:04x}:{:04x})",
+            caps.vendor,
+            caps.device,
+            regs::VENDOR_ID,
+            regs::DEVICE_ID
         )),
         _ => None,
     }
+}
+
+/// Whether lib/drivers has a driver for the device: Intel's engines, or
+/// bigbar's own device through the driver that the project's selftests
+/// series adds (the runner always applies it).
+fn has_driver(caps: &Capabilities) -> bool {
+    caps.vendor == INTEL || (caps.vendor, caps.device) == (regs::VENDOR_ID, regs::DEVICE_ID)
 }
 
 /// What the IOMMU mode needs of the kernel.
@@ -283,7 +320,18 @@ mod tests {
     #[case::no_driver(
         "vfio_pci_driver_test",
         "",
-        Some("no driver in lib/drivers for the device 1b36:0010 (ioat and dsa drive Intel devices only)")
+        Some(
+            "no driver in lib/drivers for the device 1b36:0010 \
+              (ioat and dsa drive Intel devices, bigbar 1234:b16b)"
+        )
+    )]
+    #[case::driver_probe_needs_the_default_mode(
+        "vfio_pci_driver_test",
+        "vfio_pci_driver_test.vfio_type1_iommu.send_msi",
+        Some(
+            "no driver in lib/drivers for the device 1b36:0010 \
+              (ioat and dsa drive Intel devices, bigbar 1234:b16b)"
+        )
     )]
     fn debian_sid(#[case] program: &str, #[case] case: &str, #[case] want: Option<&str>) {
         assert_eq!(skip_reason(program, case, &debian()).as_deref(), want);
@@ -303,6 +351,54 @@ mod tests {
     #[case("vfio_pci_driver_test", "")]
     fn a_capable_kernel_runs_everything(#[case] program: &str, #[case] case: &str) {
         assert_eq!(skip_reason(program, case, &everything()), None);
+    }
+
+    /// bigbar's own device on Debian's kernel: the type1 cases of the driver
+    /// test run, the iommufd ones need the options.
+    #[rstest]
+    #[case("vfio_pci_driver_test.vfio_type1_iommu.send_msi", None)]
+    #[case(
+        "vfio_pci_driver_test.iommufd.send_msi",
+        Some(
+            "IOMMU mode iommufd needs CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV: \
+             no /dev/iommu, /dev/vfio/devices in this kernel"
+        )
+    )]
+    fn bigbar_driver_on_debian(#[case] case: &str, #[case] want: Option<&str>) {
+        let caps = Capabilities {
+            vendor: regs::VENDOR_ID,
+            device: regs::DEVICE_ID,
+            ..debian()
+        };
+        assert_eq!(skip_reason(DRIVER_TEST, case, &caps).as_deref(), want);
+    }
+
+    #[rstest]
+    #[case("")]
+    #[case("vfio_pci_driver_test.vfio_type1_iommu.memcpy_storm")]
+    #[case("vfio_pci_driver_test.iommufd.send_msi")]
+    fn bigbar_has_a_driver(#[case] case: &str) {
+        let caps = Capabilities {
+            vendor: regs::VENDOR_ID,
+            device: regs::DEVICE_ID,
+            ..everything()
+        };
+        assert_eq!(skip_reason(DRIVER_TEST, case, &caps), None);
+    }
+
+    #[test]
+    fn shared_memory_knobs_are_set_where_they_exist() {
+        let t = tempfile::tempdir().unwrap();
+        let thp = t.path().join("sys/kernel/mm/transparent_hugepage");
+        fs::create_dir_all(&thp).unwrap();
+        fs::write(thp.join("shmem_enabled"), "never").unwrap();
+        let set = shared_memory_in_huge_pages(t.path());
+        assert_eq!(set.len(), 1, "{set:?}");
+        assert_eq!(
+            fs::read_to_string(thp.join("shmem_enabled")).unwrap(),
+            "always"
+        );
+        assert!(shared_memory_in_huge_pages(&t.path().join("none")).is_empty());
     }
 
     #[test]

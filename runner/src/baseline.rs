@@ -194,17 +194,19 @@ impl Baseline {
         Ok(Baseline::Expectations(expectations))
     }
 
-    /// The baseline of kernel `spec`; `single` says both sides hold one run,
-    /// which are then compared whatever their specs. `None`: a results
-    /// baseline without that kernel.
-    pub fn for_kernel(&self, spec: &str, single: bool) -> Option<KernelBaseline> {
+    /// The baseline of kernel `spec` (a run labelled `label`, see
+    /// [`crate::cli::run_label`]): expectations name kernels by spec, saved
+    /// results name runs by label. `single` says both sides hold one run,
+    /// which are then compared whatever their labels. `None`: a results
+    /// baseline without that run.
+    pub fn for_kernel(&self, spec: &str, label: &str, single: bool) -> Option<KernelBaseline> {
         match self {
             Baseline::Expectations(e) => Some(e.for_kernel(spec)),
             Baseline::Results(r) => {
                 let run = if single && r.runs.len() == 1 {
                     &r.runs[0]
                 } else {
-                    r.runs.iter().find(|run| run.kernel.spec == spec)?
+                    r.runs.iter().find(|run| run.kernel.label() == label)?
                 };
                 Some(KernelBaseline::of_run(run))
             }
@@ -407,7 +409,7 @@ pub fn judge(base: &KernelBaseline, run: &SavedRun) -> Judgement {
         tests.extend(removed(base, run));
     }
     Judgement {
-        kernel: run.kernel.spec.clone(),
+        kernel: run.kernel.label(),
         outcome: run.outcome.clone(),
         tests,
         crash: judge_crash(base, run),

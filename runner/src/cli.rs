@@ -215,6 +215,81 @@ pub struct RunArgs {
     /// Echo the guest's kernel console to stderr while it runs.
     #[arg(long, short)]
     pub verbose: bool,
+    /// How the guest tests open the device: `group` (/dev/vfio/<group> in
+    /// the type1 container), `cdev` (/dev/vfio/devices/vfioN bound to an
+    /// iommufd IOAS; on a kernel without CONFIG_IOMMUFD or
+    /// CONFIG_VFIO_DEVICE_CDEV every device test skips, naming the option) or
+    /// `both`: every kernel twice, the cdev run labelled `<kernel> (cdev)`.
+    #[arg(long, value_enum, default_value_t = VfioApiChoice::Group)]
+    pub vfio_api: VfioApiChoice,
+}
+
+/// What `--vfio-api` asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum VfioApiChoice {
+    /// The group/container interface only.
+    #[default]
+    Group,
+    /// The cdev/iommufd interface only.
+    Cdev,
+    /// Each kernel through both.
+    Both,
+}
+
+/// The interface one run's guest opens the device through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VfioApi {
+    /// `/dev/vfio/<group>` and the container.
+    Group,
+    /// `/dev/vfio/devices/vfioN` and `/dev/iommu`.
+    Cdev,
+}
+
+impl VfioApi {
+    /// The guest's `--vfio-api` value, also recorded in results.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            VfioApi::Group => "group",
+            VfioApi::Cdev => "cdev",
+        }
+    }
+}
+
+impl VfioApiChoice {
+    /// The interfaces each kernel runs with, in order.
+    pub fn apis(self) -> &'static [VfioApi] {
+        match self {
+            VfioApiChoice::Group => &[VfioApi::Group],
+            VfioApiChoice::Cdev => &[VfioApi::Cdev],
+            VfioApiChoice::Both => &[VfioApi::Group, VfioApi::Cdev],
+        }
+    }
+}
+
+/// One run of a matrix: a kernel and the interface its guest uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cell {
+    /// The `--kernel` spec.
+    pub spec: String,
+    /// The interface.
+    pub api: VfioApi,
+}
+
+impl Cell {
+    /// The run's name in tables and comparisons, see [`run_label`].
+    pub fn label(&self) -> String {
+        run_label(&self.spec, self.api.name())
+    }
+}
+
+/// A run's name: the kernel spec, with the interface when it is not `group`
+/// (`fixed (cdev)`), so the two runs of `--vfio-api both` are told apart.
+pub fn run_label(spec: &str, vfio_api: &str) -> String {
+    if vfio_api == VfioApi::Group.name() {
+        spec.to_string()
+    } else {
+        format!("{spec} ({vfio_api})")
+    }
 }
 
 /// The kernels `--kernel all` stands for.
@@ -246,6 +321,20 @@ impl RunArgs {
         out
     }
 
+    /// The runs `--kernel` and `--vfio-api` ask for: each kernel with each
+    /// interface, kernel by kernel.
+    pub fn cells(&self) -> Vec<Cell> {
+        self.kernels()
+            .into_iter()
+            .flat_map(|spec| {
+                self.vfio_api.apis().iter().map(move |&api| Cell {
+                    spec: spec.clone(),
+                    api,
+                })
+            })
+            .collect()
+    }
+
     /// The guest test binary's arguments for `--filter` and `--guest-arg`.
     pub fn guest_args(&self) -> Vec<String> {
         let mut args = Vec::new();
@@ -263,6 +352,28 @@ mod tests {
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("runner").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn both_interfaces_run_each_kernel_twice() {
+        let c = parse(&[
+            "--kernel",
+            "stock",
+            "--kernel",
+            "fixed",
+            "--vfio-api",
+            "both",
+        ]);
+        let labels: Vec<String> = c.run.cells().iter().map(Cell::label).collect();
+        assert_eq!(labels, ["stock", "stock (cdev)", "fixed", "fixed (cdev)"]);
+        let c = parse(&["--kernel", "fixed"]);
+        assert_eq!(
+            c.run.cells(),
+            [Cell {
+                spec: "fixed".into(),
+                api: VfioApi::Group
+            }]
+        );
     }
 
     #[test]

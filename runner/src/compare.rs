@@ -55,19 +55,25 @@ pub fn compare(a: &SavedResults, b: &SavedResults) -> Comparison {
         let run_a = if single {
             Some(&a.runs[0])
         } else {
-            a.runs.iter().find(|r| r.kernel.spec == run_b.kernel.spec)
+            a.runs
+                .iter()
+                .find(|r| r.kernel.label() == run_b.kernel.label())
         };
         match run_a {
             Some(run_a) => out.kernels.push(kernel(run_a, run_b)),
-            None => out.only_in_b.push(run_b.kernel.spec.clone()),
+            None => out.only_in_b.push(run_b.kernel.label()),
         }
     }
     if !single {
         out.only_in_a = a
             .runs
             .iter()
-            .filter(|r| !b.runs.iter().any(|rb| rb.kernel.spec == r.kernel.spec))
-            .map(|r| r.kernel.spec.clone())
+            .filter(|r| {
+                !b.runs
+                    .iter()
+                    .any(|rb| rb.kernel.label() == r.kernel.label())
+            })
+            .map(|r| r.kernel.label())
             .collect();
     }
     out
@@ -90,7 +96,7 @@ fn kernel(a: &SavedRun, b: &SavedRun) -> KernelComparison {
         })
         .collect();
     KernelComparison {
-        kernel: b.kernel.spec.clone(),
+        kernel: b.kernel.label(),
         releases: (a.kernel.release.clone(), b.kernel.release.clone()),
         judgement,
         changed_diagnostics,

@@ -12,7 +12,7 @@ pub fn report(results: &Results) -> Report {
     let mut report = Report::new("bigbar");
     for run in &results.runs {
         let release = run.kernel.release.as_deref().unwrap_or("unknown");
-        let mut suite = TestSuite::new(format!("{} ({release})", run.kernel.spec));
+        let mut suite = TestSuite::new(format!("{} ({release})", run.kernel.label()));
         for t in &run.tests {
             let status = match t.result {
                 Verdict::Pass => TestCaseStatus::success(),

@@ -40,8 +40,10 @@ pub struct Plan {
     pub progress_timeout: Duration,
     /// Echo the console.
     pub echo_console: bool,
-    /// Extra arguments for the guest test binary.
+    /// Extra arguments for the guest test binary (`--vfio-api` included).
     pub guest_args: Vec<String>,
+    /// The interface the guest opens the device through, as recorded.
+    pub vfio_api: crate::cli::VfioApi,
     /// Extra kernel command line.
     pub append: String,
     /// Extra QEMU arguments.
@@ -361,6 +363,7 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
             spec: plan.kernel_spec.clone(),
             release: Some(prep.kernel.release.clone()),
             package_version: Some(prep.kernel.package_version.clone()),
+            vfio_api: plan.vfio_api.name().to_string(),
         },
         qemu: QemuInfo {
             version: prep.qemu.version.to_string(),
@@ -491,7 +494,7 @@ fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> Gu
         pci_hole64: hole,
         phys_bits: phys_bits(hole),
         device_socket: run_dir.join(format!("device-{boot}.sock")),
-        memory_mib: plan.memory_mib,
+        memory_mib: suite::memory_mib(plan.suite, config.as_deref(), plan.memory_mib),
         timeout: if limited { plan.timeout } else { NO_LIMIT },
         idle_timeout: if limited { plan.idle_timeout } else { NO_LIMIT },
         progress_timeout: if limited {

@@ -114,9 +114,9 @@ fn run(args: &RunArgs) -> Result<u8> {
     if args.list {
         return list_tests(args);
     }
-    let kernels = args.kernels();
-    for spec in &kernels {
-        machine::kernel_spec(spec).map_err(|e| UsageError(format!("{e:#}")))?;
+    let kernels = args.cells();
+    for cell in &kernels {
+        machine::kernel_spec(&cell.spec).map_err(|e| UsageError(format!("{e:#}")))?;
     }
     // A baseline that cannot be read is refused before anything boots.
     let base = match &args.baseline {
@@ -154,7 +154,7 @@ fn run(args: &RunArgs) -> Result<u8> {
 /// `--jobs` at once); `None` when nothing ran (`--dry-run`).
 fn run_kernels(
     args: &RunArgs,
-    kernels: &[String],
+    kernels: &[cli::Cell],
     layout: &protocol::layout::BarLayout,
     out: &Path,
 ) -> Result<Option<Results>> {
@@ -166,14 +166,14 @@ fn run_kernels(
         .collect();
     let worker = || loop {
         let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let Some(spec) = kernels.get(i) else {
+        let Some(cell) = kernels.get(i) else {
             break;
         };
         if session::interrupted() {
-            eprintln!("bigbar: interrupted; {spec} is not run");
+            eprintln!("bigbar: interrupted; {} is not run", cell.label());
             continue;
         }
-        let result = run_kernel(args, spec, kernels.len(), layout, out);
+        let result = run_kernel(args, cell, kernels.len(), layout, out);
         *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
     };
     std::thread::scope(|s| {
@@ -183,14 +183,16 @@ fn run_kernels(
         worker();
     });
     let mut results = Results::default();
-    for (spec, slot) in kernels.iter().zip(slots) {
+    for (cell, slot) in kernels.iter().zip(slots) {
         match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
             None | Some(Ok(None)) => {} // not reached, or --dry-run printed it
             Some(Ok(Some(run))) => results.runs.push(run),
             Some(Err(e)) if kernels.len() > 1 => {
                 // One kernel that cannot be tested must not lose the others.
-                eprintln!("bigbar: error: {spec}: {e:#}");
-                results.runs.push(Run::untested(spec, format!("{e:#}")));
+                eprintln!("bigbar: error: {}: {e:#}", cell.label());
+                let mut run = Run::untested(&cell.spec, format!("{e:#}"));
+                run.kernel.vfio_api = cell.api.name().to_string();
+                results.runs.push(run);
             }
             Some(Err(e)) => return Err(e),
         }
@@ -221,7 +223,7 @@ fn jobs_for(requested: Option<u32>, cores: usize, memory: u64, count: usize) -> 
 /// Boots `spec` into its directory of `out` (the whole `out` for a single run).
 fn run_kernel(
     args: &RunArgs,
-    spec: &str,
+    cell: &cli::Cell,
     count: usize,
     layout: &protocol::layout::BarLayout,
     out: &Path,
@@ -229,10 +231,14 @@ fn run_kernel(
     let dir = if count == 1 {
         out.to_path_buf()
     } else {
-        out.join(spec.replace(['/', ':'], "_"))
+        let name = cell.spec.replace(['/', ':'], "_");
+        match cell.api {
+            cli::VfioApi::Group => out.join(name),
+            api => out.join(format!("{name}_{}", api.name())),
+        }
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let plan = plan(args, spec, layout.clone());
+    let plan = plan(args, cell, layout.clone());
     machine::boot_and_test(&workspace_root(), &plan, &dir)
 }
 
@@ -249,7 +255,7 @@ fn judge_against(
     let mut code = cli::EXIT_OK;
     for run in &results.runs {
         let saved = saved::SavedRun::from(run);
-        let status = match base.for_kernel(&run.kernel.spec, single) {
+        let status = match base.for_kernel(&run.kernel.spec, &run.kernel.label(), single) {
             Some(kb) => {
                 let j = baseline::judge(&kb, &saved);
                 if print {
@@ -261,7 +267,7 @@ fn judge_against(
                 if print {
                     println!(
                         "baseline has no run of {}: judged on its own",
-                        run.kernel.spec
+                        run.kernel.label()
                     );
                 }
                 exit_code(&run.outcome, &Tally::of(&run.tests))
@@ -275,7 +281,7 @@ fn judge_against(
 /// `--repeat N`: N repetitions into OUT/repK, then the verdict histograms.
 fn run_repeated(
     args: &RunArgs,
-    kernels: &[String],
+    kernels: &[cli::Cell],
     layout: &protocol::layout::BarLayout,
     out: &Path,
     base: Option<&baseline::Baseline>,
@@ -305,7 +311,7 @@ fn run_repeated(
             println!(
                 "repetition {k}/{}: {}: {} (exit {status})",
                 args.repeat,
-                run.kernel.spec,
+                run.kernel.label(),
                 tally.summary_line()
             );
         }
@@ -387,10 +393,15 @@ fn compare_saved(args: &cli::CompareArgs) -> Result<u8> {
 }
 
 /// The plan of one kernel's run.
-fn plan(args: &RunArgs, spec: &str, layout: protocol::layout::BarLayout) -> machine::Plan {
+fn plan(args: &RunArgs, cell: &cli::Cell, layout: protocol::layout::BarLayout) -> machine::Plan {
     let cache = cache_dir(args);
+    let mut guest_args = args.guest_args();
+    if cell.api != cli::VfioApi::Group {
+        guest_args.extend(["--vfio-api".to_string(), cell.api.name().to_string()]);
+    }
     machine::Plan {
-        kernel_spec: spec.to_string(),
+        kernel_spec: cell.spec.clone(),
+        vfio_api: cell.api,
         qemu: args.qemu.clone(),
         cache,
         layout,
@@ -400,7 +411,7 @@ fn plan(args: &RunArgs, spec: &str, layout: protocol::layout::BarLayout) -> mach
         idle_timeout: Duration::from_secs(args.idle_timeout),
         progress_timeout: Duration::from_secs(args.progress_timeout),
         echo_console: args.verbose,
-        guest_args: args.guest_args(),
+        guest_args,
         append: args.append.clone(),
         qemu_args: args.qemu_arg.clone(),
         dry_run: args.dry_run,
@@ -437,7 +448,7 @@ fn present_matrix(results: &Results, out: &Path) -> Result<u8> {
     }
     for run in &results.runs {
         let tally = Tally::of(&run.tests);
-        println!("{}: {}", run.kernel.spec, tally.summary_line());
+        println!("{}: {}", run.kernel.label(), tally.summary_line());
         code = code.max(exit_code(&run.outcome, &tally));
     }
     let all = Tally::of(results.runs.iter().flat_map(|r| &r.tests));

@@ -35,8 +35,8 @@ pub(crate) fn headers(results: &Results) -> Vec<String> {
         .runs
         .iter()
         .map(|r| match &r.kernel.release {
-            Some(rel) => format!("{} ({rel})", r.kernel.spec),
-            None => r.kernel.spec.clone(),
+            Some(rel) => format!("{} ({rel})", r.kernel.label()),
+            None => r.kernel.label(),
         })
         .collect()
 }
@@ -47,7 +47,7 @@ fn outcome_notes(results: &Results) -> Vec<String> {
         .runs
         .iter()
         .filter(|r| r.outcome != Outcome::Completed)
-        .map(|r| format!("{}: {:?}", r.kernel.spec, r.outcome))
+        .map(|r| format!("{}: {:?}", r.kernel.label(), r.outcome))
         .collect()
 }
 

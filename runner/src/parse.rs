@@ -191,6 +191,8 @@ fn saved_metadata(path: &Path) -> Option<Run> {
             spec: s(&["kernel", "spec"])?,
             release: s(&["kernel", "release"]),
             package_version: s(&["kernel", "package_version"]),
+            vfio_api: s(&["kernel", "vfio_api"])
+                .unwrap_or_else(|| crate::cli::VfioApi::Group.name().to_string()),
         },
         qemu: QemuInfo {
             version: s(&["qemu", "version"]).unwrap_or_default(),

@@ -70,11 +70,11 @@ pub fn histograms(reps: &[SavedResults]) -> Vec<Flakiness> {
     let mut out: Vec<Flakiness> = Vec::new();
     for rep in reps {
         for run in &rep.runs {
-            let i = match out.iter().position(|f| f.kernel == run.kernel.spec) {
+            let i = match out.iter().position(|f| f.kernel == run.kernel.label()) {
                 Some(i) => i,
                 None => {
                     out.push(Flakiness {
-                        kernel: run.kernel.spec.clone(),
+                        kernel: run.kernel.label(),
                         ..Default::default()
                     });
                     out.len() - 1

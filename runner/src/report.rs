@@ -31,6 +31,16 @@ pub struct KernelInfo {
     pub release: Option<String>,
     /// The Debian package version, when the kernel came from Debian.
     pub package_version: Option<String>,
+    /// How the guest opened the device: `group` or `cdev` (`--vfio-api`).
+    pub vfio_api: String,
+}
+
+impl KernelInfo {
+    /// What names this run in a matrix: the spec, with the interface when it
+    /// is not the default (`fixed (cdev)`).
+    pub fn label(&self) -> String {
+        crate::cli::run_label(&self.spec, &self.vfio_api)
+    }
 }
 
 /// The QEMU a run used.
@@ -95,6 +105,7 @@ impl Run {
                 spec: spec.to_string(),
                 release: None,
                 package_version: None,
+                vfio_api: crate::cli::VfioApi::Group.name().to_string(),
             },
             qemu: QemuInfo {
                 version: String::new(),
@@ -193,7 +204,7 @@ pub fn table(run: &Run) -> String {
     let _ = writeln!(
         out,
         "kernel {} ({}), qemu {}, {}",
-        run.kernel.spec,
+        run.kernel.label(),
         run.kernel.release.as_deref().unwrap_or("release unknown"),
         run.qemu.version,
         run.accel
@@ -361,6 +372,7 @@ mod tests {
                 spec: "debian:sid".into(),
                 release: Some("7.2.0-1-amd64".into()),
                 package_version: None,
+                vfio_api: "cdev".into(),
             },
             qemu: QemuInfo {
                 version: "11.1.0".into(),
@@ -381,6 +393,7 @@ mod tests {
         let r = &v["runs"][0];
         assert_eq!(r["kernel"]["spec"], "debian:sid");
         assert_eq!(r["kernel"]["release"], "7.2.0-1-amd64");
+        assert_eq!(r["kernel"]["vfio_api"], "cdev");
         assert_eq!(r["qemu"]["version"], "11.1.0");
         assert_eq!(r["accel"], "tcg");
         assert_eq!(r["tests"][0]["name"], "setup.bind_vfio");

@@ -69,6 +69,20 @@ pub struct SavedKernel {
     /// `uname -r`, when known.
     #[serde(default)]
     pub release: Option<String>,
+    /// `group` or `cdev`; results from before the option say nothing: `group`.
+    #[serde(default = "default_vfio_api")]
+    pub vfio_api: String,
+}
+
+fn default_vfio_api() -> String {
+    crate::cli::VfioApi::Group.name().to_string()
+}
+
+impl SavedKernel {
+    /// The spec, with the interface when it is not the default.
+    pub fn label(&self) -> String {
+        crate::cli::run_label(&self.spec, &self.vfio_api)
+    }
 }
 
 /// How a saved run ended (`completed`, `kernel_crashed`, `timed_out`, `infrastructure`).

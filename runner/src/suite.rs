@@ -26,6 +26,13 @@ pub enum Suite {
 /// 2 MiB hugetlb pages the guest reserves for the selftests' hugetlb variants
 /// (one page per case; a few spare for a case that leaks one).
 pub const HUGEPAGES_2M: u32 = 16;
+/// 1 GiB hugetlb pages the guest reserves (the `_hugetlb_1gb` variants map one
+/// at a time).
+pub const HUGEPAGES_1G: u32 = 1;
+/// Guest memory the selftests need when the pages are reserved: the pages
+/// (1 GiB + 32 MiB) and room for the kernel and the tests' own buffers
+/// (vfio_pci_driver_test maps a 1 GiB anonymous region).
+pub const SELFTESTS_MEMORY_MIB: u32 = 3584;
 
 impl Suite {
     /// Whether the run builds and offers the kernel's VFIO selftests.
@@ -46,11 +53,29 @@ impl Suite {
     }
 }
 
-/// The kernel command line the suite adds: reserved 2 MiB pages when the
-/// selftests run and the kernel's configuration (`config`) has HUGETLBFS.
-pub fn kernel_args(suite: Suite, config: Option<&str>) -> Option<String> {
+/// Whether the guest reserves hugetlb pages: the selftests run and the
+/// kernel's configuration (`config`) has HUGETLBFS.
+fn reserves_hugepages(suite: Suite, config: Option<&str>) -> bool {
     let hugetlbfs = config.is_some_and(|c| c.lines().any(|l| l.trim() == "CONFIG_HUGETLBFS=y"));
-    (suite.vfio_selftests() && hugetlbfs).then(|| format!("hugepagesz=2M hugepages={HUGEPAGES_2M}"))
+    suite.vfio_selftests() && hugetlbfs
+}
+
+/// The kernel command line the suite adds: reserved 1 GiB and 2 MiB pages
+/// (see [`reserves_hugepages`]).
+pub fn kernel_args(suite: Suite, config: Option<&str>) -> Option<String> {
+    reserves_hugepages(suite, config).then(|| {
+        format!("hugepagesz=1G hugepages={HUGEPAGES_1G} hugepagesz=2M hugepages={HUGEPAGES_2M}")
+    })
+}
+
+/// The guest memory of a run: `requested` (`--memory`), raised to
+/// [`SELFTESTS_MEMORY_MIB`] when the guest reserves hugetlb pages.
+pub fn memory_mib(suite: Suite, config: Option<&str>, requested: u32) -> u32 {
+    if reserves_hugepages(suite, config) {
+        requested.max(SELFTESTS_MEMORY_MIB)
+    } else {
+        requested
+    }
 }
 
 /// Why bigbar has no source tree for `spec`'s selftests, if it has none.
@@ -118,18 +143,32 @@ mod tests {
     #[case(
         Suite::VfioSelftests,
         Some("CONFIG_HUGETLBFS=y\n"),
-        Some("hugepagesz=2M hugepages=16")
+        Some("hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=16")
     )]
     #[case(
         Suite::All,
         Some("X=y\nCONFIG_HUGETLBFS=y\n"),
-        Some("hugepagesz=2M hugepages=16")
+        Some("hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=16")
     )]
     #[case(Suite::VfioSelftests, Some("# CONFIG_HUGETLBFS is not set\n"), None)]
     #[case(Suite::VfioSelftests, None, None)]
     #[case(Suite::Bigbar, Some("CONFIG_HUGETLBFS=y\n"), None)]
     fn hugepages(#[case] suite: Suite, #[case] config: Option<&str>, #[case] want: Option<&str>) {
         assert_eq!(kernel_args(suite, config).as_deref(), want);
+    }
+
+    #[rstest]
+    #[case(Suite::VfioSelftests, Some("CONFIG_HUGETLBFS=y\n"), 1024, 3584)]
+    #[case(Suite::VfioSelftests, Some("CONFIG_HUGETLBFS=y\n"), 8192, 8192)]
+    #[case(Suite::VfioSelftests, None, 1024, 1024)]
+    #[case(Suite::Bigbar, Some("CONFIG_HUGETLBFS=y\n"), 1024, 1024)]
+    fn memory_for_the_pages(
+        #[case] suite: Suite,
+        #[case] config: Option<&str>,
+        #[case] requested: u32,
+        #[case] want: u32,
+    ) {
+        assert_eq!(memory_mib(suite, config, requested), want);
     }
 
     #[rstest]

@@ -20,17 +20,19 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::Result;
+use guest_tests::ensure;
 use guest_tests::faults::{minor_faults, touch_offsets};
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::{Outcome, TestCase};
+use guest_tests::harness::TestCase;
 use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
-use guest_tests::model::{self, Behaviour, Order, Placement, PAGE, PMD, PUD};
-use nix::sys::mman::MmapAdvise;
+use guest_tests::model::{Behaviour, Order, PAGE, PMD, PUD};
+use guest_tests::stop::TestResult;
 use protocol::regs;
 
-use super::{bigbar_regs, largest_bar, DiscardOnDrop};
+use super::check::{advise_huge, place, plan_of};
+use super::{bigbar_regs, largest_bar_of, DiscardOnDrop};
 
 /// Measurements per test (each on a fresh mapping).
 const REPS: usize = 3;
@@ -53,43 +55,32 @@ pub fn all() -> Vec<TestCase<Fixture>> {
 }
 
 /// 16 GiB mapped `s ≡ off (mod 1 GiB)`: 16 PUD entries.
-pub fn fault_pud(fx: &Fixture) -> Result<Outcome> {
+pub fn fault_pud(fx: &Fixture) -> TestResult {
     fault_bench(fx, Order::Pud, HUGE_LEN, 0)
 }
 
 /// 16 GiB mapped `s ≡ off + 2 MiB (mod 1 GiB)`: 8192 PMD entries.
-pub fn fault_pmd(fx: &Fixture) -> Result<Outcome> {
+pub fn fault_pmd(fx: &Fixture) -> TestResult {
     fault_bench(fx, Order::Pmd, HUGE_LEN, PMD)
 }
 
 /// 256 MiB mapped `s ≡ off + 4 KiB (mod 1 GiB)`: 65536 PTEs.
-pub fn fault_pte(fx: &Fixture) -> Result<Outcome> {
+pub fn fault_pte(fx: &Fixture) -> TestResult {
     fault_bench(fx, Order::Pte, PTE_LEN, PAGE)
 }
 
 /// Maps `len` bytes at offset 0 of the largest BAR with VA residue `shift`
 /// against the physical address modulo 1 GiB, touches one word per `order`
 /// entry, and reports time and faults, [`REPS`] times.
-fn fault_bench(fx: &Fixture, order: Order, len: u64, shift: u64) -> Result<Outcome> {
-    let regs = match bigbar_regs(fx)? {
-        Ok(r) => r,
-        Err(skip) => return Ok(skip),
-    };
-    let bar = largest_bar(fx)?;
-    if bar.size() < len {
-        return Ok(Outcome::Skip(format!(
-            "needs a BAR of at least {len:#x} bytes; the largest, BAR {}, has {:#x}",
-            bar.index,
-            bar.size()
-        )));
-    }
+fn fault_bench(fx: &Fixture, order: Order, len: u64, shift: u64) -> TestResult {
+    let regs = bigbar_regs(fx)?;
+    let bar = largest_bar_of(fx, len)?;
     if order != Order::Pte && !fx.caps.huge_pfnmap() {
-        return Ok(Outcome::Skip(format!(
+        guest_tests::skip!(
             "kernel {} has no huge pfnmap: nothing maps at {order} order",
             fx.caps.release
-        )));
+        );
     }
-    let residue = (bar.phys() + shift) % PUD;
     for rep in 0..REPS {
         let _discard = DiscardOnDrop {
             regs: &regs,
@@ -97,21 +88,9 @@ fn fault_bench(fx: &Fixture, order: Order, len: u64, shift: u64) -> Result<Outco
             offset: 0,
             len,
         };
-        let map = Mapping::placed(fx.dev.file(), bar.region.offset, len, PUD, residue)?;
-        // Needed when THP is in madvise mode; harmless otherwise.
-        let madvised = map.advise(MmapAdvise::MADV_HUGEPAGE).is_ok();
-        let behaviour = match fx.caps.fault_behaviour(madvised) {
-            Ok(b) => b,
-            Err(reason) => return Ok(Outcome::Skip(reason)),
-        };
-        let placement = Placement {
-            bar_base: bar.phys(),
-            bar_size: bar.size(),
-            offset: 0,
-            start: map.start(),
-            len,
-        };
-        let plan = model::plan(&placement, behaviour).context("model")?;
+        let map = place(fx, bar, 0, len, PUD, shift)?;
+        let behaviour = advise_huge(fx, &map)?;
+        let plan = plan_of(bar, 0, &map, behaviour)?;
         let offsets: Vec<u64> = (0..len / order.size()).map(|i| i * order.size()).collect();
         let touches: Vec<u64> = offsets.iter().map(|o| map.start() + o).collect();
         let expected = plan.touch_faults(behaviour, &touches);
@@ -146,7 +125,7 @@ fn fault_bench(fx: &Fixture, order: Order, len: u64, shift: u64) -> Result<Outco
             second.faults
         );
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Whether a plan check applies: 6.1's whole-VMA remap maps with PTEs only.
@@ -182,11 +161,8 @@ fn timed_touch(map: &Mapping, offsets: &[u64]) -> Result<Pass> {
 }
 
 /// Reads the MAGIC register [`REG_ACCESSES`] times per repetition.
-pub fn regs_read(fx: &Fixture) -> Result<Outcome> {
-    let regs = match bigbar_regs(fx)? {
-        Ok(r) => r,
-        Err(skip) => return Ok(skip),
-    };
+pub fn regs_read(fx: &Fixture) -> TestResult {
+    let regs = bigbar_regs(fx)?;
     for _ in 0..REPS {
         let start = Instant::now();
         for _ in 0..REG_ACCESSES {
@@ -199,16 +175,13 @@ pub fn regs_read(fx: &Fixture) -> Result<Outcome> {
         }
         report_regs("read32", start);
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Writes the SCRATCH register [`REG_ACCESSES`] times per repetition, then
 /// reads back the last value written.
-pub fn regs_write(fx: &Fixture) -> Result<Outcome> {
-    let regs = match bigbar_regs(fx)? {
-        Ok(r) => r,
-        Err(skip) => return Ok(skip),
-    };
+pub fn regs_write(fx: &Fixture) -> TestResult {
+    let regs = bigbar_regs(fx)?;
     for _ in 0..REPS {
         let start = Instant::now();
         for i in 0..REG_ACCESSES {
@@ -222,7 +195,7 @@ pub fn regs_write(fx: &Fixture) -> Result<Outcome> {
             REG_ACCESSES - 1
         );
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn report_regs(op: &str, start: Instant) {

@@ -2,16 +2,17 @@
 //! faults, and prove with the device's pattern commands that accesses landed at
 //! the right BAR offsets.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result};
 use guest_tests::device::{Args, Regs};
 use guest_tests::faults::{count_offset_faults, count_touch_faults};
 use guest_tests::fixture::{Bar, Fixture};
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::layout;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::{self, Behaviour, Placement, Plan, PAGE};
 use guest_tests::remap::{self, Entry};
+use guest_tests::stop::{OrSkip, Stop, TestResult};
+use guest_tests::{bail, ensure, skip};
 use nix::sys::mman::MmapAdvise;
 use protocol::regs::{tag, Command, Status};
 
@@ -21,34 +22,35 @@ use super::Rng;
 /// few enough to stay cheap under TCG.
 const SAMPLES: u64 = 64;
 
-/// The skip for tests that need the huge fault handler.
-pub fn need_huge(fx: &Fixture) -> Option<Outcome> {
-    (!fx.caps.huge_pfnmap()).then(|| {
-        Outcome::Skip(format!(
+/// Skips a test that needs the huge fault handler on a kernel without it.
+pub fn need_huge(fx: &Fixture) -> TestResult {
+    if !fx.caps.huge_pfnmap() {
+        skip!(
             "no {} in /proc/kallsyms: no huge pfnmap on this kernel (its one-fault-per-VMA \
              behaviour is checked by f1.*/f2.*)",
             guest_tests::kernel::HUGE_FAULT_SYMBOL
-        ))
-    })
+        );
+    }
+    Ok(())
 }
 
 /// The smallest mmap-able BAR of at least `size` bytes, or a skip naming what
 /// the device has (PUD tests on a device without a 1 GiB BAR, for example).
-pub fn bar_of(fx: &Fixture, size: u64) -> std::result::Result<&Bar, Outcome> {
-    fx.smallest_bar_of(size).ok_or_else(|| {
+pub fn bar_of(fx: &Fixture, size: u64) -> TestResult<&Bar> {
+    fx.smallest_bar_of(size).or_skip_with(|| {
         let have: Vec<String> = fx
             .mappable_bars()
             .iter()
             .map(|b| format!("BAR {} {:#x}", b.index, b.size()))
             .collect();
-        Outcome::Skip(format!(
+        format!(
             "needs an mmap-able BAR of at least {size:#x} bytes; the device has {}",
             if have.is_empty() {
                 "none".to_string()
             } else {
                 have.join(", ")
             }
-        ))
+        )
     })
 }
 
@@ -74,7 +76,7 @@ pub fn place(
 
 /// Applies MADV_HUGEPAGE (needed when THP is in madvise mode) and returns the
 /// behaviour the model must assume, or a skip.
-pub fn advise_huge(fx: &Fixture, map: &Mapping) -> std::result::Result<Behaviour, Outcome> {
+pub fn advise_huge(fx: &Fixture, map: &Mapping) -> TestResult<Behaviour> {
     let madvised = match map.advise(MmapAdvise::MADV_HUGEPAGE) {
         Ok(()) => true,
         Err(e) => {
@@ -82,12 +84,19 @@ pub fn advise_huge(fx: &Fixture, map: &Mapping) -> std::result::Result<Behaviour
             false
         }
     };
-    fx.caps.fault_behaviour(madvised).map_err(Outcome::Skip)
+    fx.caps.fault_behaviour(madvised).map_err(Stop::Skip)
 }
 
-/// The skip for a kernel whose THP policy makes counts unpredictable here.
-pub fn unpredictable(fx: &Fixture) -> Option<Outcome> {
-    fx.caps.fault_behaviour(true).err().map(Outcome::Skip)
+/// [`advise_huge`] in a test that passed [`need_predictable`] already: a skip
+/// now would hide that the policy changed under it, so it fails.
+pub fn predicted(fx: &Fixture, map: &Mapping) -> Result<Behaviour> {
+    advise_huge(fx, map).map_err(|stop| stop.into_failure().context("cannot predict"))
+}
+
+/// Skips on a kernel whose THP policy makes counts unpredictable here.
+pub fn need_predictable(fx: &Fixture) -> TestResult {
+    fx.caps.fault_behaviour(true).map_err(Stop::Skip)?;
+    Ok(())
 }
 
 /// The model's placement of `map` (a mapping of `bar` at BAR offset `offset`).
@@ -406,9 +415,6 @@ impl Drop for Data<'_> {
     }
 }
 
-/// A value, or the skip that replaces the test.
-pub type OrSkip<T> = std::result::Result<T, Outcome>;
-
 /// A mapping of part of a BAR, touched once, with its plan.
 pub struct Mapped<'a> {
     /// The BAR.
@@ -417,32 +423,54 @@ pub struct Mapped<'a> {
     pub offset: u64,
     /// The mapping.
     pub map: Mapping,
+    /// How the kernel installs entries for it.
+    pub behaviour: Behaviour,
     /// What the model predicted for it.
     pub plan: Plan,
+}
+
+impl<'a> Mapped<'a> {
+    /// The data checker of the whole mapping (see [`Data::new`]).
+    pub fn data(&self, fx: &'a Fixture) -> Result<Data<'a>> {
+        Data::new(fx, self.bar, self.offset, self.map.len())
+    }
+}
+
+/// Maps `[offset, offset + len)` of `bar` 1 GiB congruent and checks the first
+/// touch (`what` names it in the diagnostics).
+pub fn mapped_at<'a>(
+    fx: &Fixture,
+    bar: &'a Bar,
+    offset: u64,
+    len: u64,
+    what: &str,
+) -> TestResult<Mapped<'a>> {
+    let map = place(fx, bar, offset, len, model::PUD, 0)?;
+    let behaviour = advise_huge(fx, &map)?;
+    let plan = plan_of(bar, offset, &map, behaviour)?;
+    expect_plan(&map, &plan, what)?;
+    Ok(Mapped {
+        bar,
+        offset,
+        map,
+        behaviour,
+        plan,
+    })
 }
 
 /// Maps a range of the largest BAR holding every order it allows (PUD, PMD and
 /// PTE on a BAR of 2 GiB or more, PMD and PTE otherwise), 1 GiB congruent, and
 /// checks the first touch.
-pub fn mapped_mixed(fx: &Fixture) -> Result<OrSkip<Mapped<'_>>> {
-    let bar = match bar_of(fx, 4 * model::PMD) {
-        Ok(_) => fx.largest_bar().context("no BAR")?,
-        Err(skip) => return Ok(Err(skip)),
-    };
+pub fn mapped_mixed(fx: &Fixture) -> TestResult<Mapped<'_>> {
+    let bar = mixed_bar(fx)?;
     let (offset, len) = mixed_range(bar);
-    let map = place(fx, bar, offset, len, model::PUD, 0)?;
-    let behaviour = match advise_huge(fx, &map) {
-        Ok(b) => b,
-        Err(skip) => return Ok(Err(skip)),
-    };
-    let plan = plan_of(bar, offset, &map, behaviour)?;
-    expect_plan(&map, &plan, "first touch")?;
-    Ok(Ok(Mapped {
-        bar,
-        offset,
-        map,
-        plan,
-    }))
+    mapped_at(fx, bar, offset, len, "first touch")
+}
+
+/// The BAR [`mapped_mixed`] uses: the largest, if any has room for 4 MiB.
+pub fn mixed_bar(fx: &Fixture) -> TestResult<&Bar> {
+    bar_of(fx, 4 * model::PMD)?;
+    Ok(fx.largest_bar().context("no BAR")?)
 }
 
 /// The range [`mapped_mixed`] uses on `bar`.
@@ -466,12 +494,7 @@ pub fn run_case(
 ) -> Result<()> {
     let mut data = Data::new(fx, bar, offset, len)?;
     let map = place(fx, bar, offset, len, modulus, shift)?;
-    let behaviour = match advise_huge(fx, &map) {
-        Ok(b) => b,
-        Err(Outcome::Skip(why)) => bail!("cannot predict: {why}"),
-        Err(other) => bail!("cannot predict: {other:?}"),
-    };
-    let plan = plan_of(bar, offset, &map, behaviour)?;
+    let plan = plan_of(bar, offset, &map, predicted(fx, &map)?)?;
     let what = format!(
         "BAR {} [{offset:#x}, +{len:#x}) at s ≡ phys + {shift:#x} (mod {modulus:#x})",
         bar.index

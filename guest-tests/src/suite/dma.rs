@@ -6,12 +6,13 @@ use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result};
 use guest_tests::device::Regs;
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
+use guest_tests::stop::{Stop, TestResult};
 use guest_tests::vfio::{IommuType, VfioDevice};
+use guest_tests::{bail, ensure, skip};
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use protocol::regs::{self, Command, DmaFault, DmaStatus, Status};
 use vfio_bindings::bindings::vfio as sys;
@@ -112,15 +113,10 @@ fn copy(regs: &Regs<'_>, src: u64, dst: u64, len: u64, irq: u32) -> Result<(DmaS
 /// dma.copy: fills one buffer, has the device copy it (at odd offsets) to
 /// the other, checks every byte; then a copy from an unmapped IOVA must end
 /// with `Unmapped`, and a copy with a completion interrupt must raise it.
-pub fn copy_test(fx: &Fixture) -> Result<Outcome> {
-    let regs = match regs_v2(fx)? {
-        Ok(r) => r,
-        Err(skip) => return Ok(skip),
-    };
+pub fn copy_test(fx: &Fixture) -> TestResult {
+    let regs = regs_v2(fx)?;
     if fx.dev.iommu() == IommuType::NoIommu {
-        return Ok(Outcome::Skip(
-            "no-IOMMU mode: VFIO_IOMMU_MAP_DMA is not offered (nothing translates IOVAs)".into(),
-        ));
+        skip!("no-IOMMU mode: VFIO_IOMMU_MAP_DMA is not offered (nothing translates IOVAs)");
     }
     enable_bus_master(&fx.dev)?;
     let src = DmaBuffer::new(&fx.dev, IOVA_SRC)?;
@@ -160,18 +156,18 @@ pub fn copy_test(fx: &Fixture) -> Result<Outcome> {
         "unmapped source: {fault:?}"
     );
     completion_interrupt(fx, &regs)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A copy asking for MSI-X vector 1 at completion raises it.
-fn completion_interrupt(fx: &Fixture, regs: &Regs<'_>) -> Result<()> {
-    let trigger = match Trigger::new(&fx.dev, sys::VFIO_PCI_MSIX_IRQ_INDEX, 1)? {
+fn completion_interrupt(fx: &Fixture, regs: &Regs<'_>) -> TestResult {
+    let trigger = match Trigger::new(&fx.dev, sys::VFIO_PCI_MSIX_IRQ_INDEX, 1) {
         Ok(t) => t,
-        Err(Outcome::Skip(why)) => {
+        Err(Stop::Skip(why)) => {
             diag(&format!("completion interrupt not checked: {why}"));
             return Ok(());
         }
-        Err(other) => bail!("unexpected {other:?}"),
+        Err(other) => return Err(other),
     };
     let irq = regs::dma_irq(regs::IRQ_INDEX_MSIX, 1);
     let result = copy(regs, IOVA_SRC, IOVA_DST, 4096, irq)?;

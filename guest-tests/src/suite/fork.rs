@@ -7,17 +7,18 @@ use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result};
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::{self, diag, End, RecordKind};
 use guest_tests::kernel::MADVISE;
 use guest_tests::mapping::MapError;
 use guest_tests::model::PAGE;
+use guest_tests::stop::{skip_if, TestResult};
+use guest_tests::{bail, ensure};
 use nix::errno::Errno;
 use nix::sys::mman::{mmap_anonymous, MapFlags, MmapAdvise, ProtFlags};
 
-use super::check::{mapped_mixed, touch_plan, Data, Mapped};
+use super::check::{mapped_mixed, touch_plan, Mapped};
 
 /// Deadline of a forked child of a test.
 const CHILD: Duration = Duration::from_secs(120);
@@ -48,17 +49,12 @@ fn in_child(what: &str, body: impl FnOnce() -> Result<()>) -> Result<()> {
 /// f7.fork_copies_entries: a child touching the whole parent-mapped range takes
 /// no fault (huge entries included) and reads what the device holds; on a
 /// kernel without huge pfnmap (6.1) it takes the one whole-VMA fault.
-pub fn fork_copies_entries(fx: &Fixture) -> Result<Outcome> {
+pub fn fork_copies_entries(fx: &Fixture) -> TestResult {
+    let m = mapped_mixed(fx)?;
+    let mut data = m.data(fx)?;
     let Mapped {
-        bar,
-        offset,
-        map,
-        plan,
-    } = match mapped_mixed(fx)? {
-        Ok(m) => m,
-        Err(skip) => return Ok(skip),
-    };
-    let mut data = Data::new(fx, bar, offset, map.len())?;
+        offset, map, plan, ..
+    } = m;
     // 6.1's `vfio_pci_mmap_open` zaps the child's copy so that its VMA gets
     // tracked: the child then remaps it with one fault (RemapWholeVma).
     let want = u64::from(!fx.caps.huge_pfnmap());
@@ -71,7 +67,7 @@ pub fn fork_copies_entries(fx: &Fixture) -> Result<Outcome> {
         Ok(())
     })?;
     data.check(&map, offset)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Whether `[start, start + len)` is free in this process: a MAP_FIXED_NOREPLACE
@@ -101,17 +97,11 @@ fn is_free(start: u64) -> Result<bool> {
 
 /// f7.dontfork_hides_vma: after MADV_DONTFORK the child has no mapping there;
 /// MADV_DOFORK cannot undo it on a VM_IO/VM_PFNMAP mapping (EINVAL).
-pub fn dontfork_hides_vma(fx: &Fixture) -> Result<Outcome> {
-    if let Some(why) = fx.caps.need(&MADVISE) {
-        return Ok(Outcome::Skip(why));
-    }
-    let Mapped {
-        bar, offset, map, ..
-    } = match mapped_mixed(fx)? {
-        Ok(m) => m,
-        Err(skip) => return Ok(skip),
-    };
-    let mut data = Data::new(fx, bar, offset, map.len())?;
+pub fn dontfork_hides_vma(fx: &Fixture) -> TestResult {
+    skip_if(fx.caps.need(&MADVISE))?;
+    let m = mapped_mixed(fx)?;
+    let mut data = m.data(fx)?;
+    let Mapped { offset, map, .. } = m;
     map.advise(MmapAdvise::MADV_DONTFORK)?;
     let start = map.start();
     in_child("child after MADV_DONTFORK", || {
@@ -137,7 +127,7 @@ pub fn dontfork_hides_vma(fx: &Fixture) -> Result<Outcome> {
         Ok(())
     })?;
     data.check(&map, offset)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Advice that must be refused with EINVAL on a BAR mapping (docs/RULES.md F7).
@@ -152,20 +142,13 @@ const REFUSED: [(&str, i32); 6] = [
 
 /// f7.madvise_refused: DONTNEED, FREE, COLD, PAGEOUT and POPULATE_* fail with
 /// EINVAL and leave the installed entries alone.
-pub fn madvise_refused(fx: &Fixture) -> Result<Outcome> {
-    if let Some(why) = fx.caps.need(&MADVISE) {
-        return Ok(Outcome::Skip(why));
-    }
+pub fn madvise_refused(fx: &Fixture) -> TestResult {
+    skip_if(fx.caps.need(&MADVISE))?;
+    let m = mapped_mixed(fx)?;
+    let mut data = m.data(fx)?;
     let Mapped {
-        bar,
-        offset,
-        map,
-        plan,
-    } = match mapped_mixed(fx)? {
-        Ok(m) => m,
-        Err(skip) => return Ok(skip),
-    };
-    let mut data = Data::new(fx, bar, offset, map.len())?;
+        offset, map, plan, ..
+    } = m;
     let p = NonNull::new(map.as_ptr().cast::<c_void>()).context("null")?;
     let mut wrong = Vec::new();
     for (name, advice) in REFUSED {
@@ -181,5 +164,5 @@ pub fn madvise_refused(fx: &Fixture) -> Result<Outcome> {
     let got = touch_plan(&map, &plan)?;
     ensure!(got == 0, "the refused advice cost {got} faults afterwards");
     data.check(&map, offset)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -9,9 +9,11 @@
 //!   longer than the runner's progress limit, so only the parent's heartbeats
 //!   keep a slow but alive guest from being taken for a hung one.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Context;
+use guest_tests::bail;
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::{Outcome, TestCase};
+use guest_tests::harness::TestCase;
+use guest_tests::stop::TestResult;
 use nix::sys::signal::{kill, Signal};
 use std::time::Duration;
 
@@ -32,13 +34,13 @@ pub fn test(kind: &str) -> Option<TestCase<Fixture>> {
     }
 }
 
-fn panic(_: &Fixture) -> Result<Outcome> {
+fn panic(_: &Fixture) -> TestResult {
     std::fs::write("/proc/sys/kernel/sysrq", "1").context("enabling sysrq")?;
     std::fs::write("/proc/sysrq-trigger", "c").context("writing c to /proc/sysrq-trigger")?;
     bail!("the kernel survived a sysrq crash")
 }
 
-fn hang(_: &Fixture) -> Result<Outcome> {
+fn hang(_: &Fixture) -> TestResult {
     // The harness waits for this child in the parent; stopping the parent
     // freezes the KTAP stream and leaves the child blocked in the harness's pipe.
     kill(nix::unistd::getppid(), Signal::SIGSTOP).context("stopping the harness")?;
@@ -47,8 +49,8 @@ fn hang(_: &Fixture) -> Result<Outcome> {
     }
 }
 
-fn slow(_: &Fixture) -> Result<Outcome> {
+fn slow(_: &Fixture) -> TestResult {
     // The child is silent; the harness's parent beats for it.
     std::thread::sleep(SLOW);
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -6,12 +6,13 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result};
 use guest_tests::device::Regs;
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
+use guest_tests::stop::TestResult;
 use guest_tests::vfio::{VfioDevice, VfioError};
+use guest_tests::{bail, ensure, skip};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -26,18 +27,13 @@ const IRQ_DEADLINE: Duration = Duration::from_secs(5);
 const MASKED_WATCH: Duration = Duration::from_millis(300);
 
 /// The register interface if the device has ABI 2 (RaiseIrq, DmaCopy).
-pub(super) fn regs_v2(fx: &Fixture) -> Result<std::result::Result<Regs<'_>, Outcome>> {
-    let regs = match bigbar_regs(fx)? {
-        Ok(r) => r,
-        Err(skip) => return Ok(Err(skip)),
-    };
+pub(super) fn regs_v2(fx: &Fixture) -> TestResult<Regs<'_>> {
+    let regs = bigbar_regs(fx)?;
     let version = regs.read32(regs::VERSION)?;
     if version < 2 {
-        return Ok(Err(Outcome::Skip(format!(
-            "device register ABI {version} has no RaiseIrq/DmaCopy (needs 2)"
-        ))));
+        skip!("device register ABI {version} has no RaiseIrq/DmaCopy (needs 2)");
     }
-    Ok(Ok(regs))
+    Ok(regs)
 }
 
 /// Bus master enable of the command register.
@@ -71,25 +67,21 @@ impl<'a> Trigger<'a> {
     /// Registers a new eventfd for `index` `vector`, or says why this kernel
     /// cannot: ENOSPC means it has no room for the vectors (a minimal
     /// configuration), which is no failure of the device or of the rules.
-    pub(super) fn new(
-        dev: &'a VfioDevice,
-        index: u32,
-        vector: u32,
-    ) -> Result<std::result::Result<Self, Outcome>> {
+    pub(super) fn new(dev: &'a VfioDevice, index: u32, vector: u32) -> TestResult<Self> {
         let efd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         let flags = sys::VFIO_IRQ_SET_DATA_EVENTFD | sys::VFIO_IRQ_SET_ACTION_TRIGGER;
         match dev.set_irqs(index, flags, vector, 1, &[efd.as_fd().as_raw_fd()]) {
-            Ok(()) => Ok(Ok(Self { dev, index, efd })),
+            Ok(()) => Ok(Self { dev, index, efd }),
             Err(VfioError::Ioctl {
                 source: Errno::ENOSPC,
                 ..
-            }) => Ok(Err(Outcome::Skip(format!(
+            }) => skip!(
                 "the kernel cannot allocate {} vector(s) of interrupt index {index} \
                  (VFIO_DEVICE_SET_IRQS: ENOSPC)",
                 vector + 1
-            )))),
+            ),
             Err(e) => Err(e)
-                .with_context(|| format!("eventfd for interrupt index {index} vector {vector}")),
+                .with_context(|| format!("eventfd for interrupt index {index} vector {vector}"))?,
         }
     }
 
@@ -137,16 +129,10 @@ fn raise(regs: &Regs<'_>, index: u32, vector: u32) -> Result<()> {
 
 /// Raises the vector three times, each must arrive; then checks masking
 /// where `VFIO_DEVICE_SET_IRQS` offers it for the index.
-fn device_raised(fx: &Fixture, index: u32, vector: u32) -> Result<Outcome> {
-    let regs = match regs_v2(fx)? {
-        Ok(r) => r,
-        Err(skip) => return Ok(skip),
-    };
+fn device_raised(fx: &Fixture, index: u32, vector: u32) -> TestResult {
+    let regs = regs_v2(fx)?;
     enable_bus_master(&fx.dev)?;
-    let trigger = match Trigger::new(&fx.dev, index, vector)? {
-        Ok(t) => t,
-        Err(skip) => return Ok(skip),
-    };
+    let trigger = Trigger::new(&fx.dev, index, vector)?;
     for round in 0..3 {
         let began = Instant::now();
         raise(&regs, index, vector)?;
@@ -161,7 +147,7 @@ fn device_raised(fx: &Fixture, index: u32, vector: u32) -> Result<Outcome> {
         ));
     }
     check_masking(fx, &regs, &trigger, index, vector)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A masked vector must not fire, and fires once unmasked (if masking is
@@ -193,11 +179,11 @@ fn check_masking(
 }
 
 /// irq.msix_device_raised: MSI-X vector 3.
-pub fn msix_device_raised(fx: &Fixture) -> Result<Outcome> {
+pub fn msix_device_raised(fx: &Fixture) -> TestResult {
     device_raised(fx, sys::VFIO_PCI_MSIX_IRQ_INDEX, 3)
 }
 
 /// irq.msi_device_raised: MSI vector 0 (the device has one).
-pub fn msi_device_raised(fx: &Fixture) -> Result<Outcome> {
+pub fn msi_device_raised(fx: &Fixture) -> TestResult {
     device_raised(fx, sys::VFIO_PCI_MSI_IRQ_INDEX, 0)
 }

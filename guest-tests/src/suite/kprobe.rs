@@ -6,13 +6,16 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
+use guest_tests::ensure;
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
-use guest_tests::model::{Order, PAGE, PMD, PUD};
+use guest_tests::model::{Order, PUD};
+use guest_tests::stop::{Stop, TestResult};
 
-use super::check::{advise_huge, bar_of, expect_plan, need_huge, place, plan_of, Data};
+use super::check::{
+    advise_huge, expect_plan, mixed_bar, mixed_range, need_huge, place, plan_of, Data,
+};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// VM_FAULT_NOPAGE: the handler installed an entry.
@@ -136,18 +139,10 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// f1.kprobe_orders: the kprobe's view of a PUD + PMD + PTE mapping.
-pub fn kprobe_orders(fx: &Fixture) -> Result<Outcome> {
-    if let Some(skip) = need_huge(fx) {
-        return Ok(skip);
-    }
-    let bar = match bar_of(fx, 4 * PMD) {
-        Ok(_) => fx.largest_bar().context("no BAR")?,
-        Err(skip) => return Ok(skip),
-    };
-    let dir = match tracefs() {
-        Ok(d) => d,
-        Err(why) => return Ok(Outcome::Skip(format!("cross-check impossible: {why}"))),
-    };
+pub fn kprobe_orders(fx: &Fixture) -> TestResult {
+    need_huge(fx)?;
+    let bar = mixed_bar(fx)?;
+    let dir = tracefs().map_err(|why| Stop::Skip(format!("cross-check impossible: {why}")))?;
     // tracefs has kprobe_events and kallsyms the handler: a probe that cannot be
     // defined now is a failure to look at, not a missing feature.
     let symbol = fx
@@ -156,17 +151,10 @@ pub fn kprobe_orders(fx: &Fixture) -> Result<Outcome> {
         .as_deref()
         .context("no huge fault handler in kallsyms")?;
     let probes = Probes::add(&dir, symbol).map_err(anyhow::Error::msg)?;
-    let (offset, len) = if bar.size() >= 2 * PUD {
-        (PUD - PMD - 2 * PAGE, PUD + 2 * PMD + 4 * PAGE)
-    } else {
-        (PMD - 2 * PAGE, 2 * PMD + 4 * PAGE)
-    };
+    let (offset, len) = mixed_range(bar);
     let mut data = Data::new(fx, bar, offset, len)?;
     let map = place(fx, bar, offset, len, PUD, 0)?;
-    let behaviour = match advise_huge(fx, &map) {
-        Ok(b) => b,
-        Err(skip) => return Ok(skip),
-    };
+    let behaviour = advise_huge(fx, &map)?;
     let plan = plan_of(bar, offset, &map, behaviour)?;
     fs::write(dir.join("trace"), "").context("clearing the trace")?;
     probes.enable(true).context("enabling the kprobe events")?;
@@ -205,7 +193,7 @@ pub fn kprobe_orders(fx: &Fixture) -> Result<Outcome> {
         problems.join("; ")
     );
     data.check(&map, offset)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 #[cfg(test)]

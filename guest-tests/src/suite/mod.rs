@@ -1,5 +1,9 @@
 //! The registered tests. Each group lives in its own module; add a test by
-//! writing a `fn(&Fixture) -> anyhow::Result<Outcome>` and listing it in [`all`].
+//! writing a `fn(&Fixture) -> TestResult` and listing it in [`all`].
+//!
+//! A test skips with `?` on a step that returns a skip (`bigbar_regs(fx)?`,
+//! `need_huge(fx)?`, `bar_of(fx, size)?`) or with `skip!`, and fails with `?` on
+//! any error or with the `bail!`/`ensure!` of [`guest_tests::stop`].
 
 pub mod bench;
 mod check;
@@ -21,11 +25,13 @@ mod thp;
 mod validity;
 mod zap;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use guest_tests::bail;
 use guest_tests::device::Regs;
 use guest_tests::fixture::{Bar, Fixture};
-use guest_tests::harness::{Outcome, TestCase};
+use guest_tests::harness::TestCase;
 use guest_tests::isolate::diag;
+use guest_tests::stop::TestResult;
 
 /// Deadline of the risky tests: they take well under a second when the kernel
 /// survives (0.07 s under TCG); when it oopses, the child never returns and the
@@ -114,14 +120,14 @@ pub fn all() -> Vec<TestCase<Fixture>> {
 }
 
 /// The register interface, or a skip for a device that is not bigbar's.
-fn bigbar_regs(fx: &Fixture) -> Result<std::result::Result<Regs<'_>, Outcome>> {
+fn bigbar_regs(fx: &Fixture) -> TestResult<Regs<'_>> {
     if !fx.is_bigbar {
-        return Ok(Err(Outcome::Skip(format!(
+        guest_tests::skip!(
             "{} is not bigbar's device: no register interface",
             fx.pci.bdf()
-        ))));
+        );
     }
-    Ok(Ok(fx.regs()?))
+    Ok(fx.regs()?)
 }
 
 /// The largest mmap-able BAR, or an error naming what the device has.
@@ -130,6 +136,20 @@ fn largest_bar(fx: &Fixture) -> Result<&Bar> {
         Some(b) => Ok(b),
         None => bail!("the device has no mmap-able BAR"),
     }
+}
+
+/// The largest mmap-able BAR if it holds `len` bytes from its start, else a
+/// skip naming its size (an error if the device has no mmap-able BAR).
+fn largest_bar_of(fx: &Fixture, len: u64) -> TestResult<&Bar> {
+    let bar = largest_bar(fx)?;
+    if bar.size() < len {
+        guest_tests::skip!(
+            "needs a BAR of at least {len:#x} bytes; the largest, BAR {}, has {:#x}",
+            bar.index,
+            bar.size()
+        );
+    }
+    Ok(bar)
 }
 
 /// Releases the host memory behind a BAR range when dropped, so that a test that

@@ -3,38 +3,35 @@
 //! gives 1 + 541 faults, a size-only one 1 + 15 871. Besides the kernel's own
 //! placement, the three userspace strategies of docs/RULES.md place the same ranges.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
+use guest_tests::ensure;
 use guest_tests::fixture::{Bar, Fixture};
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::mapping::{reserve_congruent, Mapping};
 use guest_tests::model::{Order, Orders, PAGE, PMD, PUD};
 use guest_tests::placement::{Histogram, Request};
+use guest_tests::stop::{OrSkip, TestResult};
 use nix::sys::mman::MapFlags;
 
-use super::check::{advise_huge, plan_of, touch_placed, unpredictable, Data, OrSkip};
+use super::check::{need_predictable, plan_of, predicted, touch_placed, Data};
 use super::place::verdict;
 use super::Rng;
 
 /// The MSI-X BAR and the two areas around its table page: (offset, len) each.
-fn areas(fx: &Fixture) -> OrSkip<(&Bar, [(u64, u64); 2])> {
+fn areas(fx: &Fixture) -> TestResult<(&Bar, [(u64, u64); 2])> {
     // Like every fault-count test, skip rather than fail where the THP policy
     // leaves the orders to F3.
-    if let Some(skip) = unpredictable(fx) {
-        return Err(skip);
-    }
+    need_predictable(fx)?;
     let spec = fx
         .expected
         .as_ref()
         .and_then(|l| l.msix_bar())
-        .ok_or_else(|| {
-            Outcome::Skip("needs the expected layout's MSI-X BAR (bigbar's device)".into())
-        })?;
+        .or_skip("needs the expected layout's MSI-X BAR (bigbar's device)")?;
     let hole = spec.msix_offset().unwrap_or(0);
     let bar = fx
         .bar(u32::from(spec.index()))
         .filter(|b| b.region.mmappable() && hole >= PMD && hole + PAGE < b.size())
-        .ok_or_else(|| Outcome::Skip(format!("MSI-X BAR {} is not usable here", spec.index())))?;
+        .or_skip_with(|| format!("MSI-X BAR {} is not usable here", spec.index()))?;
     Ok((bar, [(0, hole), (hole + PAGE, bar.size() - hole - PAGE)]))
 }
 
@@ -53,12 +50,7 @@ fn touch_areas(fx: &Fixture, bar: &Bar, maps: &[(Mapping, u64)], what: &str) -> 
     let mut expected = 0;
     let mut tail_pmds = 0;
     for (map, off) in maps {
-        let behaviour = match advise_huge(fx, map) {
-            Ok(b) => b,
-            Err(Outcome::Skip(why)) => anyhow::bail!("cannot predict: {why}"),
-            Err(o) => anyhow::bail!("cannot predict: {o:?}"),
-        };
-        let plan = plan_of(bar, *off, map, behaviour)?;
+        let plan = plan_of(bar, *off, map, predicted(fx, map)?)?;
         let got = touch_placed(map, &plan, what)?;
         diag(&format!(
             "{what}: [{off:#x}, +{:#x}) at {:#x} (≡ {:#x} mod 2 MiB): expect {plan}, counted {got}",
@@ -85,11 +77,8 @@ fn touch_areas(fx: &Fixture, bar: &Bar, maps: &[(Mapping, u64)], what: &str) -> 
 
 /// a3.msix_hole: the kernel places both areas (mmap(NULL)); the tail must land
 /// at `s ≡ 2 MiB + 4 KiB (mod 2 MiB)`, which makes the touch cost 1 + 541.
-pub fn msix_hole(fx: &Fixture) -> Result<Outcome> {
-    let (bar, areas) = match areas(fx) {
-        Ok(a) => a,
-        Err(skip) => return Ok(skip),
-    };
+pub fn msix_hole(fx: &Fixture) -> TestResult {
+    let (bar, areas) = areas(fx)?;
     let mut maps = Vec::new();
     let mut h = Histogram::default();
     let mut failures = Vec::new();
@@ -138,11 +127,8 @@ fn report(name: &str, t: &Touched) {
 /// a3.qemu_strategy: QEMU's `vfio_region_mmap` (9.2+): reserve `size + align`
 /// with `align = min(1 << ctz(size), 1 GiB)`, round up, MAP_FIXED; the area's
 /// offset is ignored. Reports whether the PMDs survive.
-pub fn qemu_strategy(fx: &Fixture) -> Result<Outcome> {
-    let (bar, areas) = match areas(fx) {
-        Ok(a) => a,
-        Err(skip) => return Ok(skip),
-    };
+pub fn qemu_strategy(fx: &Fixture) -> TestResult {
+    let (bar, areas) = areas(fx)?;
     let mut maps = Vec::new();
     for (off, len) in areas {
         let align = (1u64 << len.trailing_zeros()).min(PUD);
@@ -152,7 +138,7 @@ pub fn qemu_strategy(fx: &Fixture) -> Result<Outcome> {
     }
     let t = touch_areas(fx, bar, &maps, "QEMU")?;
     report("QEMU size-only alignment", &t);
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Maps both areas DPDK's way: the BAR's span reserved with an inaccessible
@@ -188,11 +174,8 @@ fn dpdk_place(
 /// area at `base + offset`. The areas keep their relative offsets, so the PMDs
 /// survive exactly when the base is 2 MiB-congruent; both cases are run (the
 /// page-aligned base with a seeded residue).
-pub fn dpdk_strategy(fx: &Fixture) -> Result<Outcome> {
-    let (bar, areas) = match areas(fx) {
-        Ok(a) => a,
-        Err(skip) => return Ok(skip),
-    };
+pub fn dpdk_strategy(fx: &Fixture) -> TestResult {
+    let (bar, areas) = areas(fx)?;
     let mut rng = Rng::new(fx.seed ^ 0xd9d);
     let page_residue = (1 + rng.below(PMD / PAGE - 1)) * PAGE;
     for (name, residue) in [
@@ -203,16 +186,13 @@ pub fn dpdk_strategy(fx: &Fixture) -> Result<Outcome> {
         let t = touch_areas(fx, bar, &maps, name)?;
         report(name, &t);
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// a3.selftests_strategy: the kernel selftests' `mmap_reserve` + MAP_FIXED at
 /// `s ≡ off (mod min(S, 1 GiB))`, then MADV_HUGEPAGE: must give 1 + 541.
-pub fn selftests_strategy(fx: &Fixture) -> Result<Outcome> {
-    let (bar, areas) = match areas(fx) {
-        Ok(a) => a,
-        Err(skip) => return Ok(skip),
-    };
+pub fn selftests_strategy(fx: &Fixture) -> TestResult {
+    let (bar, areas) = areas(fx)?;
     let align = bar.size().min(PUD);
     let mut maps = Vec::new();
     for (off, len) in areas {
@@ -241,5 +221,5 @@ pub fn selftests_strategy(fx: &Fixture) -> Result<Outcome> {
             t.faults
         );
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -1,13 +1,14 @@
 //! F1, F2, F5: the order of each entry and the number of faults, over case
 //! tables and seeded random draws on every BAR they fit in.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::Context;
 use guest_tests::fixture::{Bar, Fixture};
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::model::{Behaviour, PAGE, PMD, PUD};
+use guest_tests::stop::TestResult;
+use guest_tests::{ensure, skip};
 
-use super::check::{self, advise_huge, bar_of, place, plan_of, run_case, unpredictable, Data};
+use super::check::{self, advise_huge, bar_of, need_predictable, place, plan_of, run_case, Data};
 use super::Rng;
 
 /// One row of a case table: `[offset, offset + len)` of a BAR mapped at
@@ -52,10 +53,8 @@ const F1_ROWS: [Row; 8] = [
 pub(super) const EVERY_CUT: Row = row(PUD - PMD - 2 * PAGE, PUD + 2 * PMD + 5 * PAGE, PUD, 0);
 
 /// Runs `rows` on every mappable BAR each fits in; skips if none fits anywhere.
-fn run_rows(fx: &Fixture, rows: &[Row]) -> Result<Outcome> {
-    if let Some(skip) = unpredictable(fx) {
-        return Ok(skip);
-    }
+fn run_rows(fx: &Fixture, rows: &[Row]) -> TestResult {
+    need_predictable(fx)?;
     let mut ran = 0;
     for bar in fx.mappable_bars() {
         for r in rows.iter().filter(|r| r.offset + r.len <= bar.size()) {
@@ -65,20 +64,20 @@ fn run_rows(fx: &Fixture, rows: &[Row]) -> Result<Outcome> {
         }
     }
     if ran == 0 {
-        return Ok(Outcome::Skip("no case fits any BAR of the device".into()));
+        skip!("no case fits any BAR of the device");
     }
     diag(&format!("{ran} cases"));
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// f1.case_table: the table above on every BAR of the device.
-pub fn case_table(fx: &Fixture) -> Result<Outcome> {
+pub fn case_table(fx: &Fixture) -> TestResult {
     run_rows(fx, &F1_ROWS)
 }
 
 /// f1.random: seeded draws per BAR (offset, length, congruence); the seed is in
 /// the fixture line of the log and `--seed` repeats a run.
-pub fn random(fx: &Fixture) -> Result<Outcome> {
+pub fn random(fx: &Fixture) -> TestResult {
     let mut rng = Rng::new(fx.seed ^ 0xf1);
     let mut rows = Vec::new();
     for bar in fx.mappable_bars() {
@@ -91,19 +90,17 @@ pub fn random(fx: &Fixture) -> Result<Outcome> {
 }
 
 /// Like [`run_rows`], but each row belongs to the BAR it was drawn for.
-fn run_rows_exact(fx: &Fixture, rows: &[(u32, Row)]) -> Result<Outcome> {
-    if let Some(skip) = unpredictable(fx) {
-        return Ok(skip);
-    }
+fn run_rows_exact(fx: &Fixture, rows: &[(u32, Row)]) -> TestResult {
+    need_predictable(fx)?;
     for (index, r) in rows {
         let bar = fx.bar(*index).context("drawn BAR vanished")?;
         run_case(fx, bar, r.offset, r.len, r.modulus, r.shift)
             .with_context(|| format!("draw {r:?} on BAR {index}"))?;
     }
     if rows.is_empty() {
-        return Ok(Outcome::Skip("the device has no mmap-able BAR".into()));
+        skip!("the device has no mmap-able BAR");
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// One random case on `bar`: a page-aligned offset and length, placed 1 GiB
@@ -137,7 +134,7 @@ fn draw(rng: &mut Rng, bar: &Bar) -> (u32, Row) {
 
 /// f5.map_fixed: MAP_FIXED at page residues that are not block aligned works,
 /// and the orders follow F1 (4 KiB at `s ≡ off + 4 KiB (mod 2 MiB)`).
-pub fn map_fixed(fx: &Fixture) -> Result<Outcome> {
+pub fn map_fixed(fx: &Fixture) -> TestResult {
     let mut rng = Rng::new(fx.seed ^ 0xf5);
     let random_shift = (1 + rng.below(PMD / PAGE - 1)) * PAGE;
     diag(&format!("seeded shift {random_shift:#x}"));
@@ -153,22 +150,14 @@ pub fn map_fixed(fx: &Fixture) -> Result<Outcome> {
 /// f2.one_entry_per_fault: one touch installs exactly one entry, no
 /// fault-around: a page in the middle of a block maps the whole block, the
 /// neighbouring block and neighbouring 4 KiB pages fault separately.
-pub fn one_entry_per_fault(fx: &Fixture) -> Result<Outcome> {
-    if let Some(skip) = unpredictable(fx) {
-        return Ok(skip);
-    }
-    let bar = match bar_of(fx, 4 * PMD) {
-        Ok(b) => b,
-        Err(skip) => return Ok(skip),
-    };
+pub fn one_entry_per_fault(fx: &Fixture) -> TestResult {
+    need_predictable(fx)?;
+    let bar = bar_of(fx, 4 * PMD)?;
     // [0, 2 PMD) PMD-mapped, then 16 pages of PTE.
     let (offset, len) = (0, 2 * PMD + 16 * PAGE);
     let mut data = Data::new(fx, bar, offset, len)?;
     let map = place(fx, bar, offset, len, PMD, 0)?;
-    let behaviour = match advise_huge(fx, &map) {
-        Ok(b) => b,
-        Err(skip) => return Ok(skip),
-    };
+    let behaviour = advise_huge(fx, &map)?;
     let plan = plan_of(bar, offset, &map, behaviour)?;
     let steps: [(&str, &[u64]); 4] = [
         ("middle of the first block", &[PMD / 2]),
@@ -203,5 +192,5 @@ pub fn one_entry_per_fault(fx: &Fixture) -> Result<Outcome> {
         "remaining pages: expected {want_rest} faults, counted {rest}"
     );
     data.check(&map, offset)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

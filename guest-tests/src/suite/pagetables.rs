@@ -6,12 +6,13 @@
 use std::fs;
 use std::path::Path;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::model::Order;
 use guest_tests::ptdump::{self, Span};
+use guest_tests::stop::{skip_if, TestResult};
+use guest_tests::{ensure, skip};
 
 use super::check::{advise_huge, bar_of, expect_plan, place, plan_of, Data};
 use super::orders::EVERY_CUT;
@@ -86,27 +87,17 @@ fn user_dump() -> Result<Option<Dump>> {
 
 /// f1.ptdump_orders: the dumped entry sizes of a PTE + PMD + PUD + PMD + PTE
 /// mapping equal the model's plan.
-pub fn ptdump_orders(fx: &Fixture) -> Result<Outcome> {
-    if let Some(why) = no_dump() {
-        return Ok(Outcome::Skip(why));
-    }
+pub fn ptdump_orders(fx: &Fixture) -> TestResult {
+    skip_if(no_dump())?;
     let r = EVERY_CUT;
-    let bar = match bar_of(fx, r.offset + r.len) {
-        Ok(b) => b,
-        Err(skip) => return Ok(skip),
-    };
+    let bar = bar_of(fx, r.offset + r.len)?;
     let mut data = Data::new(fx, bar, r.offset, r.len)?;
     let map = place(fx, bar, r.offset, r.len, r.modulus, r.shift)?;
-    let behaviour = match advise_huge(fx, &map) {
-        Ok(b) => b,
-        Err(skip) => return Ok(skip),
-    };
+    let behaviour = advise_huge(fx, &map)?;
     let plan = plan_of(bar, r.offset, &map, behaviour)?;
     expect_plan(&map, &plan, &format!("BAR {} mapping", bar.index))?;
     let Some(dump) = user_dump()? else {
-        return Ok(Outcome::Skip(
-            "the page-table dumps show no user-space entry (page-table isolation?)".into(),
-        ));
+        skip!("the page-table dumps show no user-space entry (page-table isolation?)");
     };
     let (start, end) = (map.start(), map.start() + map.len());
     for line in dump.lines_in(start, end) {
@@ -134,5 +125,5 @@ pub fn ptdump_orders(fx: &Fixture) -> Result<Outcome> {
         map.len()
     );
     data.check(&map, r.offset)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

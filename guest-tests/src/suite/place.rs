@@ -10,13 +10,14 @@
 //! and an end off any 2 MiB boundary, so a top-down search below an aligned free
 //! top does not land congruent by accident) all landing at `s ≡ phys (mod 2 MiB)`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use guest_tests::fixture::{Bar, Fixture};
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::mapping::{reserve_congruent, unmap_range, Mapping};
 use guest_tests::model::{Orders, PAGE, PMD, PUD};
 use guest_tests::placement::{Histogram, Request};
+use guest_tests::stop::{Stop, TestResult};
+use guest_tests::{bail, skip};
 use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
 use std::num::NonZeroUsize;
 
@@ -85,22 +86,20 @@ pub fn capability(fx: &Fixture) -> Result<Capability> {
 }
 
 /// The verdict of an A test from its failed checks.
-pub fn verdict(fx: &Fixture, failures: Vec<String>, measured: &Histogram) -> Result<Outcome> {
+pub fn verdict(fx: &Fixture, failures: Vec<String>, measured: &Histogram) -> TestResult {
     diag(&format!("measured: {measured}"));
     if measured.total() == 0 && failures.is_empty() {
         // Nothing placed is nothing checked: not a pass.
-        return Ok(Outcome::Skip(
-            "no request of this test fits a BAR of the device".into(),
-        ));
+        skip!("no request of this test fits a BAR of the device");
     }
     let cap = capability(fx)?;
     if failures.is_empty() {
         if cap.implements || fx.require_placement {
-            return Ok(Outcome::Pass);
+            return Ok(());
         }
         // Kept by accident (6.12's THP branch places some lengths 2 MiB
         // congruent): kselftest calls that an unexpected pass.
-        return Ok(Outcome::Xpass(format!(
+        return Err(Stop::Xpass(format!(
             "kernel without offset-aware placement, yet every placement keeps the \
              rule: measured {measured}; {}",
             cap.how
@@ -125,7 +124,7 @@ pub fn verdict(fx: &Fixture, failures: Vec<String>, measured: &Histogram) -> Res
             }
         );
     }
-    Ok(Outcome::Xfail(format!(
+    Err(Stop::Xfail(format!(
         "kernel without offset-aware placement: {summary}"
     )))
 }
@@ -172,7 +171,7 @@ fn request(bar: &Bar, offset: u64, len: u64) -> Request {
 /// a1.whole_bar: a whole BAR is placed so that its largest usable block maps
 /// huge (`s ≡ phys (mod min(S, 1 GiB))`, functionally: modulo the largest block
 /// that fits).
-pub fn whole_bar(fx: &Fixture) -> Result<Outcome> {
+pub fn whole_bar(fx: &Fixture) -> TestResult {
     let mut h = Histogram::default();
     let mut failures = Vec::new();
     for bar in fx.mappable_bars() {
@@ -197,7 +196,7 @@ pub fn whole_bar(fx: &Fixture) -> Result<Outcome> {
 /// a2.offset_ranges: partial ranges at offsets (aligned and not, lengths that are
 /// and are not multiples of 2 MiB / 1 GiB, plus seeded draws) are placed
 /// congruent to their physical address.
-pub fn offset_ranges(fx: &Fixture) -> Result<Outcome> {
+pub fn offset_ranges(fx: &Fixture) -> TestResult {
     let mut rng = Rng::new(fx.seed ^ 0xa2);
     let mut h = Histogram::default();
     let mut failures = Vec::new();
@@ -263,9 +262,9 @@ fn fill_address_space(out: &mut Vec<(u64, u64)>) {
 /// a4.fallback_fragmented: with the address space full except one exact-size
 /// hole at a misaligned address, mmap(NULL) of a BAR must still succeed there
 /// (placement is best effort, never a reason to fail).
-pub fn fallback_fragmented(fx: &Fixture) -> Result<Outcome> {
+pub fn fallback_fragmented(fx: &Fixture) -> TestResult {
     let Some(bar) = fx.mappable_bars().into_iter().find(|b| b.size() >= 2 * PMD) else {
-        return Ok(Outcome::Skip("needs a BAR of at least 4 MiB".into()));
+        skip!("needs a BAR of at least 4 MiB");
     };
     let len = bar.size().min(PUD);
     let phys = bar.phys();
@@ -299,12 +298,12 @@ pub fn fallback_fragmented(fx: &Fixture) -> Result<Outcome> {
         bail!("mapped at {start:#x}, not in the only hole {hole:#x}: the fill left other room");
     }
     diag(&format!("mapped in the misaligned hole at {hole:#x}"));
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// a5.free_hint_kept: a free, page-aligned hint without MAP_FIXED is returned
 /// unchanged, even when it is not congruent to the physical address.
-pub fn free_hint_kept(fx: &Fixture) -> Result<Outcome> {
+pub fn free_hint_kept(fx: &Fixture) -> TestResult {
     let mut problems = Vec::new();
     let mut n = 0;
     for bar in fx.mappable_bars() {
@@ -333,11 +332,11 @@ pub fn free_hint_kept(fx: &Fixture) -> Result<Outcome> {
         }
     }
     if n == 0 {
-        return Ok(Outcome::Skip("the device has no mmap-able BAR".into()));
+        skip!("the device has no mmap-able BAR");
     }
     diag(&format!("{n} hinted mappings"));
     if problems.is_empty() {
-        Ok(Outcome::Pass)
+        Ok(())
     } else {
         bail!("free hints not kept: {}", problems.join("; "))
     }

@@ -3,14 +3,15 @@
 
 use std::sync::Barrier;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result};
 use guest_tests::device::Args;
 use guest_tests::faults::count_offset_faults;
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::{Order, PMD, PUD};
+use guest_tests::stop::TestResult;
+use guest_tests::{bail, ensure, skip};
 use protocol::regs::{tag, Command};
 
 use super::check::{
@@ -32,14 +33,9 @@ fn racer(map: &Mapping, at: u64, barrier: &Barrier) -> Result<(u64, u64)> {
     Ok((map.read_u64(at), faults))
 }
 
-fn race(fx: &Fixture, block: u64) -> Result<Outcome> {
-    if let Some(skip) = need_huge(fx) {
-        return Ok(skip);
-    }
-    let bar = match bar_of(fx, block) {
-        Ok(b) => b,
-        Err(skip) => return Ok(skip),
-    };
+fn race(fx: &Fixture, block: u64) -> TestResult {
+    need_huge(fx)?;
+    let bar = bar_of(fx, block)?;
     let regs = if fx.is_bigbar { Some(fx.regs()?) } else { None };
     diag("the guest has one vCPU under TCG: the threads interleave on it rather than run in parallel");
     let mut rng = Rng::new(fx.seed ^ block);
@@ -51,9 +47,7 @@ fn race(fx: &Fixture, block: u64) -> Result<Outcome> {
         .filter(|&o| msix.is_none_or(|p| p < o || p >= o + block))
         .collect();
     if usable.is_empty() {
-        return Ok(Outcome::Skip(
-            "no block of the BAR is free of the MSI-X page".into(),
-        ));
+        skip!("no block of the BAR is free of the MSI-X page");
     }
     for round in 0..ROUNDS {
         let offset = usable[rng.below(usable.len() as u64) as usize];
@@ -70,10 +64,7 @@ fn race(fx: &Fixture, block: u64) -> Result<Outcome> {
             r.run_ok(Command::Fill, &args)?;
         }
         let map = place(fx, bar, offset, block, PUD, 0)?;
-        let behaviour = match advise_huge(fx, &map) {
-            Ok(b) => b,
-            Err(skip) => return Ok(skip),
-        };
+        let behaviour = advise_huge(fx, &map)?;
         let plan = plan_of(bar, offset, &map, behaviour)?;
         let order = if block == PUD { Order::Pud } else { Order::Pmd };
         ensure!(
@@ -126,15 +117,15 @@ fn race(fx: &Fixture, block: u64) -> Result<Outcome> {
         "{ROUNDS} rounds: {} with one fault, {} with two",
         totals[1], totals[2]
     ));
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// f2.race_pmd: first and last page of one PMD block at once.
-pub fn race_pmd(fx: &Fixture) -> Result<Outcome> {
+pub fn race_pmd(fx: &Fixture) -> TestResult {
     race(fx, PMD)
 }
 
 /// f2.race_pud: first and last page of one PUD block at once.
-pub fn race_pud(fx: &Fixture) -> Result<Outcome> {
+pub fn race_pud(fx: &Fixture) -> TestResult {
     race(fx, PUD)
 }

@@ -1,10 +1,10 @@
 //! `setup.*`: the device is bound to vfio-pci and looks as expected.
 
-use anyhow::{bail, Result};
+use guest_tests::bail;
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::pci::VFIO_PCI;
+use guest_tests::stop::{Stop, TestResult};
 use protocol::layout::BarLayout;
 use protocol::regs;
 
@@ -12,7 +12,7 @@ use super::bigbar_regs;
 
 /// The device is bound to vfio-pci, its BARs have the expected sizes and types,
 /// and the register BAR answers with the right MAGIC and VERSION.
-pub fn bind_vfio(fx: &Fixture) -> Result<Outcome> {
+pub fn bind_vfio(fx: &Fixture) -> TestResult {
     let mut problems = Vec::new();
     let driver = fx.pci.driver()?;
     if driver.as_deref() != Some(VFIO_PCI) {
@@ -33,7 +33,7 @@ pub fn bind_vfio(fx: &Fixture) -> Result<Outcome> {
             ));
         }
     }
-    match bigbar_regs(fx)? {
+    match bigbar_regs(fx) {
         Ok(r) => {
             let magic = r.read32(regs::MAGIC)?;
             let version = r.read32(regs::VERSION)?;
@@ -56,10 +56,11 @@ pub fn bind_vfio(fx: &Fixture) -> Result<Outcome> {
                 }
             }
         }
-        Err(skip) => diag(&format!("register checks skipped: {skip:?}")),
+        Err(Stop::Skip(why)) => diag(&format!("register checks skipped: {why}")),
+        Err(other) => return Err(other),
     }
     if problems.is_empty() {
-        Ok(Outcome::Pass)
+        Ok(())
     } else {
         bail!("{}", problems.join("; "))
     }

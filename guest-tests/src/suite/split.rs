@@ -5,18 +5,17 @@
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
-use anyhow::{ensure, Context, Result};
-use guest_tests::fixture::{Bar, Fixture};
-use guest_tests::harness::Outcome;
+use anyhow::{Context, Result};
+use guest_tests::fixture::Fixture;
 use guest_tests::mapping::{reserve_congruent, unmap_range, Mapping};
-use guest_tests::model::{self, Behaviour, Placement, Plan, PAGE, PMD, PUD};
+use guest_tests::model::{self, Placement, Plan, PAGE, PMD, PUD};
 use guest_tests::remap::{self, Entry};
+use guest_tests::stop::{Stop, TestResult};
+use guest_tests::{ensure, skip};
 use nix::errno::Errno;
 use nix::sys::mman::{mprotect, mremap, MRemapFlags, ProtFlags};
 
-use super::check::{
-    advise_huge, bar_of, expect_plan, expect_refaults, need_huge, place, plan_of, touch_plan, Data,
-};
+use super::check::{bar_of, expect_refaults, mapped_at, need_huge, touch_plan, Data, Mapped};
 
 /// How a part of the mapping is cut off or changed.
 #[derive(Clone, Copy, Debug)]
@@ -29,47 +28,15 @@ enum Cut {
     Shrink(u64),
 }
 
-/// A mapped, touched range with its plan.
-struct Split<'a> {
-    bar: &'a Bar,
-    offset: u64,
-    map: Mapping,
-    behaviour: Behaviour,
-    plan: Plan,
-}
-
 /// Maps `[offset, offset + len)` of the smallest BAR of at least `need` bytes,
 /// congruent modulo 1 GiB, and touches it.
-fn mapped(
-    fx: &Fixture,
-    need: u64,
-    offset: u64,
-    len: u64,
-) -> Result<std::result::Result<Split<'_>, Outcome>> {
-    if let Some(skip) = need_huge(fx) {
-        return Ok(Err(skip));
-    }
-    let bar = match bar_of(fx, need) {
-        Ok(b) => b,
-        Err(skip) => return Ok(Err(skip)),
-    };
-    let map = place(fx, bar, offset, len, PUD, 0)?;
-    let behaviour = match advise_huge(fx, &map) {
-        Ok(b) => b,
-        Err(skip) => return Ok(Err(skip)),
-    };
-    let plan = plan_of(bar, offset, &map, behaviour)?;
-    expect_plan(&map, &plan, "before the split")?;
-    Ok(Ok(Split {
-        bar,
-        offset,
-        map,
-        behaviour,
-        plan,
-    }))
+fn mapped(fx: &Fixture, need: u64, offset: u64, len: u64) -> TestResult<Mapped<'_>> {
+    need_huge(fx)?;
+    let bar = bar_of(fx, need)?;
+    mapped_at(fx, bar, offset, len, "before the split")
 }
 
-fn placement_part(m: &Split, from: u64, to: u64) -> Placement {
+fn placement_part(m: &Mapped, from: u64, to: u64) -> Placement {
     Placement {
         bar_base: m.bar.phys(),
         bar_size: m.bar.size(),
@@ -81,11 +48,8 @@ fn placement_part(m: &Split, from: u64, to: u64) -> Placement {
 
 /// Applies `cut` and checks that touching what remains costs what the model
 /// says; then checks the data of the remaining parts.
-fn split(fx: &Fixture, need: u64, offset: u64, len: u64, cut: Cut) -> Result<Outcome> {
-    let m = match mapped(fx, need, offset, len)? {
-        Ok(m) => m,
-        Err(skip) => return Ok(skip),
-    };
+fn split(fx: &Fixture, need: u64, offset: u64, len: u64, cut: Cut) -> TestResult {
+    let m = mapped(fx, need, offset, len)?;
     let mut data = Data::new(fx, m.bar, offset, len)?;
     let s = m.map.start();
     // The VMAs that remain (relative ranges) and the new boundaries.
@@ -136,17 +100,17 @@ fn split(fx: &Fixture, need: u64, offset: u64, len: u64, cut: Cut) -> Result<Out
     for &(a, b) in &parts {
         data.check_window(&m.map, a, offset + a, b - a)?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// f6.munmap_pmd_cut: munmap of the last 3 MiB of 8 MiB of PMDs clears the PMD
 /// holding the cut; only its remaining half refaults, at 4 KiB.
-pub fn munmap_pmd_cut(fx: &Fixture) -> Result<Outcome> {
+pub fn munmap_pmd_cut(fx: &Fixture) -> TestResult {
     split(fx, 4 * PMD, 0, 4 * PMD, Cut::Munmap(5 * PMD / 2, 4 * PMD))
 }
 
 /// f6.mprotect_pmd_cut: mprotect of `[3 MiB, 5 MiB)` clears the two PMDs it cuts.
-pub fn mprotect_pmd_cut(fx: &Fixture) -> Result<Outcome> {
+pub fn mprotect_pmd_cut(fx: &Fixture) -> TestResult {
     split(
         fx,
         4 * PMD,
@@ -157,36 +121,39 @@ pub fn mprotect_pmd_cut(fx: &Fixture) -> Result<Outcome> {
 }
 
 /// f6.mremap_shrink_cut: shrinking mremap to 5 MiB clears the PMD at the new end.
-pub fn mremap_shrink_cut(fx: &Fixture) -> Result<Outcome> {
+pub fn mremap_shrink_cut(fx: &Fixture) -> TestResult {
     split(fx, 4 * PMD, 0, 4 * PMD, Cut::Shrink(5 * PMD / 2))
 }
 
 /// f6.munmap_pud_pmd_boundary: munmap of the last 2 MiB of a PUD clears it; the
 /// rest refaults as 511 PMDs.
-pub fn munmap_pud_pmd_boundary(fx: &Fixture) -> Result<Outcome> {
+pub fn munmap_pud_pmd_boundary(fx: &Fixture) -> TestResult {
     split(fx, PUD, 0, PUD, Cut::Munmap(PUD - PMD, PUD))
 }
 
 /// f6.mprotect_pud_pmd_boundary: mprotect of `[2 MiB, 4 MiB)` of a PUD.
-pub fn mprotect_pud_pmd_boundary(fx: &Fixture) -> Result<Outcome> {
+pub fn mprotect_pud_pmd_boundary(fx: &Fixture) -> TestResult {
     split(fx, PUD, 0, PUD, Cut::Protect(PMD, 2 * PMD))
 }
 
-/// The skip for risky tests when they are switched off, or when an earlier
-/// risky test of this run never came back (its marker is still there): the
-/// kernel is then no longer trustworthy.
-fn risky_off(fx: &Fixture) -> Option<Outcome> {
+/// The reason of a risky test's skip under `--no-risky`.
+const NO_RISKY: &str = "risky test switched off (--no-risky)";
+
+/// Skips a risky test when they are switched off, or when an earlier risky
+/// test of this run never came back (its marker is still there): the kernel is
+/// then no longer trustworthy.
+fn risky_off(fx: &Fixture) -> TestResult {
     if !fx.risky {
-        return Some(Outcome::Skip("risky test switched off (--no-risky)".into()));
+        return Err(Stop::Skip(NO_RISKY.into()));
     }
     let marker = risky_marker();
     if let Ok(name) = std::fs::read_to_string(&marker) {
-        return Some(Outcome::Skip(format!(
+        skip!(
             "the earlier risky test {name} did not come back (kernel oops?); the kernel state is \
              no longer trustworthy"
-        )));
+        );
     }
-    None
+    Ok(())
 }
 
 /// The marker a risky test leaves while it runs; named after the harness
@@ -196,7 +163,7 @@ fn risky_marker() -> std::path::PathBuf {
 }
 
 /// Runs a risky body with the marker set; removes it if the body returns.
-fn risky(name: &str, body: impl FnOnce() -> Result<Outcome>) -> Result<Outcome> {
+fn risky(name: &str, body: impl FnOnce() -> TestResult) -> TestResult {
     let marker = risky_marker();
     std::fs::write(&marker, name).context("writing the risky-test marker")?;
     let r = body();
@@ -208,10 +175,8 @@ fn risky(name: &str, body: impl FnOnce() -> Result<Outcome>) -> Result<Outcome> 
 /// PUD-mapped GiB. The VMA split looks for a PMD at the cut, and 7.2's
 /// `mm_find_pmd` does not stop at a leaf PUD: it may walk device memory as a
 /// page table. Expected if the kernel survives: 511 PMDs + 256 PTEs refault.
-pub fn munmap_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
-    if let Some(skip) = risky_off(fx) {
-        return Ok(skip);
-    }
+pub fn munmap_pud_unaligned(fx: &Fixture) -> TestResult {
+    risky_off(fx)?;
     risky("f6.munmap_pud_unaligned", || {
         split(fx, PUD, 0, PUD, Cut::Munmap(PUD - PMD / 2, PUD))
     })
@@ -222,10 +187,8 @@ pub fn munmap_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
 /// addresses that are not 2 MiB aligned, the path of f6.munmap_pud_unaligned
 /// (`vma_adjust_trans_huge`) through mprotect. Expected: the PUD is cleared and
 /// the three parts refault at their own orders, data intact.
-pub fn mprotect_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
-    if let Some(skip) = risky_off(fx) {
-        return Ok(skip);
-    }
+pub fn mprotect_pud_unaligned(fx: &Fixture) -> TestResult {
+    risky_off(fx)?;
     risky("f6.mprotect_pud_unaligned", || {
         split(fx, PUD, 0, PUD, Cut::Protect(PMD / 2, PUD - PMD / 2))
     })
@@ -234,10 +197,8 @@ pub fn mprotect_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
 /// f6.mremap_shrink_pud_unaligned (risky, after the munmap one): mremap shrinking
 /// a PUD-mapped GiB to 1 GiB - 1 MiB, the same split through mremap. Expected:
 /// 511 PMDs + 256 PTEs refault.
-pub fn mremap_shrink_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
-    if let Some(skip) = risky_off(fx) {
-        return Ok(skip);
-    }
+pub fn mremap_shrink_pud_unaligned(fx: &Fixture) -> TestResult {
+    risky_off(fx)?;
     risky("f6.mremap_shrink_pud_unaligned", || {
         split(fx, PUD, 0, PUD, Cut::Shrink(PUD - PMD / 2))
     })
@@ -245,26 +206,10 @@ pub fn mremap_shrink_pud_unaligned(fx: &Fixture) -> Result<Outcome> {
 
 /// f8.mremap_grow_fails: growing a BAR mapping fails with EFAULT (VM_PFNMAP and
 /// VM_DONTEXPAND), in place or moving, and leaves it intact.
-pub fn mremap_grow_fails(fx: &Fixture) -> Result<Outcome> {
+pub fn mremap_grow_fails(fx: &Fixture) -> TestResult {
     // Needs no huge pfnmap: VM_PFNMAP alone refuses growth.
-    let bar = match bar_of(fx, 4 * PMD) {
-        Ok(b) => b,
-        Err(skip) => return Ok(skip),
-    };
-    let map = place(fx, bar, 0, 2 * PMD, PUD, 0)?;
-    let behaviour = match advise_huge(fx, &map) {
-        Ok(b) => b,
-        Err(skip) => return Ok(skip),
-    };
-    let plan = plan_of(bar, 0, &map, behaviour)?;
-    expect_plan(&map, &plan, "before mremap")?;
-    let m = Split {
-        bar,
-        offset: 0,
-        map,
-        behaviour,
-        plan,
-    };
+    let bar = bar_of(fx, 4 * PMD)?;
+    let m = mapped_at(fx, bar, 0, 2 * PMD, "before mremap")?;
     let p = NonNull::new(m.map.start() as *mut c_void).context("null")?;
     for flags in [MRemapFlags::empty(), MRemapFlags::MREMAP_MAYMOVE] {
         // SAFETY: a failing mremap changes nothing; a succeeding one is a finding,
@@ -280,12 +225,12 @@ pub fn mremap_grow_fails(fx: &Fixture) -> Result<Outcome> {
         again == 0,
         "the mapping took {again} faults after the refused mremaps"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// f8.mremap_shrink_keeps: shrinking at a 2 MiB boundary keeps every remaining
 /// entry (no refault).
-pub fn mremap_shrink_keeps(fx: &Fixture) -> Result<Outcome> {
+pub fn mremap_shrink_keeps(fx: &Fixture) -> TestResult {
     split(fx, 4 * PMD, 0, 4 * PMD, Cut::Shrink(3 * PMD))
 }
 
@@ -298,11 +243,8 @@ fn moved(
     len: u64,
     delta_mod: u64,
     delta_rem: u64,
-) -> Result<Outcome> {
-    let m = match mapped(fx, need, offset, len)? {
-        Ok(m) => m,
-        Err(skip) => return Ok(skip),
-    };
+) -> TestResult {
+    let m = mapped(fx, need, offset, len)?;
     let mut data = Data::new(fx, m.bar, offset, len)?;
     let s = m.map.start();
     let before = remap::entries(&m.plan);
@@ -311,11 +253,11 @@ fn moved(
     if remap::move_splits_pud(&before, delta) && !fx.risky {
         // SAFETY: the reservation is ours and unused.
         unsafe { unmap_range(target, len) }?;
-        return risky_off(fx).context("risky");
+        return Err(Stop::Skip(NO_RISKY.into()));
     }
     let p = NonNull::new(s as *mut c_void).context("null")?;
     let t = NonNull::new(target as *mut c_void);
-    let file_offset = m.map_file_offset();
+    let file_offset = m.bar.region.offset + m.offset;
     let (bar, behaviour) = (m.bar, m.behaviour);
     let (start, _) = m.map.into_raw();
     // SAFETY: moves our own mapping over our own reservation (MREMAP_FIXED).
@@ -335,7 +277,7 @@ fn moved(
             unsafe { unmap_range(start, len) }?;
             // SAFETY: the reservation is ours.
             unsafe { unmap_range(target, len) }?;
-            return Err(e).context("mremap move");
+            Err(e).context("mremap move")?
         }
     };
     ensure!(
@@ -363,18 +305,12 @@ fn moved(
         &format!("moved {len:#x} bytes by {delta:#x} (fresh plan {fresh})"),
     )?;
     data.check(&map, offset)?;
-    Ok(Outcome::Pass)
-}
-
-impl Split<'_> {
-    fn map_file_offset(&self) -> u64 {
-        self.bar.region.offset + self.offset
-    }
+    Ok(())
 }
 
 /// f8.mremap_move_congruent: moving PMD and PTE entries by a multiple of
 /// 2 MiB keeps all of them: no fault afterwards.
-pub fn mremap_move_congruent(fx: &Fixture) -> Result<Outcome> {
+pub fn mremap_move_congruent(fx: &Fixture) -> TestResult {
     let (offset, len) = (PMD - 2 * PAGE, 2 * PMD + 4 * PAGE);
     moved(fx, offset + len, offset, len, PMD, 0)
 }
@@ -383,28 +319,26 @@ pub fn mremap_move_congruent(fx: &Fixture) -> Result<Outcome> {
 /// neighbours) by a multiple of 1 GiB keeps it: no fault afterwards. (7.2's
 /// `get_old_pud` treats the leaf PUD as a bad table entry, logs "bad pud" and
 /// drops it: the PUD refaults. A kernel finding, reported as a failure.)
-pub fn mremap_move_pud_congruent(fx: &Fixture) -> Result<Outcome> {
+pub fn mremap_move_pud_congruent(fx: &Fixture) -> TestResult {
     let (offset, len) = (PUD - PMD - 2 * PAGE, PUD + 2 * PMD + 4 * PAGE);
     moved(fx, offset + len, offset, len, PUD, 0)
 }
 
 /// f8.mremap_move_pmd_congruent: PMDs moved by 2 MiB modulo 1 GiB are kept.
-pub fn mremap_move_pmd_congruent(fx: &Fixture) -> Result<Outcome> {
+pub fn mremap_move_pmd_congruent(fx: &Fixture) -> TestResult {
     moved(fx, 4 * PMD, 0, 4 * PMD, PUD, PMD)
 }
 
 /// f8.mremap_move_incongruent: PMDs moved by 4 KiB modulo 2 MiB are split; the
 /// moved range refaults at 4 KiB.
-pub fn mremap_move_incongruent(fx: &Fixture) -> Result<Outcome> {
+pub fn mremap_move_incongruent(fx: &Fixture) -> TestResult {
     moved(fx, 4 * PMD, 0, 2 * PMD, PMD, PAGE)
 }
 
 /// f8.mremap_move_pud_incongruent (risky, runs last): a PUD moved by 2 MiB
 /// modulo 1 GiB; 7.2's move_page_tables then looks up a PMD under the leaf PUD.
-pub fn mremap_move_pud_incongruent(fx: &Fixture) -> Result<Outcome> {
-    if let Some(skip) = risky_off(fx) {
-        return Ok(skip);
-    }
+pub fn mremap_move_pud_incongruent(fx: &Fixture) -> TestResult {
+    risky_off(fx)?;
     risky("f8.mremap_move_pud_incongruent", || {
         moved(fx, PUD, 0, PUD, PUD, PMD)
     })

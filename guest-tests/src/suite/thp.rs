@@ -3,12 +3,13 @@
 use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result};
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::kernel::{ThpMode, MADVISE};
 use guest_tests::model::{self, Behaviour, Orders, PMD};
+use guest_tests::stop::{skip_if, Stop, TestResult};
+use guest_tests::{bail, ensure, skip};
 use nix::sys::mman::MmapAdvise;
 
 use super::check::{bar_of, expect_plan, need_huge, place, placement, touch, Data};
@@ -17,17 +18,10 @@ use super::check::{bar_of, expect_plan, need_huge, place, placement, touch, Data
 const LEN: u64 = 2 * PMD;
 
 /// Maps the test range, applies `advice`, and checks the count for `orders`.
-fn check_with(fx: &Fixture, advice: &[MmapAdvise], orders: Orders, what: &str) -> Result<Outcome> {
-    if let Some(skip) = need_huge(fx) {
-        return Ok(skip);
-    }
-    if let Some(why) = fx.caps.need(&MADVISE).filter(|_| !advice.is_empty()) {
-        return Ok(Outcome::Skip(why));
-    }
-    let bar = match bar_of(fx, LEN) {
-        Ok(b) => b,
-        Err(skip) => return Ok(skip),
-    };
+fn check_with(fx: &Fixture, advice: &[MmapAdvise], orders: Orders, what: &str) -> TestResult {
+    need_huge(fx)?;
+    skip_if(fx.caps.need(&MADVISE).filter(|_| !advice.is_empty()))?;
+    let bar = bar_of(fx, LEN)?;
     let mut data = Data::new(fx, bar, 0, LEN)?;
     let map = place(fx, bar, 0, LEN, PMD, 0)?;
     for a in advice {
@@ -36,11 +30,11 @@ fn check_with(fx: &Fixture, advice: &[MmapAdvise], orders: Orders, what: &str) -
     let plan = model::plan(&placement(bar, 0, &map), Behaviour::HugeFault(orders))?;
     expect_plan(&map, &plan, what)?;
     data.check(&map, 0)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// f3.madv_nohugepage: MADV_NOHUGEPAGE gives 4 KiB entries only.
-pub fn madv_nohugepage(fx: &Fixture) -> Result<Outcome> {
+pub fn madv_nohugepage(fx: &Fixture) -> TestResult {
     check_with(
         fx,
         &[MmapAdvise::MADV_NOHUGEPAGE],
@@ -51,24 +45,23 @@ pub fn madv_nohugepage(fx: &Fixture) -> Result<Outcome> {
 
 /// f3.madv_hugepage: MADV_HUGEPAGE allows huge entries (whatever sysfs says,
 /// unless it says never on a kernel that obeys it: then skipped).
-pub fn madv_hugepage(fx: &Fixture) -> Result<Outcome> {
+pub fn madv_hugepage(fx: &Fixture) -> TestResult {
     match fx.caps.fault_behaviour(true) {
         Ok(Behaviour::HugeFault(orders)) => {
             check_with(fx, &[MmapAdvise::MADV_HUGEPAGE], orders, "MADV_HUGEPAGE")
         }
-        Ok(Behaviour::RemapWholeVma) => Ok(need_huge(fx).unwrap_or_else(|| {
-            Outcome::Skip("the kernel maps BARs whole at mmap: no huge fault to allow".into())
-        })),
-        Err(why) => Ok(Outcome::Skip(why)),
+        Ok(Behaviour::RemapWholeVma) => {
+            need_huge(fx)?;
+            skip!("the kernel maps BARs whole at mmap: no huge fault to allow")
+        }
+        Err(why) => Err(Stop::Skip(why)),
     }
 }
 
 /// f3.prctl_thp_disable: PR_SET_THP_DISABLE gives 4 KiB entries only, even with
 /// MADV_HUGEPAGE. (The test runs in its own child, so the setting dies with it.)
-pub fn prctl_thp_disable(fx: &Fixture) -> Result<Outcome> {
-    if let Some(skip) = need_huge(fx) {
-        return Ok(skip);
-    }
+pub fn prctl_thp_disable(fx: &Fixture) -> TestResult {
+    need_huge(fx)?;
     nix::sys::prctl::set_thp_disable(true).context("prctl(PR_SET_THP_DISABLE)")?;
     // Without madvise the prctl is still checked, just not against the advice.
     let advice: &[MmapAdvise] = match fx.caps.need(&MADVISE) {
@@ -139,24 +132,18 @@ fn count_under(fx: &Fixture, madvise: bool) -> Result<(u64, u64, u64)> {
 /// f3.sysfs_enabled: `transparent_hugepage/enabled` either gates BAR mappings
 /// (6.12: `never` gives 4 KiB, `madvise` needs MADV_HUGEPAGE) or is ignored for
 /// them (7.2); which one is detected from `never`, and `madvise` must agree.
-pub fn sysfs_enabled(fx: &Fixture) -> Result<Outcome> {
-    if let Some(skip) = need_huge(fx) {
-        return Ok(skip);
-    }
+pub fn sysfs_enabled(fx: &Fixture) -> TestResult {
+    need_huge(fx)?;
     // The `madvise` mode cannot be checked without the call it is about.
-    if let Some(why) = fx.caps.need(&MADVISE) {
-        return Ok(Outcome::Skip(why));
-    }
-    if let Err(skip) = bar_of(fx, LEN) {
-        return Ok(skip);
-    }
+    skip_if(fx.caps.need(&MADVISE))?;
+    bar_of(fx, LEN)?;
     let path = PathBuf::from("/").join(THP_ENABLED);
     let Ok(text) = fs::read_to_string(&path) else {
-        return Ok(Outcome::Skip(format!("{} is not readable", path.display())));
+        skip!("{} is not readable", path.display());
     };
     let mode = active_mode(&text).context("no active THP mode")?;
     if fs::write(&path, "never").is_err() {
-        return Ok(Outcome::Skip(format!("cannot write {}", path.display())));
+        skip!("cannot write {}", path.display());
     }
     let _restore = RestoreThp {
         path: path.clone(),
@@ -195,5 +182,5 @@ pub fn sysfs_enabled(fx: &Fixture) -> Result<Outcome> {
         always == huge,
         "THP always: expected {huge}, counted {always}"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }

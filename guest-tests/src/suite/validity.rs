@@ -1,11 +1,11 @@
 //! F9: which mmap requests vfio-pci refuses (EINVAL), per the model.
 
-use anyhow::{ensure, Result};
 use guest_tests::fixture::Fixture;
-use guest_tests::harness::Outcome;
 use guest_tests::isolate::diag;
 use guest_tests::mapping::{MapError, Mapping};
 use guest_tests::model::{mmap_refusal, PAGE};
+use guest_tests::stop::TestResult;
+use guest_tests::{ensure, skip};
 use nix::errno::Errno;
 use nix::sys::mman::MapFlags;
 
@@ -52,7 +52,7 @@ fn attempt(
 }
 
 /// Runs `cases(size)` on every mappable BAR.
-fn run(fx: &Fixture, cases: impl Fn(u64) -> Vec<(bool, u64, u64)>) -> Result<Outcome> {
+fn run(fx: &Fixture, cases: impl Fn(u64) -> Vec<(bool, u64, u64)>) -> TestResult {
     let mut problems = Vec::new();
     let mut n = 0;
     for bar in fx.mappable_bars() {
@@ -70,16 +70,16 @@ fn run(fx: &Fixture, cases: impl Fn(u64) -> Vec<(bool, u64, u64)>) -> Result<Out
         }
     }
     if n == 0 {
-        return Ok(Outcome::Skip("the device has no mmap-able BAR".into()));
+        skip!("the device has no mmap-able BAR");
     }
     diag(&format!("{n} requests"));
     ensure!(problems.is_empty(), "{}", problems.join("; "));
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// f9.map_private_einval: MAP_PRIVATE (with MAP_NORESERVE, so that accounting
 /// does not refuse first) is refused with EINVAL; the same range shared works.
-pub fn map_private(fx: &Fixture) -> Result<Outcome> {
+pub fn map_private(fx: &Fixture) -> TestResult {
     run(fx, |size| {
         vec![(false, 0, PAGE), (false, 0, size), (true, 0, PAGE)]
     })
@@ -87,7 +87,7 @@ pub fn map_private(fx: &Fixture) -> Result<Outcome> {
 
 /// f9.out_of_range_einval: ranges past the page-aligned BAR end are refused; the
 /// last page works.
-pub fn out_of_range(fx: &Fixture) -> Result<Outcome> {
+pub fn out_of_range(fx: &Fixture) -> TestResult {
     run(fx, |size| {
         let last = size.div_ceil(PAGE) * PAGE - PAGE;
         vec![
