@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod kmsg;
 pub mod kselftest;
 pub mod ktap;
+pub mod layout;
 pub mod mapping;
 pub mod model;
 pub mod pci;

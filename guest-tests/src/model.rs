@@ -190,6 +190,8 @@ pub struct Plan {
     pub runs: Vec<Run>,
     /// Minor faults taken when every 4 KiB page is touched once.
     pub faults: u64,
+    /// The placement it predicts for (what the layout diagnostics report).
+    pub placement: Placement,
 }
 
 impl Plan {
@@ -367,6 +369,7 @@ pub fn plan(p: &Placement, behaviour: Behaviour) -> Result<Plan, ModelError> {
                 count: p.len / PAGE,
             }],
             faults: 1,
+            placement: *p,
         }),
         Behaviour::HugeFault(orders) => Ok(huge_fault_plan(p, orders)),
     }
@@ -391,7 +394,11 @@ fn huge_fault_plan(p: &Placement, orders: Orders) -> Plan {
         va += order.size();
     }
     let faults = runs.iter().map(|r| r.count).sum();
-    Plan { runs, faults }
+    Plan {
+        runs,
+        faults,
+        placement: *p,
+    }
 }
 
 /// Why an mmap of a BAR must fail with EINVAL (F9), or `None` when it must work.

@@ -1,7 +1,10 @@
 //! The KTAP words the guest binary writes and the runner reads
 //! (Documentation/dev-tools/ktap.rst, in the flavour kselftest prints), and the
 //! kselftest exit codes behind them: one definition, so that a directive one
-//! side writes is one the other side knows.
+//! side writes is one the other side knows. [`layout`] is the structured
+//! diagnostic that carries a measured mapping.
+
+pub mod layout;
 
 /// kselftest exit code: every test passed (or some passed and the rest skipped).
 pub const KSFT_PASS: i32 = 0;

@@ -55,7 +55,8 @@ pub enum Command {
     /// Re-read a saved run (an --out directory, a results.ktap, or a console log
     /// with KTAP in it) and print the same table and exit status as the live run.
     Parse {
-        /// The directory or file to read.
+        /// The directory or file to read (a directory also gets its
+        /// `report.html` rewritten from what this parse judged).
         path: PathBuf,
         /// Also write a JUnit XML report.
         #[arg(long, value_name = "FILE")]

@@ -4,6 +4,8 @@
 //! test is in flight while the guest runs, and tolerant: a line it does not
 //! understand is kept as a diagnostic rather than aborting the run.
 
+use crate::layout::MappingLayout;
+use protocol::ktap::layout::Layout;
 use protocol::ktap::Directive;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +48,9 @@ pub struct TestResult {
     /// declares them; empty when unknown (a saved stream read by `parse`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<String>,
+    /// The mappings it measured (its `# layout:` diagnostics), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layouts: Vec<MappingLayout>,
 }
 
 impl TestResult {
@@ -61,6 +66,7 @@ impl TestResult {
             diagnostic: diagnostic.to_string(),
             kernel_log: Vec::new(),
             rules: Vec::new(),
+            layouts: Vec::new(),
         }
     }
 }
@@ -135,6 +141,7 @@ pub struct Parser {
     in_flight: Option<String>,
     last_heartbeat: Option<Heartbeat>,
     pending_diag: Vec<String>,
+    pending_layouts: Vec<MappingLayout>,
     results: Vec<TestResult>,
 }
 
@@ -170,6 +177,10 @@ impl Parser {
             // kselftest_harness announces each test: "#  RUN           name ...".
             if let Some(name) = diag.strip_prefix("RUN ") {
                 self.in_flight = Some(name.trim().trim_end_matches("...").trim().to_string());
+            } else if let Some(Ok(layout)) = Layout::parse(diag) {
+                // Data, not prose: kept out of the diagnostics (and so of the
+                // reason); a malformed one stays a diagnostic.
+                self.pending_layouts.push(MappingLayout::from(&layout));
             } else {
                 self.pending_diag.push(diag.to_string());
             }
@@ -190,6 +201,7 @@ impl Parser {
                     diag.push(directive);
                 }
                 result.diagnostic = diag.join("\n");
+                result.layouts = std::mem::take(&mut self.pending_layouts);
                 self.in_flight = None;
                 self.results.push(result);
                 self.results.last()
@@ -285,6 +297,7 @@ fn parse_result_line(line: &str) -> Option<TestResult> {
         diagnostic: reason,
         kernel_log: Vec::new(),
         rules: Vec::new(),
+        layouts: Vec::new(),
     })
 }
 
@@ -420,6 +433,27 @@ mod tests {
         p.feed_line("ok 1 f6.split_pud");
         assert_eq!(p.in_flight(), None);
         assert_eq!(p.results()[0].diagnostic, "detail");
+    }
+
+    #[rstest]
+    #[case::well_formed(
+        "# layout: bar=1 start=0x7f0000201000 len=0x3dff000 offset=0x201000 phys=0xe0201000 runs=pte*511:511/511=pte,pmd*30:30/30=pmd what=tail",
+        1,
+        ""
+    )]
+    #[case::malformed_stays_a_diagnostic("# layout: bar=1 runs=", 0, "layout: bar=1 runs=")]
+    fn layout_lines_become_data(#[case] line: &str, #[case] layouts: usize, #[case] diag: &str) {
+        let mut p = Parser::new();
+        p.feed_line("TAP version 13");
+        p.feed_line(line);
+        p.feed_line("not ok 1 a3.msix_hole");
+        let r = &p.results()[0];
+        assert_eq!((r.layouts.len(), r.diagnostic.as_str()), (layouts, diag));
+        if let Some(l) = r.layouts.first() {
+            assert_eq!((l.expected.pte, l.expected.pmd, l.bar), (511, 30, 1));
+            // A failure's reason is never the layout's data.
+            assert_eq!(r.reason, "");
+        }
     }
 
     #[rstest]

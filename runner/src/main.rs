@@ -10,12 +10,15 @@ mod compare;
 mod console;
 mod device;
 mod export;
+mod html;
 mod junit;
 mod klog;
 mod ktap;
+mod layout;
 mod machine;
 mod matrix;
 mod parse;
+mod picture;
 mod process;
 mod progress;
 mod recovery;
@@ -365,7 +368,8 @@ fn write_repeated(
     });
     let path = out.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    html::write(first, out)
 }
 
 /// `runner compare A B`: bad input (missing, malformed) is exit 2.
@@ -437,6 +441,12 @@ fn present_matrix(results: &Results, out: &Path) -> Result<u8> {
         .with_context(|| format!("writing {}", md.display()))?;
     let mut code = cli::EXIT_OK;
     for run in &results.runs {
+        let pictures = report::pictures(run);
+        if !pictures.is_empty() {
+            print!("{}: {pictures}", run.kernel.spec);
+        }
+    }
+    for run in &results.runs {
         let tally = Tally::of(&run.tests);
         println!("{}: {}", run.kernel.label(), tally.summary_line());
         code = code.max(exit_code(&run.outcome, &tally));
@@ -450,6 +460,7 @@ fn present_matrix(results: &Results, out: &Path) -> Result<u8> {
 fn present(run: &Run) -> u8 {
     eprintln!();
     print!("{}", report::table(run));
+    print!("{}", report::pictures(run));
     for r in &run.kernel_reports {
         eprintln!(
             "kernel {:?} during {}:\n{}",
@@ -525,6 +536,10 @@ fn parse_saved(
     let results = parse::results(run);
     if let Some(p) = junit_path {
         junit::write(&results, p)?;
+    }
+    if path.is_dir() {
+        // Re-read from the stream, the page shows what this parse judged.
+        html::write(&results, path)?;
     }
     let code = present(&results.runs[0]);
     Ok(match &base {

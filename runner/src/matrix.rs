@@ -4,7 +4,7 @@ use crate::report::{Outcome, Results};
 use std::fmt::Write as _;
 
 /// Rows (test names in order of first appearance) and one column per run.
-fn grid(results: &Results) -> (Vec<String>, Vec<Vec<String>>) {
+pub(crate) fn grid(results: &Results) -> (Vec<String>, Vec<Vec<String>>) {
     let mut names: Vec<String> = Vec::new();
     for run in &results.runs {
         for t in &run.tests {
@@ -30,7 +30,7 @@ fn grid(results: &Results) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 /// Column headers: spec and kernel release.
-fn headers(results: &Results) -> Vec<String> {
+pub(crate) fn headers(results: &Results) -> Vec<String> {
     results
         .runs
         .iter()

@@ -138,12 +138,14 @@ pub struct Results {
 }
 
 impl Results {
-    /// Writes `results.json` (pretty printed) into `dir`.
+    /// Writes `results.json` (pretty printed) and its picture, `report.html`
+    /// (see [`crate::html`]), into `dir`: one call, so the two never disagree.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         let path = dir.join("results.json");
         let text = serde_json::to_string_pretty(self)?;
         std::fs::write(&path, text + "\n")
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        crate::html::write(self, dir)
     }
 }
 
@@ -242,6 +244,51 @@ pub fn table(run: &Run) -> String {
     out
 }
 
+/// Layouts drawn per failing test in the terminal; the rest are in report.html.
+const PICTURES_PER_TEST: usize = 4;
+/// Letters per row of a terminal picture.
+const PICTURE_WIDTH: usize = 60;
+
+/// The mappings of the tests that failed, as lines of letters (see
+/// [`crate::picture::text`]); empty when no failing test measured one.
+pub fn pictures(run: &Run) -> String {
+    let mut out = String::new();
+    let failing = run
+        .tests
+        .iter()
+        .filter(|t| matches!(t.result, Verdict::Fail | Verdict::Xpass) && !t.layouts.is_empty());
+    for t in failing {
+        if out.is_empty() {
+            out.push_str("mappings of failing tests (G 1 GiB, M 2 MiB, k 4 KiB, ? no single size; ^ differs from the row above):\n");
+        }
+        // The mappings that show a difference tell why it failed; without
+        // one, the first ones give the context.
+        let differing: Vec<_> = t.layouts.iter().filter(|l| l.differs()).collect();
+        let shown = if differing.is_empty() {
+            t.layouts.iter().collect()
+        } else {
+            differing
+        };
+        for l in shown.iter().take(PICTURES_PER_TEST) {
+            let _ = writeln!(
+                out,
+                "  {}: {}: BAR {} [{:#x}, +{:#x}) at VA {:#x}",
+                t.name, l.what, l.bar, l.offset, l.len, l.start
+            );
+            out.push_str(&crate::picture::text(l, PICTURE_WIDTH));
+        }
+        if t.layouts.len() > PICTURES_PER_TEST.min(shown.len()) {
+            let _ = writeln!(
+                out,
+                "  {}: {} more mappings in report.html",
+                t.name,
+                t.layouts.len() - PICTURES_PER_TEST.min(shown.len())
+            );
+        }
+    }
+    out
+}
+
 /// The section listing kernel-log findings printed outside any test, if any.
 pub fn outside_tests(findings: &[Finding]) -> String {
     let mut out = String::new();
@@ -269,6 +316,28 @@ mod tests {
 
     fn result(name: &str, result: Verdict) -> TestResult {
         TestResult::new(name, result, "why")
+    }
+
+    #[rstest::rstest]
+    #[case(Verdict::Fail, true)]
+    #[case(Verdict::Xpass, true)]
+    #[case(Verdict::Pass, false)]
+    #[case(Verdict::Xfail, false)]
+    fn pictures_of_failing_tests_only(#[case] verdict: Verdict, #[case] drawn: bool) {
+        let mut t = result("a3.msix_hole", verdict);
+        t.layouts = vec![crate::layout::tests::lost_pmds()];
+        let run = Run {
+            tests: vec![t, result("f1.case_table", Verdict::Fail)],
+            ..Run::blank("stock", Outcome::Completed)
+        };
+        let text = pictures(&run);
+        assert_eq!(
+            text.contains("a3.msix_hole: kernel placement"),
+            drawn,
+            "{text}"
+        );
+        assert_eq!(text.contains("rule placement"), drawn);
+        assert!(!text.contains("f1.case_table"), "no layouts, no picture");
     }
 
     #[test]

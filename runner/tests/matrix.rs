@@ -115,6 +115,23 @@ fn a_tests(run: &Value) -> Vec<(String, String, String)> {
 /// Kernels with the placement series.
 const PLACING: [&str; 2] = ["reference", "fixed"];
 
+/// The layout of a3.msix_hole's tail: 30 PMDs counted where the kernel places
+/// by offset, none elsewhere; the rule placement keeps them on every kernel.
+fn assert_msix_tail_drawn(kernel: &str, run: &Value) {
+    let tail = &test_record(run, "a3.msix_hole")["layouts"][1];
+    let pmds = if PLACING.contains(&kernel) { 30 } else { 0 };
+    assert_eq!(tail["counted"]["pmd"], pmds, "{kernel}: {tail}");
+    assert_eq!(tail["offset"], 0x201000, "{kernel}: {tail}");
+    let rule_pmds: u64 = tail["rule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["size"] == "pmd")
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rule_pmds, 30, "{kernel}: {tail}");
+}
+
 #[test]
 fn sid_stock_reference_and_fixed_meet_the_expectations() {
     let out = tempfile::tempdir().unwrap();
@@ -151,9 +168,12 @@ fn sid_stock_reference_and_fixed_meet_the_expectations() {
         md.contains("| `f8.mremap_move_pud_congruent` | fail | fail | fail | pass |"),
         "{md}"
     );
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    assert!(html.contains("id=\"matrix\""), "report.html has the matrix");
     for run in runs {
         let kernel = run["kernel"]["spec"].as_str().unwrap();
         assert_f_tests_hold(kernel, run);
+        assert_msix_tail_drawn(kernel, run);
         for (name, result, diag) in a_tests(run) {
             let expected =
                 if PLACING.contains(&kernel) || PLACEMENT_INDEPENDENT.contains(&name.as_str()) {

@@ -279,6 +279,13 @@ pub enum Error {
     /// The initramfs cannot be built from the given spec.
     #[error("initramfs: {0}")]
     Initramfs(String),
+
+    /// No headless Chromium can be fetched for this host (see [`crate::chromium`]).
+    #[error("no headless Chromium for this host: {reason}")]
+    ChromiumUnavailable {
+        /// Why (the host's distribution, an archive without the package).
+        reason: String,
+    },
 }
 
 /// One item per line, indented, for multi-line error messages.

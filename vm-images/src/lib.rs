@@ -12,6 +12,8 @@
 //!   the kernel's own VFIO selftests built from its tree),
 //!   compiled statically against the kernel source.
 //! - [`initramfs`]: the guest's initramfs (newc cpio).
+//! - [`chromium`]: Debian's headless Chromium of the host's release, which the
+//!   tests render `report.html` with.
 //!
 //! Cache layout (below the root, default `<workspace>/target/bigbar-cache`, or
 //! `$BIGBAR_CACHE`):
@@ -31,6 +33,7 @@
 //!                               libelf-dev the host lacks), pkgconfig/, tools.json
 //! build-tools/<distro>-<codename>/<packages>.current  the entry used while not refreshing
 //! busybox/debian-<suite>/<version>/busybox
+//! chromium/debian-<codename>/<version>/prefix/  chromium-headless-shell's closure, unpacked
 //! kselftests/<collection>/<package>_<version>-<hash>/<collection>/  compiled programs
 //! <category>/current            the entry used while the cache is not refreshed
 //! ```
@@ -41,6 +44,7 @@
 
 pub mod busybox;
 pub mod cache;
+pub mod chromium;
 mod command;
 pub mod debian;
 pub mod error;

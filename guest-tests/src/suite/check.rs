@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use guest_tests::faults::{count_offset_faults, count_touch_faults};
 use guest_tests::fixture::{Bar, Fixture};
 use guest_tests::isolate::diag;
+use guest_tests::layout;
 use guest_tests::mapping::Mapping;
 use guest_tests::model::{self, Behaviour, Placement, Plan, PAGE};
 use guest_tests::register_bar::{Args, Regs};
@@ -148,10 +149,71 @@ pub fn touch_plan(map: &Mapping, plan: &Plan) -> Result<u64> {
     unsafe { count_offset_faults(map.as_ptr(), &offsets) }.context("counting faults")
 }
 
+/// Touches `touches[i]` (addresses of `map`, in address order) for each run
+/// `i` of a plan, one run after the other, and returns the faults of each.
+fn touch_runs(map: &Mapping, touches: &[Vec<u64>]) -> Result<Vec<u64>> {
+    touches
+        .iter()
+        .map(|t| {
+            let offsets: Vec<u64> = t.iter().map(|va| va - map.start()).collect();
+            ensure!(
+                offsets.iter().all(|&o| o < map.len()),
+                "plan outside the mapping"
+            );
+            // SAFETY: every offset is a page inside the live readable mapping `map`.
+            unsafe { count_offset_faults(map.as_ptr(), &offsets) }.context("counting faults")
+        })
+        .collect()
+}
+
+/// Touches `map` run by run of `plan` (at `touches`, see [`touch_runs`]),
+/// writes the `# layout:` diagnostic of what each run cost (with the runs a
+/// rule-keeping placement would get when `placed` by the kernel) and returns
+/// the total. Counting per run costs nothing more and tells which entry size
+/// each run got, which one total cannot.
+fn measure_layout(
+    map: &Mapping,
+    plan: &Plan,
+    touches: &[Vec<u64>],
+    what: &str,
+    placed: bool,
+) -> Result<u64> {
+    let counted = touch_runs(map, touches)?;
+    let mut l = layout::layout(what, map.file_offset(), plan, touches, &counted);
+    if placed {
+        l.rule = layout::rule_runs(plan);
+    }
+    diag(&l.render());
+    Ok(counted.iter().sum())
+}
+
+/// Touches every page of `map`, a mapping whose address the kernel chose,
+/// once, and returns the faults; writes its layout (see [`measure_layout`]).
+/// It lists one address per page, which suits the MiB-sized A3 areas it is
+/// made for; GiB mappings use [`expect_plan`]'s sparse pattern.
+pub fn touch_placed(map: &Mapping, plan: &Plan, what: &str) -> Result<u64> {
+    let touches: Vec<Vec<u64>> = plan
+        .runs
+        .iter()
+        .map(|r| {
+            (0..r.end().saturating_sub(r.start) / PAGE)
+                .map(|i| r.start + i * PAGE)
+                .collect()
+        })
+        .collect();
+    measure_layout(map, plan, &touches, what, true)
+}
+
 /// Touches a fresh mapping's pattern twice: the first pass must cost what the
-/// model predicts, the second nothing.
+/// model predicts, the second nothing. The first pass writes the layout.
 pub fn expect_plan(map: &Mapping, plan: &Plan, what: &str) -> Result<()> {
-    let first = touch_plan(map, plan)?;
+    let pattern = plan.touch_pattern();
+    let touches: Vec<Vec<u64>> = plan
+        .runs
+        .iter()
+        .map(|r| layout::touches_in(&pattern, r))
+        .collect();
+    let first = measure_layout(map, plan, &touches, what, false)?;
     let second = touch_plan(map, plan)?;
     diag(&format!(
         "{what}: VA {:#x} len {:#x}: expect {plan}; counted {first}, then {second}",
@@ -191,6 +253,7 @@ pub fn expect_refaults(
                     count: 1,
                 }],
                 faults: 1,
+                placement: plan.placement,
             };
             let covered = present
                 .iter()

@@ -13,7 +13,7 @@ use guest_tests::placement::{Histogram, Request};
 use guest_tests::stop::{OrSkip, TestResult};
 use nix::sys::mman::MapFlags;
 
-use super::check::{need_predictable, plan_of, predicted, touch, Data};
+use super::check::{need_predictable, plan_of, predicted, touch_placed, Data};
 use super::place::verdict;
 use super::Rng;
 
@@ -51,7 +51,7 @@ fn touch_areas(fx: &Fixture, bar: &Bar, maps: &[(Mapping, u64)], what: &str) -> 
     let mut tail_pmds = 0;
     for (map, off) in maps {
         let plan = plan_of(bar, *off, map, predicted(fx, map)?)?;
-        let got = touch(map)?;
+        let got = touch_placed(map, &plan, what)?;
         diag(&format!(
             "{what}: [{off:#x}, +{:#x}) at {:#x} (≡ {:#x} mod 2 MiB): expect {plan}, counted {got}",
             map.len(),
