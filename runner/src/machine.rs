@@ -116,12 +116,12 @@ struct Prepared {
 const MAX_BOOTS: usize = 8;
 
 /// Builds the programs and obtains QEMU, the kernel and busybox.
-fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
+fn prepare(plan: &Plan) -> Result<Prepared> {
     let cache = Cache::new(plan.cache.clone());
     let fetcher = Fetcher::new(&cache);
     let built = stages::run(
         "build",
-        |_| artefacts::build(root),
+        |_| artefacts::unpack(&cache),
         |_| "device-emu, guest-tests".into(),
     )?;
     let qemu = stages::run(
@@ -153,7 +153,7 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
     if plan.reproducers {
         kselftests.push(stages::run(
             "reproducers",
-            |_| build_reproducers(root, &fetcher),
+            |_| build_reproducers(&fetcher),
             |c| format!("{} against {}", c.programs.join(", "), c.source),
         )?);
     }
@@ -189,9 +189,10 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
     })
 }
 
-/// Compiles the workspace's kernel reproducers (`kernel/selftests/vfio`).
-pub fn build_reproducers(root: &Path, fetcher: &Fetcher<'_>) -> Result<Collection> {
-    let sources = root.join("kernel/selftests/vfio");
+/// Compiles the workspace's kernel reproducers (`kernel/selftests/vfio` of the
+/// source tree the runner was built from).
+pub fn build_reproducers(fetcher: &Fetcher<'_>) -> Result<Collection> {
+    let sources = crate::places::source_root().join("kernel/selftests/vfio");
     kselftests::build_reproducers(fetcher, &sources)
         .with_context(|| format!("building the reproducers of {}", sources.display()))
 }
@@ -302,8 +303,8 @@ pub fn parse_listing(text: &str) -> Vec<(String, Vec<String>)> {
 ///
 /// When a guest dies before its tests finished (panic, hang), the test in flight
 /// is failed with the kernel's report and the remaining tests run in a fresh guest.
-pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>> {
-    let prep = prepare(root, plan)?;
+pub fn boot_and_test(plan: &Plan, out: &Path) -> Result<Option<Run>> {
+    let prep = prepare(plan)?;
     let run_dir = private_run_dir("bigbar-run-")?;
     if plan.dry_run {
         let cfg = guest_config(&prep, plan, run_dir.path(), 1);
@@ -589,8 +590,8 @@ fn one_boot(
 }
 
 /// `--shell`: boots into a shell on this terminal with the device bound.
-pub fn shell(root: &Path, plan: &Plan) -> Result<u8> {
-    let prep = prepare(root, plan)?;
+pub fn shell(plan: &Plan) -> Result<u8> {
+    let prep = prepare(plan)?;
     let run_dir = private_run_dir("bigbar-shell-")?;
     let cfg = guest_config(&prep, plan, run_dir.path(), 1);
     let mut spec = initramfs_spec(&prep, plan, &[]);

@@ -16,6 +16,7 @@ mod ktap;
 mod machine;
 mod matrix;
 mod parse;
+mod places;
 mod process;
 mod progress;
 mod recovery;
@@ -70,21 +71,6 @@ fn main() -> ExitCode {
 #[error("{0}")]
 struct UsageError(String);
 
-/// The workspace root, for building and for the default cache and output dirs.
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("runner lives in a workspace")
-        .to_path_buf()
-}
-
-/// The cargo target directory the runner writes its defaults under.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
 /// Picks and creates the output directory.
 fn out_dir(args: &RunArgs) -> Result<PathBuf> {
     let dir = match &args.out {
@@ -94,8 +80,8 @@ fn out_dir(args: &RunArgs) -> Result<PathBuf> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            target_dir()
-                .join("bigbar-runs")
+            places::defaults()?
+                .runs
                 .join(format!("{stamp}-{}", std::process::id()))
         }
     };
@@ -121,8 +107,12 @@ fn run(args: &RunArgs) -> Result<u8> {
         None => None,
     };
     let out = out_dir(args)?;
+    // Before any thread that spawns children exists (see `artefacts::unpack`).
+    artefacts::unpack(&vm_images::Cache::new(places::cache(
+        args.cache.as_deref(),
+    )?))?;
     if args.shell {
-        return machine::shell(&workspace_root(), &plan(args, &kernels[0], layout));
+        return machine::shell(&plan(args, &kernels[0], layout)?);
     }
     if args.repeat > 1 {
         return run_repeated(args, &kernels, &layout, &out, base.as_ref());
@@ -229,8 +219,8 @@ fn run_kernel(
         out.join(spec.replace(['/', ':'], "_"))
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let plan = plan(args, spec, layout.clone());
-    machine::boot_and_test(&workspace_root(), &plan, &dir)
+    let plan = plan(args, spec, layout.clone())?;
+    machine::boot_and_test(&plan, &dir)
 }
 
 /// Judges every run of `results` against the baseline, prints what it found
@@ -383,9 +373,9 @@ fn compare_saved(args: &cli::CompareArgs) -> Result<u8> {
 }
 
 /// The plan of one kernel's run.
-fn plan(args: &RunArgs, spec: &str, layout: protocol::layout::BarLayout) -> machine::Plan {
-    let cache = cache_dir(args);
-    machine::Plan {
+fn plan(args: &RunArgs, spec: &str, layout: protocol::layout::BarLayout) -> Result<machine::Plan> {
+    let cache = places::cache(args.cache.as_deref())?;
+    Ok(machine::Plan {
         kernel_spec: spec.to_string(),
         qemu: args.qemu.clone(),
         cache,
@@ -405,15 +395,7 @@ fn plan(args: &RunArgs, spec: &str, layout: protocol::layout::BarLayout) -> mach
         gdb: args.gdb,
         reproducers: args.reproducers,
         suite: args.suite,
-    }
-}
-
-/// `--cache`, else `$BIGBAR_CACHE`, else `target/bigbar-cache`.
-fn cache_dir(args: &RunArgs) -> PathBuf {
-    args.cache
-        .clone()
-        .or_else(|| std::env::var_os("BIGBAR_CACHE").map(PathBuf::from))
-        .unwrap_or_else(|| target_dir().join("bigbar-cache"))
+    })
 }
 
 /// Prints and writes (`matrix.md`) the tests × kernels table; returns the exit
@@ -466,12 +448,12 @@ fn present(run: &Run) -> u8 {
 /// `--suite vfio-selftests` or `all`, the kernel's VFIO selftests of the first
 /// `--kernel`), narrowed to `--suite`.
 fn list_tests(args: &RunArgs) -> Result<u8> {
-    let bin = artefacts::build_guest(&workspace_root())?;
-    let cache = vm_images::Cache::new(cache_dir(args));
+    let cache = vm_images::Cache::new(places::cache(args.cache.as_deref())?);
+    let bin = artefacts::guest(&cache)?;
     let fetcher = vm_images::Fetcher::new(&cache);
     let mut kselftests = Vec::new();
     if args.reproducers {
-        kselftests.push(machine::build_reproducers(&workspace_root(), &fetcher)?);
+        kselftests.push(machine::build_reproducers(&fetcher)?);
     }
     if args.suite.vfio_selftests() {
         let spec = machine::kernel_spec(args.kernel.first().map_or("debian:sid", |k| k))?;
@@ -524,10 +506,10 @@ fn parse_saved(
 
 /// `runner export-kselftest`; with `kernel_runner`, the kernel's run script.
 fn export_kselftest(dir: &Path, kernel_runner: bool, args: &RunArgs) -> Result<u8> {
-    let bin = artefacts::build_guest(&workspace_root())?;
+    let cache = vm_images::Cache::new(places::cache(args.cache.as_deref())?);
+    let bin = artefacts::guest(&cache)?;
     export::export(&bin, dir)?;
     if kernel_runner {
-        let cache = vm_images::Cache::new(cache_dir(args));
         let fetcher = vm_images::Fetcher::new(&cache);
         let (package, version) = vm_images::kernel::source::resolve_version(&fetcher)?;
         let source = vm_images::kernel::source::obtain(&fetcher, &package, &version)?;
