@@ -39,7 +39,7 @@ expect; known failures and known crashes leave 0.
 
 /// Boot a Linux guest with bigbar's emulated large-BAR device and run the guest tests.
 #[derive(Parser, Debug)]
-#[command(version, after_help = EXIT_HELP, args_conflicts_with_subcommands = true)]
+#[command(name = "bigbar", version, after_help = EXIT_HELP, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to do; without a subcommand, boot and run the tests.
     #[command(subcommand)]

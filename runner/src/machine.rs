@@ -236,9 +236,14 @@ pub fn private_run_dir(prefix: &str) -> Result<tempfile::TempDir> {
 }
 
 /// Parses `--kernel`; an existing path that is not written as one (`linux`,
-/// `build/`) is taken as a local kernel too.
+/// `build/`) is taken as a local kernel too. An existing path is made
+/// absolute, so that the stages name the image of `--kernel .` by its place.
 pub fn kernel_spec(spec: &str) -> Result<kernel::KernelSpec> {
     match spec.parse::<kernel::KernelSpec>() {
+        // A missing path is reported by the kernel stage, as before.
+        Ok(kernel::KernelSpec::Path(p)) => {
+            Ok(kernel::KernelSpec::Path(p.canonicalize().unwrap_or(p)))
+        }
         Ok(s) => Ok(s),
         Err(e) => {
             let p = Path::new(spec);
