@@ -176,7 +176,7 @@ fn prepare(plan: &Plan) -> Result<Prepared> {
                 &cache,
             )
         },
-        |c| format!("{} ({})", c.accel, c.reason),
+        |c| format!("{} ({})", c.accel.name(), c.reason),
     )?;
     Ok(Prepared {
         built,
@@ -372,7 +372,7 @@ pub fn boot_and_test(plan: &Plan, out: &Path) -> Result<Option<Run>> {
             version: prep.qemu.version.to_string(),
             path: prep.qemu.binary.display().to_string(),
         },
-        accel: prep.accel.accel.clone(),
+        accel: prep.accel.accel.name().to_string(),
         accel_reason: prep.accel.reason.clone(),
         bars: plan.layout.to_string(),
         outcome: record.outcome,
@@ -492,7 +492,7 @@ fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> Gu
         kernel: prep.kernel.boot_image().to_owned(),
         initramfs: run_dir.join(format!("initramfs-{boot}.cpio")),
         append,
-        accel: prep.accel.accel.clone(),
+        accel: prep.accel.accel,
         iommu: prep.iommu == IommuMode::Intel,
         pci_hole64: hole,
         phys_bits: phys_bits(hole),

@@ -18,13 +18,13 @@ use nix::sys::signal::Signal;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use vm_images::launch::{Accel, QemuArgs, SerialPort, SerialSink};
 
 /// Something that happened while the guest ran.
 #[derive(Debug)]
@@ -57,8 +57,8 @@ pub struct GuestConfig {
     pub initramfs: PathBuf,
     /// Extra kernel command line.
     pub append: String,
-    /// `tcg` or `kvm`.
-    pub accel: String,
+    /// The accelerator.
+    pub accel: Accel,
     /// Add an emulated Intel IOMMU (needed by kernels without VFIO no-IOMMU mode).
     pub iommu: bool,
     /// Size of the 64-bit PCI window QEMU must offer for the device's BARs.
@@ -105,20 +105,7 @@ pub struct SessionResult {
 
 /// The kernel command line for a run.
 pub fn kernel_cmdline(cfg: &GuestConfig) -> String {
-    // panic=-1 reboots at once on panic, and -no-reboot turns that into QEMU's exit.
-    // no_timer_check: under TCG on a loaded host the IO-APIC timer check can miss
-    // its ticks and panic ("timer doesn't work through Interrupt-remapped IO-APIC").
-    let mut s = String::from("console=ttyS0,115200 panic=-1 printk.time=1 no_timer_check");
-    s.push(' ');
-    s.push_str(HANG_DETECTORS);
-    if cfg.iommu {
-        s.push_str(" intel_iommu=on");
-    }
-    if !cfg.append.is_empty() {
-        s.push(' ');
-        s.push_str(&cfg.append);
-    }
-    s
+    launch_args(cfg, SerialSink::Stdio { signal: true }, None).kernel_cmdline()
 }
 
 /// The kernel's own hang detectors, set to report within the runner's 30 s
@@ -133,74 +120,50 @@ pub fn kernel_cmdline(cfg: &GuestConfig) -> String {
 pub const HANG_DETECTORS: &str = "softlockup_panic=0 \
      rcupdate.rcu_cpu_stall_timeout=20 sysctl.kernel.hung_task_timeout_secs=20";
 
+/// The socket in `dir` the runner listens on for `port`.
+fn serial_socket(dir: &Path, port: SerialPort) -> PathBuf {
+    dir.join(format!("{}.sock", port.id()))
+}
+
+/// The guest of `cfg` with its serial ports on `console` and `ktap`.
+fn launch_args(cfg: &GuestConfig, console: SerialSink, ktap: Option<SerialSink>) -> QemuArgs {
+    // no_timer_check: under TCG on a loaded host the IO-APIC timer check can miss
+    // its ticks and panic ("timer doesn't work through Interrupt-remapped IO-APIC").
+    let append = format!(
+        "printk.time=1 no_timer_check {HANG_DETECTORS} {}",
+        cfg.append
+    );
+    QemuArgs {
+        memory_mib: cfg.memory_mib,
+        phys_bits: Some(cfg.phys_bits),
+        pci_hole64: Some(cfg.pci_hole64),
+        iommu: cfg.iommu,
+        initramfs: Some(cfg.initramfs.clone()),
+        append: append.trim_end().to_string(),
+        ktap,
+        vfio_user_socket: Some(cfg.device_socket.clone()),
+        extra: cfg.extra_qemu_args.clone(),
+        ..QemuArgs::new(cfg.accel, &cfg.kernel, console)
+    }
+}
+
 /// QEMU's arguments (after the prefix) for a run whose serial sockets are in `dir`.
 pub fn qemu_args(cfg: &GuestConfig, dir: &Path) -> Vec<String> {
-    let mut a: Vec<String> = Vec::new();
-    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    let machine = if cfg.accel == "kvm" && cfg.iommu {
-        // KVM's in-kernel irqchip cannot do interrupt remapping for the IOMMU.
-        "q35,kernel-irqchip=split"
-    } else {
-        "q35"
-    };
-    let cpu = format!(
-        "{},phys-bits={}",
-        if cfg.accel == "kvm" { "host" } else { "max" },
-        cfg.phys_bits
-    );
-    let mem = cfg.memory_mib.to_string();
-    push(&["-machine", machine, "-accel", &cfg.accel, "-cpu", &cpu]);
-    push(&["-smp", "1", "-m", &mem, "-nodefaults", "-no-user-config"]);
-    push(&["-display", "none", "-no-reboot"]);
-    let hole = format!("q35-pcihost.pci-hole64-size={}", cfg.pci_hole64);
-    push(&["-global", &hole]);
-    let kernel = cfg.kernel.display().to_string();
-    let initrd = cfg.initramfs.display().to_string();
-    let cmdline = kernel_cmdline(cfg);
-    push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
-    for name in ["console", "ktap"] {
-        let chardev = format!(
-            "socket,id={name},path={}",
-            dir.join(format!("{name}.sock")).display()
-        );
-        push(&["-chardev", &chardev, "-serial", &format!("chardev:{name}")]);
-    }
-    if cfg.iommu {
-        push(&["-device", "intel-iommu,caching-mode=on"]);
-    }
-    let dev = serde_json::json!({
-        "driver": "vfio-user-pci",
-        "socket": {"type": "unix", "path": cfg.device_socket},
-    });
-    push(&["-device", &dev.to_string()]);
-    a.extend(cfg.extra_qemu_args.iter().cloned());
-    a
+    let console = SerialSink::Socket(serial_socket(dir, SerialPort::Console));
+    let ktap = SerialSink::Socket(serial_socket(dir, SerialPort::Ktap));
+    launch_args(cfg, console, Some(ktap)).args()
 }
 
 /// Boots the guest with its console on this terminal (for `--shell`) and
 /// waits for QEMU to exit. The KTAP port goes to `ktap.log` in `run_dir`.
 pub fn interactive(cfg: &GuestConfig, mut qemu_cmd: Command, run_dir: &Path) -> Result<ExitStatus> {
-    let args = qemu_args(cfg, run_dir);
-    let ktap_file = format!("file,id=ktap,path={}", run_dir.join("ktap.log").display());
-    let args = args.into_iter().map(|a| {
-        if a.starts_with("socket,id=console,") {
-            // signal=off: Ctrl-C goes to the guest's shell, not to QEMU.
-            "stdio,id=console,signal=off".to_string()
-        } else if a.starts_with("socket,id=ktap,") {
-            ktap_file.clone()
-        } else {
-            a
-        }
-    });
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // prctl, which is async-signal-safe. QEMU stays in the terminal's process
-    // group (it reads the console from it) but dies with the runner.
-    unsafe {
-        qemu_cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            Ok(())
-        });
-    }
+    // signal=off: Ctrl-C goes to the guest's shell, not to QEMU.
+    let console = SerialSink::Stdio { signal: false };
+    let ktap = SerialSink::File(run_dir.join("ktap.log"));
+    let args = launch_args(cfg, console, Some(ktap)).args();
+    // QEMU stays in the terminal's process group (it reads the console from
+    // it) but dies with the runner.
+    crate::process::die_with_parent(&mut qemu_cmd);
     qemu_cmd
         .args(args)
         .status()
@@ -264,19 +227,19 @@ pub fn run(
     boot: usize,
 ) -> Result<SessionResult> {
     let (tx, rx) = events;
-    for (name, file, make) in [
-        (
-            "console",
-            boot_file("console", "log", boot),
-            Event::Console as fn(usize, String) -> Event,
-        ),
-        (
-            "ktap",
-            boot_file("results", "ktap", boot),
-            Event::Ktap as fn(usize, String) -> Event,
-        ),
-    ] {
-        let sock = run_dir.join(format!("{name}.sock"));
+    for port in SerialPort::ALL {
+        let (file, make) = match port {
+            SerialPort::Console => (
+                boot_file("console", "log", boot),
+                Event::Console as fn(usize, String) -> Event,
+            ),
+            SerialPort::Ktap => (
+                boot_file("results", "ktap", boot),
+                Event::Ktap as fn(usize, String) -> Event,
+            ),
+        };
+        let name = port.id();
+        let sock = serial_socket(run_dir, port);
         // A previous boot of the same run leaves its socket file behind.
         let _ = std::fs::remove_file(&sock);
         let listener =
@@ -915,7 +878,7 @@ mod tests {
             kernel: "/k".into(),
             initramfs: "/i".into(),
             append: "quiet".into(),
-            accel: "tcg".into(),
+            accel: Accel::Tcg,
             iommu: true,
             pci_hole64: 1 << 36,
             phys_bits: 40,
