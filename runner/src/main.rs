@@ -11,9 +11,9 @@ mod console;
 mod device;
 mod export;
 mod junit;
+mod kernel_run;
 mod klog;
 mod ktap;
-mod machine;
 mod matrix;
 mod parse;
 mod places;
@@ -99,7 +99,7 @@ fn run(args: &RunArgs) -> Result<u8> {
     }
     let kernels = args.kernels();
     for spec in &kernels {
-        machine::kernel_spec(spec).map_err(|e| UsageError(format!("{e:#}")))?;
+        kernel_run::kernel_spec(spec).map_err(|e| UsageError(format!("{e:#}")))?;
     }
     // A baseline that cannot be read is refused before anything boots.
     let base = match &args.baseline {
@@ -112,7 +112,7 @@ fn run(args: &RunArgs) -> Result<u8> {
         args.cache.as_deref(),
     )?))?;
     if args.shell {
-        return machine::shell(&plan(args, &kernels[0], layout)?);
+        return kernel_run::shell(&plan(args, &kernels[0], layout)?);
     }
     if args.repeat > 1 {
         return run_repeated(args, &kernels, &layout, &out, base.as_ref());
@@ -220,7 +220,7 @@ fn run_kernel(
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let plan = plan(args, spec, layout.clone())?;
-    machine::boot_and_test(&plan, &dir)
+    kernel_run::boot_and_test(&plan, &dir)
 }
 
 /// Judges every run of `results` against the baseline, prints what it found
@@ -373,9 +373,13 @@ fn compare_saved(args: &cli::CompareArgs) -> Result<u8> {
 }
 
 /// The plan of one kernel's run.
-fn plan(args: &RunArgs, spec: &str, layout: protocol::layout::BarLayout) -> Result<machine::Plan> {
+fn plan(
+    args: &RunArgs,
+    spec: &str,
+    layout: protocol::layout::BarLayout,
+) -> Result<kernel_run::Plan> {
     let cache = places::cache(args.cache.as_deref())?;
-    Ok(machine::Plan {
+    Ok(kernel_run::Plan {
         kernel_spec: spec.to_string(),
         qemu: args.qemu.clone(),
         cache,
@@ -453,20 +457,20 @@ fn list_tests(args: &RunArgs) -> Result<u8> {
     let fetcher = vm_images::Fetcher::new(&cache);
     let mut kselftests = Vec::new();
     if args.reproducers {
-        kselftests.push(machine::build_reproducers(&fetcher)?);
+        kselftests.push(kernel_run::build_reproducers(&fetcher)?);
     }
     if args.suite.vfio_selftests() {
-        let spec = machine::kernel_spec(args.kernel.first().map_or("debian:sid", |k| k))?;
+        let spec = kernel_run::kernel_spec(args.kernel.first().map_or("debian:sid", |k| k))?;
         kselftests.push(suite::build_vfio_selftests(&fetcher, &spec)?);
     }
     let out = std::process::Command::new(&bin)
         .arg("--list")
-        .args(machine::host_kselftest_args(&kselftests))
+        .args(kernel_run::host_kselftest_args(&kselftests))
         .args(args.guest_args())
         .output()
         .with_context(|| format!("running {} --list", bin.display()))?;
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    for (name, rules) in machine::parse_listing(&String::from_utf8_lossy(&out.stdout)) {
+    for (name, rules) in kernel_run::parse_listing(&String::from_utf8_lossy(&out.stdout)) {
         if args.suite.includes(&name) {
             match rules.is_empty() {
                 true => println!("{name}"),

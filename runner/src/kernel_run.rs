@@ -1,5 +1,7 @@
-//! One complete run: build, obtain QEMU and the kernel, assemble the initramfs,
-//! start the device, boot, and turn what happened into a [`Run`].
+//! The run of one kernel: unpack the programs, obtain QEMU and the kernel,
+//! assemble the initramfs, start the device, boot (again after a guest that
+//! died), and turn what happened into a [`Run`].
+//! The guest itself is [`session`]'s, its command line `vm_images::launch`'s.
 
 use crate::recovery::Recovery;
 use crate::report::{KernelInfo, Outcome, QemuInfo, Run};
