@@ -10,11 +10,11 @@
 use anyhow::{Context, Result};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::time::{Duration, Instant};
+use vm_images::launch::{Accel, QemuArgs, SerialSink};
 use vm_images::Cache;
 
 /// How long the probe boot may take before KVM is declared unusable.
@@ -23,16 +23,16 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The accelerator chosen, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
-    /// `tcg` or `kvm`.
-    pub accel: String,
+    /// The accelerator.
+    pub accel: Accel,
     /// Why it was chosen.
     pub reason: String,
 }
 
 impl Choice {
-    fn new(accel: &str, reason: impl Into<String>) -> Self {
+    fn new(accel: Accel, reason: impl Into<String>) -> Self {
         Self {
-            accel: accel.into(),
+            accel,
             reason: reason.into(),
         }
     }
@@ -46,11 +46,11 @@ pub fn choose(
     kernel: &Path,
     cache: &Cache,
 ) -> Result<Choice> {
-    match requested {
-        "tcg" | "kvm" => Ok(Choice::new(requested, "requested")),
-        _ => {
+    match Accel::from_name(requested) {
+        Some(accel) => Ok(Choice::new(accel, "requested")),
+        None => {
             if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-                return Ok(Choice::new("tcg", format!("/dev/kvm not usable: {e}")));
+                return Ok(Choice::new(Accel::Tcg, format!("/dev/kvm not usable: {e}")));
             }
             let record = format!("{}-{qemu_version}", host_cpu_key());
             let cached = cache.read_record(&[RECORDS], &record).ok().flatten();
@@ -62,7 +62,7 @@ pub fn choose(
             // on a loaded host says nothing lasting about KVM. A lost record only
             // means probing again next time.
             if definite {
-                let text = format!("{}\n{}", choice.accel, choice.reason);
+                let text = format!("{}\n{}", choice.accel.name(), choice.reason);
                 let _ = cache.write_record(&[RECORDS], &record, &text);
             }
             Ok(choice)
@@ -73,31 +73,17 @@ pub fn choose(
 /// Boots `kernel` under KVM without an initramfs and watches how far it gets;
 /// the verdict is definite when the boot's own output decided it.
 fn probe(mut qemu: Command, kernel: &Path) -> Result<(Choice, bool)> {
-    qemu.args([
-        "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256",
-    ])
-    .args([
-        "-nodefaults",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-    ])
-    .arg("-kernel")
-    .arg(kernel)
-    .args(["-append", "console=ttyS0 panic=-1"])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // prctl, which is async-signal-safe: the probe QEMU dies with the runner.
-    unsafe {
-        qemu.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-            Ok(())
-        });
-    }
+    // The console on stdout is all the probe reads.
+    let args = QemuArgs {
+        memory_mib: 256,
+        ..QemuArgs::new(Accel::Kvm, kernel, SerialSink::Stdio { signal: true })
+    };
+    qemu.args(args.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // The probe QEMU dies with the runner.
+    crate::process::die_with_parent(&mut qemu);
     let mut child = qemu.spawn().context("starting QEMU for the KVM probe")?;
     let (tx, rx) = channel::<String>();
     for stream in [
@@ -133,13 +119,13 @@ fn probe(mut qemu: Command, kernel: &Path) -> Result<(Choice, bool)> {
             }
             Err(RecvTimeoutError::Timeout) => {
                 break (
-                    Choice::new("tcg", "KVM probe boot made no progress in 30 s"),
+                    Choice::new(Accel::Tcg, "KVM probe boot made no progress in 30 s"),
                     false,
                 )
             }
             Err(RecvTimeoutError::Disconnected) => {
                 break (
-                    Choice::new("tcg", "QEMU exited during the KVM probe boot"),
+                    Choice::new(Accel::Tcg, "QEMU exited during the KVM probe boot"),
                     false,
                 )
             }
@@ -154,12 +140,12 @@ fn probe(mut qemu: Command, kernel: &Path) -> Result<(Choice, bool)> {
 fn judge_line(line: &str) -> Option<Choice> {
     if line.contains("KVM internal error") || line.contains("emulation failure") {
         Some(Choice::new(
-            "tcg",
+            Accel::Tcg,
             format!("KVM cannot run the guest here: {line}"),
         ))
     } else if line.contains("Kernel panic") || line.contains("VFS: Unable to mount root") {
         Some(Choice::new(
-            "kvm",
+            Accel::Kvm,
             "a KVM probe boot reached the root mount",
         ))
     } else {
@@ -188,7 +174,7 @@ const RECORDS: &str = "accel-probe";
 /// A cached verdict: the accelerator on the first line, the reason on the second.
 fn parse_record(text: &str) -> Option<Choice> {
     let (accel, reason) = text.trim_end().split_once('\n')?;
-    matches!(accel, "tcg" | "kvm").then(|| Choice::new(accel, format!("{reason} (cached)")))
+    Accel::from_name(accel).map(|a| Choice::new(a, format!("{reason} (cached)")))
 }
 
 #[cfg(test)]
@@ -197,15 +183,15 @@ mod tests {
     use rstest::rstest;
 
     #[rstest]
-    #[case("KVM internal error. Suberror: 1", Some("tcg"))]
-    #[case("emulation failure", Some("tcg"))]
+    #[case("KVM internal error. Suberror: 1", Some(Accel::Tcg))]
+    #[case("emulation failure", Some(Accel::Tcg))]
     #[case(
         "[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs",
-        Some("kvm")
+        Some(Accel::Kvm)
     )]
     #[case("[    0.0] Linux version 7.2.13", None)]
-    fn probe_lines(#[case] line: &str, #[case] accel: Option<&str>) {
-        assert_eq!(judge_line(line).map(|c| c.accel), accel.map(String::from));
+    fn probe_lines(#[case] line: &str, #[case] accel: Option<Accel>) {
+        assert_eq!(judge_line(line).map(|c| c.accel), accel);
     }
 
     #[test]
@@ -218,7 +204,7 @@ mod tests {
             &Cache::new("/nonexistent"),
         )
         .unwrap();
-        assert_eq!(c, Choice::new("tcg", "requested"));
+        assert_eq!(c, Choice::new(Accel::Tcg, "requested"));
     }
 
     #[test]
@@ -230,7 +216,7 @@ mod tests {
             .unwrap();
         let text = cache.read_record(&[RECORDS], "rec").unwrap().unwrap();
         let c = parse_record(&text).unwrap();
-        assert_eq!(c.accel, "tcg");
+        assert_eq!(c.accel, Accel::Tcg);
         assert_eq!(c.reason, "because (cached)");
         assert!(parse_record("bogus\nx\n").is_none());
     }

@@ -1,20 +1,38 @@
-//! Building the two programs a run needs from this workspace: the host-side
-//! `device-emu` server and the static `guest-tests` binary for the initramfs.
+//! The two programs a run needs from this workspace: the host-side `device-emu`
+//! server and the static `guest-tests` binary for the initramfs.
 //!
-//! Both are built by invoking cargo (as an xtask would), because the guest
-//! binary needs its own target and RUSTFLAGS (`+crt-static`) that must not leak
-//! into the host build scripts and proc macros.
+//! Both are built by the runner's build script (`runner/build.rs`, which says
+//! why) and carried inside the runner's own binary; a run writes them into the
+//! cache (`programs/<name>-<hash>/<name>`, once per content) and starts them
+//! from there. So an installed `bigbar` needs neither cargo nor the workspace.
 
-use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use vm_images::Cache;
 
-/// The target triple the guest binary is built for (no musl target is available here;
-/// glibc with `+crt-static` gives a static binary).
-pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// One program carried inside the runner.
+struct Embedded {
+    /// Its file name.
+    name: &'static str,
+    /// Its contents.
+    bytes: &'static [u8],
+    /// A hash of the contents computed by the build script, naming the entry.
+    key: &'static str,
+}
 
-/// Paths of the built programs.
+const DEVICE_EMU: Embedded = Embedded {
+    name: "device-emu",
+    bytes: include_bytes!(env!("BIGBAR_EMBEDDED_DEVICE_EMU")),
+    key: env!("BIGBAR_EMBEDDED_DEVICE_EMU_KEY"),
+};
+
+const GUEST_TESTS: Embedded = Embedded {
+    name: "guest-tests",
+    bytes: include_bytes!(env!("BIGBAR_EMBEDDED_GUEST_TESTS")),
+    key: env!("BIGBAR_EMBEDDED_GUEST_TESTS_KEY"),
+};
+
+/// Paths of the programs, ready to run.
 #[derive(Debug, Clone)]
 pub struct Artefacts {
     /// The vfio-user server for the host.
@@ -23,95 +41,50 @@ pub struct Artefacts {
     pub guest_tests: PathBuf,
 }
 
-/// Builds both programs in release mode and returns their paths.
-pub fn build(workspace: &Path) -> Result<Artefacts> {
-    let device_emu = cargo_build(workspace, "device-emu", "device-emu", &[], &[])?;
-    let guest_tests = build_guest(workspace)?;
+/// Writes both programs into `cache` (unless there already) and returns their paths.
+///
+/// Call it before the run starts threads that spawn children: a child forked
+/// while a program is being written would inherit the open file and make its
+/// exec fail with ETXTBSY. Later calls find the entries and write nothing.
+pub fn unpack(cache: &Cache) -> Result<Artefacts> {
     Ok(Artefacts {
-        device_emu,
-        guest_tests,
+        device_emu: unpack_one(cache, &DEVICE_EMU)?,
+        guest_tests: unpack_one(cache, &GUEST_TESTS)?,
     })
 }
 
-/// Builds only the static guest test binary.
-pub fn build_guest(workspace: &Path) -> Result<PathBuf> {
-    cargo_build(
-        workspace,
-        "guest-tests",
-        "guest-tests",
-        &["--target", GUEST_TARGET],
-        &[(
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            // Without debug info the binary is 2.4 MB instead of 13 MB: a smaller
-            // initramfs for the guest to unpack (0.35 s less under TCG); symbol
-            // names stay for backtraces.
-            "-C target-feature=+crt-static -C strip=debuginfo",
-        )],
-    )
+/// Writes only the static guest test binary into `cache`, and returns its path.
+pub fn guest(cache: &Cache) -> Result<PathBuf> {
+    unpack_one(cache, &GUEST_TESTS)
 }
 
-/// One line of cargo's JSON message stream; only artifact messages matter here.
-#[derive(Deserialize)]
-struct Message {
-    reason: String,
-    #[serde(default)]
-    target: Option<Target>,
-    #[serde(default)]
-    executable: Option<PathBuf>,
+/// The cache entry of one program, filled on first use.
+fn unpack_one(cache: &Cache, program: &Embedded) -> Result<PathBuf> {
+    let key = format!("{}-{}", program.name, program.key);
+    let entry = cache
+        .get_or_create(&["programs"], &key, |dir| {
+            let path = dir.join(program.name);
+            write_executable(&path, program.bytes).map_err(|source| vm_images::Error::Io {
+                action: "writing",
+                path,
+                source,
+            })
+        })
+        .with_context(|| format!("writing {} into the cache", program.name))?;
+    Ok(entry.join(program.name))
 }
 
-#[derive(Deserialize)]
-struct Target {
-    name: String,
-}
-
-/// Runs `cargo build --release -p PACKAGE` and returns the path of binary `bin`.
-fn cargo_build(
-    workspace: &Path,
-    package: &str,
-    bin: &str,
-    extra_args: &[&str],
-    envs: &[(&str, &str)],
-) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(workspace)
-        .args([
-            "build",
-            "--release",
-            "--message-format=json-render-diagnostics",
-        ])
-        .args(["-p", package, "--bin", bin])
-        .args(extra_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    // When the runner itself runs under `cargo test`/`cargo run`, cargo exports
-    // variables describing *that* build; they must not steer this one.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
-        cmd.env_remove(var);
-    }
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {} to build {package}", Path::new(&cargo).display()))?;
-    if !out.status.success() {
-        bail!("building {package} failed ({})", out.status);
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    find_executable(&stdout, bin)
-        .with_context(|| format!("cargo built {package} but reported no executable {bin}"))
-}
-
-/// Finds the executable of binary target `bin` in cargo's JSON messages.
-fn find_executable(messages: &str, bin: &str) -> Option<PathBuf> {
-    messages
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Message>(l).ok())
-        .filter(|m| m.reason == "compiler-artifact")
-        .filter(|m| m.target.as_ref().is_some_and(|t| t.name == bin))
-        .find_map(|m| m.executable)
+/// Writes `bytes` to a new file at `path` with mode 0755.
+fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o755)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 #[cfg(test)]
@@ -119,15 +92,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn executable_found_among_messages() {
-        let msgs = r#"{"reason":"compiler-artifact","target":{"name":"nix"},"executable":null}
-not json
-{"reason":"compiler-artifact","target":{"name":"guest-tests"},"executable":"/t/guest-tests"}
-{"reason":"build-finished","success":true}"#;
-        assert_eq!(
-            find_executable(msgs, "guest-tests"),
-            Some(PathBuf::from("/t/guest-tests"))
-        );
-        assert_eq!(find_executable(msgs, "device-emu"), None);
+    fn programs_are_unpacked_once_and_runnable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        let a = unpack(&cache).unwrap();
+        let b = unpack(&cache).unwrap();
+        assert_eq!(a.guest_tests, b.guest_tests);
+        assert_eq!(std::fs::read(&a.device_emu).unwrap(), DEVICE_EMU.bytes);
+        let out = std::process::Command::new(&a.guest_tests)
+            .arg("--list")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("fault_order.pud_aligned"));
+        let out = std::process::Command::new(&a.device_emu)
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("device-emu "));
     }
 }

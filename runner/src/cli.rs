@@ -39,7 +39,7 @@ expect; known failures and known crashes leave 0.
 
 /// Boot a Linux guest with bigbar's emulated large-BAR device and run the guest tests.
 #[derive(Parser, Debug)]
-#[command(version, after_help = EXIT_HELP, args_conflicts_with_subcommands = true)]
+#[command(name = "bigbar", version, after_help = EXIT_HELP, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to do; without a subcommand, boot and run the tests.
     #[command(subcommand)]
@@ -115,7 +115,9 @@ pub struct RunArgs {
     /// QEMU binary (>= 10.1 with vfio-user-pci); default: PATH, else Debian sid's build.
     #[arg(long)]
     pub qemu: Option<PathBuf>,
-    /// Output directory (default: a new directory under target/bigbar-runs).
+    /// Output directory [default: a new directory under target/bigbar-runs when
+    /// run inside the bigbar workspace, else under $XDG_STATE_HOME/bigbar/runs
+    /// or ~/.local/state/bigbar/runs].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Time limit in seconds for all boots of a run together (a run boots again
@@ -131,9 +133,10 @@ pub struct RunArgs {
     /// test fails and the rest run in a fresh guest. At least 10 (five beats).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(10..))]
     pub progress_timeout: u64,
-    /// Cache of fetched QEMU, kernels and packages (default target/bigbar-cache,
-    /// or $BIGBAR_CACHE).
-    #[arg(long)]
+    /// Cache of fetched QEMU, kernels and packages [default: target/bigbar-cache
+    /// when run inside the bigbar workspace, else $XDG_CACHE_HOME/bigbar or
+    /// ~/.cache/bigbar].
+    #[arg(long, env = vm_images::cache::CACHE_ENV)]
     pub cache: Option<PathBuf>,
     /// BAR layout of the emulated device (device-emu's --bars syntax), e.g.
     /// `1=64M:32:msix@2M,2=16G,4=1G`.

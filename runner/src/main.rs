@@ -12,13 +12,14 @@ mod device;
 mod export;
 mod html;
 mod junit;
+mod kernel_run;
 mod klog;
 mod ktap;
 mod layout;
-mod machine;
 mod matrix;
 mod parse;
 mod picture;
+mod places;
 mod process;
 mod progress;
 mod recovery;
@@ -73,21 +74,6 @@ fn main() -> ExitCode {
 #[error("{0}")]
 struct UsageError(String);
 
-/// The workspace root, for building and for the default cache and output dirs.
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("runner lives in a workspace")
-        .to_path_buf()
-}
-
-/// The cargo target directory the runner writes its defaults under.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
 /// Picks and creates the output directory.
 fn out_dir(args: &RunArgs) -> Result<PathBuf> {
     let dir = match &args.out {
@@ -97,8 +83,8 @@ fn out_dir(args: &RunArgs) -> Result<PathBuf> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            target_dir()
-                .join("bigbar-runs")
+            places::defaults()?
+                .runs
                 .join(format!("{stamp}-{}", std::process::id()))
         }
     };
@@ -116,7 +102,7 @@ fn run(args: &RunArgs) -> Result<u8> {
     }
     let kernels = args.cells();
     for cell in &kernels {
-        machine::kernel_spec(&cell.spec).map_err(|e| UsageError(format!("{e:#}")))?;
+        kernel_run::kernel_spec(&cell.spec).map_err(|e| UsageError(format!("{e:#}")))?;
     }
     // A baseline that cannot be read is refused before anything boots.
     let base = match &args.baseline {
@@ -124,8 +110,12 @@ fn run(args: &RunArgs) -> Result<u8> {
         None => None,
     };
     let out = out_dir(args)?;
+    // Before any thread that spawns children exists (see `artefacts::unpack`).
+    artefacts::unpack(&vm_images::Cache::new(places::cache(
+        args.cache.as_deref(),
+    )?))?;
     if args.shell {
-        return machine::shell(&workspace_root(), &plan(args, &kernels[0], layout));
+        return kernel_run::shell(&plan(args, &kernels[0], layout)?);
     }
     if args.repeat > 1 {
         return run_repeated(args, &kernels, &layout, &out, base.as_ref());
@@ -238,8 +228,8 @@ fn run_kernel(
         }
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let plan = plan(args, cell, layout.clone());
-    machine::boot_and_test(&workspace_root(), &plan, &dir)
+    let plan = plan(args, cell, layout.clone())?;
+    kernel_run::boot_and_test(&plan, &dir)
 }
 
 /// Judges every run of `results` against the baseline, prints what it found
@@ -393,13 +383,17 @@ fn compare_saved(args: &cli::CompareArgs) -> Result<u8> {
 }
 
 /// The plan of one kernel's run.
-fn plan(args: &RunArgs, cell: &cli::Cell, layout: protocol::layout::BarLayout) -> machine::Plan {
-    let cache = cache_dir(args);
+fn plan(
+    args: &RunArgs,
+    cell: &cli::Cell,
+    layout: protocol::layout::BarLayout,
+) -> Result<kernel_run::Plan> {
+    let cache = places::cache(args.cache.as_deref())?;
     let mut guest_args = args.guest_args();
     if cell.api != cli::VfioApi::Group {
         guest_args.extend(["--vfio-api".to_string(), cell.api.name().to_string()]);
     }
-    machine::Plan {
+    Ok(kernel_run::Plan {
         kernel_spec: cell.spec.clone(),
         vfio_api: cell.api,
         qemu: args.qemu.clone(),
@@ -420,15 +414,7 @@ fn plan(args: &RunArgs, cell: &cli::Cell, layout: protocol::layout::BarLayout) -
         gdb: args.gdb,
         reproducers: args.reproducers,
         suite: args.suite,
-    }
-}
-
-/// `--cache`, else `$BIGBAR_CACHE`, else `target/bigbar-cache`.
-fn cache_dir(args: &RunArgs) -> PathBuf {
-    args.cache
-        .clone()
-        .or_else(|| std::env::var_os("BIGBAR_CACHE").map(PathBuf::from))
-        .unwrap_or_else(|| target_dir().join("bigbar-cache"))
+    })
 }
 
 /// Prints and writes (`matrix.md`) the tests × kernels table; returns the exit
@@ -488,25 +474,25 @@ fn present(run: &Run) -> u8 {
 /// `--suite vfio-selftests` or `all`, the kernel's VFIO selftests of the first
 /// `--kernel`), narrowed to `--suite`.
 fn list_tests(args: &RunArgs) -> Result<u8> {
-    let bin = artefacts::build_guest(&workspace_root())?;
-    let cache = vm_images::Cache::new(cache_dir(args));
+    let cache = vm_images::Cache::new(places::cache(args.cache.as_deref())?);
+    let bin = artefacts::guest(&cache)?;
     let fetcher = vm_images::Fetcher::new(&cache);
     let mut kselftests = Vec::new();
     if args.reproducers {
-        kselftests.push(machine::build_reproducers(&workspace_root(), &fetcher)?);
+        kselftests.push(kernel_run::build_reproducers(&fetcher)?);
     }
     if args.suite.vfio_selftests() {
-        let spec = machine::kernel_spec(args.kernel.first().map_or("debian:sid", |k| k))?;
+        let spec = kernel_run::kernel_spec(args.kernel.first().map_or("debian:sid", |k| k))?;
         kselftests.push(suite::build_vfio_selftests(&fetcher, &spec)?);
     }
     let out = std::process::Command::new(&bin)
         .arg("--list")
-        .args(machine::host_kselftest_args(&kselftests))
+        .args(kernel_run::host_kselftest_args(&kselftests))
         .args(args.guest_args())
         .output()
         .with_context(|| format!("running {} --list", bin.display()))?;
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    for (name, rules) in machine::parse_listing(&String::from_utf8_lossy(&out.stdout)) {
+    for (name, rules) in kernel_run::parse_listing(&String::from_utf8_lossy(&out.stdout)) {
         if args.suite.includes(&name) {
             match rules.is_empty() {
                 true => println!("{name}"),
@@ -550,10 +536,10 @@ fn parse_saved(
 
 /// `runner export-kselftest`; with `kernel_runner`, the kernel's run script.
 fn export_kselftest(dir: &Path, kernel_runner: bool, args: &RunArgs) -> Result<u8> {
-    let bin = artefacts::build_guest(&workspace_root())?;
+    let cache = vm_images::Cache::new(places::cache(args.cache.as_deref())?);
+    let bin = artefacts::guest(&cache)?;
     export::export(&bin, dir)?;
     if kernel_runner {
-        let cache = vm_images::Cache::new(cache_dir(args));
         let fetcher = vm_images::Fetcher::new(&cache);
         let (package, version) = vm_images::kernel::source::resolve_version(&fetcher)?;
         let source = vm_images::kernel::source::obtain(&fetcher, &package, &version)?;

@@ -14,6 +14,21 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+/// Makes the child `cmd` starts receive SIGKILL when the runner dies, however
+/// it dies (`PR_SET_PDEATHSIG`): no QEMU or device-emu outlives a killed runner.
+/// The one place every child of the runner gets this.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // prctl, which is async-signal-safe; it touches no locks or allocations
+    // of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            Ok(())
+        });
+    }
+}
+
 /// A child process that a waiter thread reaps; the exit is sent as an event.
 #[derive(Debug)]
 pub struct Supervised {
@@ -33,15 +48,15 @@ impl Supervised {
         on_exit: impl FnOnce(ExitStatus) -> E + Send + 'static,
     ) -> Result<Self> {
         // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (setpgid, prctl); it touches no locks or
+        // setpgid, which is async-signal-safe; it touches no locks or
         // allocations of the parent.
         unsafe {
             cmd.pre_exec(|| {
                 nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 Ok(())
             });
         }
+        die_with_parent(cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;

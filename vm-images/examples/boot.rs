@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use vm_images::launch::{Accel, QemuArgs, SerialSink};
 use vm_images::{busybox, debian::Suite, initramfs, kernel, qemu, Cache, Fetcher, InitramfsSpec};
 
 fn main() -> Result<()> {
@@ -53,21 +54,20 @@ fn main() -> Result<()> {
     )?;
     let console = work.join("console.log");
     let ktap = work.join("ktap.log");
-    let mut append = String::from("console=ttyS0 panic=-1");
+    // The same builder as the runner's boots, with files for the serial ports
+    // and no device.
+    let args = QemuArgs {
+        iommu,
+        initramfs: Some(initrd.clone()),
+        ktap: Some(SerialSink::File(ktap.clone())),
+        ..QemuArgs::new(
+            Accel::Tcg,
+            k.boot_image(),
+            SerialSink::File(console.clone()),
+        )
+    };
     let mut cmd = q.command();
-    cmd.args([
-        "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1G",
-    ]);
-    cmd.args(["-nodefaults", "-display", "none", "-no-reboot"]);
-    if iommu {
-        cmd.args(["-device", "intel-iommu,caching-mode=on"]);
-        append.push_str(" intel_iommu=on");
-    }
-    cmd.arg("-kernel").arg(&k.image).arg("-initrd").arg(&initrd);
-    cmd.arg("-append").arg(&append);
-    cmd.arg("-serial")
-        .arg(format!("file:{}", console.display()));
-    cmd.arg("-serial").arg(format!("file:{}", ktap.display()));
+    cmd.args(args.args());
     println!("command: {cmd:?}");
     let t = Instant::now();
     let status = cmd.status()?;

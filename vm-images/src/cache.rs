@@ -72,11 +72,19 @@ impl Cache {
     }
 
     /// A cache rooted at `$BIGBAR_CACHE` if set and non-empty, else at `default_root`.
+    /// (The runner reads the variable through its `--cache` option instead.)
     pub fn from_env_or(default_root: impl Into<PathBuf>) -> Self {
         Self::new(choose_root(
             std::env::var_os(CACHE_ENV),
             default_root.into(),
         ))
+    }
+
+    /// A cache rooted at `$BIGBAR_CACHE`, if it is set and non-empty.
+    pub fn from_env() -> Option<Self> {
+        std::env::var_os(CACHE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(Self::new)
     }
 
     /// The root directory.

@@ -52,6 +52,7 @@ pub mod fetch;
 pub mod initramfs;
 pub mod kernel;
 pub mod kselftests;
+pub mod launch;
 pub mod manifest;
 pub mod qemu;
 

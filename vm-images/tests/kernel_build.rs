@@ -6,7 +6,6 @@
 //! They use `$BIGBAR_CACHE` when set (a warm cache makes them take seconds), else
 //! a fresh temporary cache.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use vm_images::kernel::build;
@@ -16,8 +15,8 @@ use vm_images::kernel::source;
 use vm_images::{kernel, Cache, Fetcher, KernelSpec};
 
 fn test_cache() -> (Cache, Option<tempfile::TempDir>) {
-    match std::env::var_os("BIGBAR_CACHE").filter(|v| !v.is_empty()) {
-        Some(dir) => (Cache::new(PathBuf::from(dir)), None),
+    match Cache::from_env() {
+        Some(cache) => (cache, None),
         None => {
             let tmp = tempfile::tempdir().unwrap();
             (Cache::new(tmp.path()), Some(tmp))

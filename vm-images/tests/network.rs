@@ -4,7 +4,6 @@
 //! `cargo test -p vm-images --test network -- --ignored`. They use `$BIGBAR_CACHE`
 //! when set (a warm cache makes them fast), else a fresh temporary cache.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use vm_images::debian::{keyring, Archive, Suite};
@@ -12,8 +11,8 @@ use vm_images::{busybox, kernel, qemu, Cache, Fetcher, KernelSpec, Refresh};
 
 /// The cache to use and the temporary directory keeping it alive, if any.
 fn test_cache() -> (Cache, Option<tempfile::TempDir>) {
-    match std::env::var_os("BIGBAR_CACHE").filter(|v| !v.is_empty()) {
-        Some(dir) => (Cache::new(PathBuf::from(dir)), None),
+    match Cache::from_env() {
+        Some(cache) => (cache, None),
         None => {
             let tmp = tempfile::tempdir().unwrap();
             (Cache::new(tmp.path()), Some(tmp))

@@ -24,7 +24,7 @@ pub struct DeviceSample {
 /// Starts `binary` with `bars`, reads its idle memory, then times `accesses`
 /// register reads and writes through a vfio-user client.
 pub fn measure(binary: &Path, bars: &str, accesses: u32) -> Result<DeviceSample> {
-    let dir = crate::machine::private_run_dir("bigbar-bench-")?;
+    let dir = crate::kernel_run::private_run_dir("bigbar-bench-")?;
     let socket = dir.path().join("device.sock");
     let (tx, _rx) = std::sync::mpsc::channel::<Event>();
     let dev = crate::device::start(binary, &socket, bars, &dir.path().join("device.log"), tx)?;

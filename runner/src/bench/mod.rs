@@ -49,9 +49,8 @@ pub struct BenchArgs {
     /// (default: a new directory under target/bigbar-bench).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Cache of the warm runs (default as for a run: target/bigbar-cache or
-    /// $BIGBAR_CACHE).
-    #[arg(long)]
+    /// Cache of the warm runs (default as for a run).
+    #[arg(long, env = vm_images::cache::CACHE_ENV)]
     pub cache: Option<PathBuf>,
     /// Replace the generated benchmark section of this README (between its
     /// `<!-- bench:start ... -->` and `<!-- bench:end -->` markers).
@@ -108,7 +107,7 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
         s.cold,
         s.out.display()
     );
-    let built = crate::artefacts::build(&crate::workspace_root())?;
+    let built = crate::artefacts::unpack(&vm_images::Cache::new(s.cache.clone()))?;
     let mut report = Report {
         date: now().format("%Y-%m-%d").to_string(),
         machine: machine(),
@@ -160,11 +159,7 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
 /// Applies the defaults of full and quick mode.
 fn settings(args: &BenchArgs) -> Result<(Settings, Vec<String>)> {
     let quick = args.quick;
-    let cache = args
-        .cache
-        .clone()
-        .or_else(|| std::env::var_os("BIGBAR_CACHE").map(PathBuf::from))
-        .unwrap_or_else(|| crate::target_dir().join("bigbar-cache"));
+    let cache = crate::places::cache(args.cache.as_deref())?;
     let mut problems = Vec::new();
     let kernels = if !args.kernel.is_empty() {
         args.kernel.clone()
@@ -186,7 +181,7 @@ fn settings(args: &BenchArgs) -> Result<(Settings, Vec<String>)> {
     };
     let out = match &args.out {
         Some(d) => d.clone(),
-        None => crate::target_dir().join("bigbar-bench").join(format!(
+        None => crate::places::defaults()?.bench.join(format!(
             "{}-{}",
             now().format("%Y%m%dT%H%M%S"),
             std::process::id()

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// A command running the runner binary under test.
 pub fn runner() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_runner"))
+    Command::new(env!("CARGO_BIN_EXE_bigbar"))
 }
 
 /// The `results.json` a run wrote into `dir`.

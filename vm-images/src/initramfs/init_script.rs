@@ -6,8 +6,9 @@ use crate::error::{Error, Result};
 pub const EXIT_LINE_PREFIX: &str = "bigbar-init: guest-tests exited with status ";
 /// Where the test binary goes in the initramfs.
 pub const GUEST_TESTS_PATH: &str = "/bin/guest-tests";
-/// The serial port the test output (KTAP) goes to; kernel messages stay on ttyS0.
-pub const KTAP_TTY: &str = "/dev/ttyS1";
+/// The serial port the test output (KTAP) goes to; kernel messages stay on the
+/// console (see [`crate::launch::SerialPort`]).
+pub const KTAP_TTY: &str = crate::launch::SerialPort::Ktap.device();
 
 /// The busybox applets the script calls as commands (shell builtins excluded).
 pub fn applets(shell: bool) -> Vec<&'static str> {

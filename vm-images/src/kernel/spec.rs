@@ -30,7 +30,7 @@ pub enum KernelSpec {
     /// the kernel on which every optional facility is missing, so that each test
     /// that needs one must skip with the reason.
     Minimal,
-    /// A kernel built locally (a bzImage or build tree); not supported yet.
+    /// A kernel built locally: a bzImage or a build tree (`.` from inside one).
     Path(PathBuf),
 }
 
@@ -62,7 +62,13 @@ impl FromStr for KernelSpec {
         if let Some(path) = s.strip_prefix("path:") {
             return Ok(Self::Path(path.into()));
         }
-        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
+        // `.` and `..` are how one names the kernel tree one stands in.
+        if s == "."
+            || s == ".."
+            || s.starts_with('/')
+            || s.starts_with("./")
+            || s.starts_with("../")
+        {
             return Ok(Self::Path(s.into()));
         }
         Err(invalid(
@@ -112,6 +118,8 @@ mod tests {
     #[case("fixed", "fixed")]
     #[case("minimal", "minimal")]
     #[case("/boot/vmlinuz", "path:/boot/vmlinuz")]
+    #[case(".", "path:.")]
+    #[case("..", "path:..")]
     #[case("path:build/arch/x86/boot/bzImage", "path:build/arch/x86/boot/bzImage")]
     fn parses_and_displays(#[case] text: &str, #[case] shown: &str) {
         assert_eq!(text.parse::<KernelSpec>().unwrap().to_string(), shown);

@@ -1,5 +1,7 @@
-//! One complete run: build, obtain QEMU and the kernel, assemble the initramfs,
-//! start the device, boot, and turn what happened into a [`Run`].
+//! The run of one kernel: unpack the programs, obtain QEMU and the kernel,
+//! assemble the initramfs, start the device, boot (again after a guest that
+//! died), and turn what happened into a [`Run`].
+//! The guest itself is [`session`]'s, its command line `vm_images::launch`'s.
 
 use crate::recovery::Recovery;
 use crate::report::{KernelInfo, Outcome, QemuInfo, Run};
@@ -118,12 +120,12 @@ struct Prepared {
 const MAX_BOOTS: usize = 8;
 
 /// Builds the programs and obtains QEMU, the kernel and busybox.
-fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
+fn prepare(plan: &Plan) -> Result<Prepared> {
     let cache = Cache::new(plan.cache.clone());
     let fetcher = Fetcher::new(&cache);
     let built = stages::run(
         "build",
-        |_| artefacts::build(root),
+        |_| artefacts::unpack(&cache),
         |_| "device-emu, guest-tests".into(),
     )?;
     let qemu = stages::run(
@@ -155,7 +157,7 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
     if plan.reproducers {
         kselftests.push(stages::run(
             "reproducers",
-            |_| build_reproducers(root, &fetcher),
+            |_| build_reproducers(&fetcher),
             |c| format!("{} against {}", c.programs.join(", "), c.source),
         )?);
     }
@@ -178,7 +180,7 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
                 &cache,
             )
         },
-        |c| format!("{} ({})", c.accel, c.reason),
+        |c| format!("{} ({})", c.accel.name(), c.reason),
     )?;
     Ok(Prepared {
         built,
@@ -191,9 +193,10 @@ fn prepare(root: &Path, plan: &Plan) -> Result<Prepared> {
     })
 }
 
-/// Compiles the workspace's kernel reproducers (`kernel/selftests/vfio`).
-pub fn build_reproducers(root: &Path, fetcher: &Fetcher<'_>) -> Result<Collection> {
-    let sources = root.join("kernel/selftests/vfio");
+/// Compiles the workspace's kernel reproducers (`kernel/selftests/vfio` of the
+/// source tree the runner was built from).
+pub fn build_reproducers(fetcher: &Fetcher<'_>) -> Result<Collection> {
+    let sources = crate::places::source_root().join("kernel/selftests/vfio");
     kselftests::build_reproducers(fetcher, &sources)
         .with_context(|| format!("building the reproducers of {}", sources.display()))
 }
@@ -237,9 +240,14 @@ pub fn private_run_dir(prefix: &str) -> Result<tempfile::TempDir> {
 }
 
 /// Parses `--kernel`; an existing path that is not written as one (`linux`,
-/// `build/`) is taken as a local kernel too.
+/// `build/`) is taken as a local kernel too. An existing path is made
+/// absolute, so that the stages name the image of `--kernel .` by its place.
 pub fn kernel_spec(spec: &str) -> Result<kernel::KernelSpec> {
     match spec.parse::<kernel::KernelSpec>() {
+        // A missing path is reported by the kernel stage, as before.
+        Ok(kernel::KernelSpec::Path(p)) => {
+            Ok(kernel::KernelSpec::Path(p.canonicalize().unwrap_or(p)))
+        }
         Ok(s) => Ok(s),
         Err(e) => {
             let p = Path::new(spec);
@@ -304,8 +312,8 @@ pub fn parse_listing(text: &str) -> Vec<(String, Vec<String>)> {
 ///
 /// When a guest dies before its tests finished (panic, hang), the test in flight
 /// is failed with the kernel's report and the remaining tests run in a fresh guest.
-pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>> {
-    let prep = prepare(root, plan)?;
+pub fn boot_and_test(plan: &Plan, out: &Path) -> Result<Option<Run>> {
+    let prep = prepare(plan)?;
     let run_dir = private_run_dir("bigbar-run-")?;
     if plan.dry_run {
         let cfg = guest_config(&prep, plan, run_dir.path(), 1);
@@ -369,7 +377,7 @@ pub fn boot_and_test(root: &Path, plan: &Plan, out: &Path) -> Result<Option<Run>
             version: prep.qemu.version.to_string(),
             path: prep.qemu.binary.display().to_string(),
         },
-        accel: prep.accel.accel.clone(),
+        accel: prep.accel.accel.name().to_string(),
         accel_reason: prep.accel.reason.clone(),
         bars: plan.layout.to_string(),
         outcome: record.outcome,
@@ -489,7 +497,7 @@ fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> Gu
         kernel: prep.kernel.boot_image().to_owned(),
         initramfs: run_dir.join(format!("initramfs-{boot}.cpio")),
         append,
-        accel: prep.accel.accel.clone(),
+        accel: prep.accel.accel,
         iommu: prep.iommu == IommuMode::Intel,
         pci_hole64: hole,
         phys_bits: phys_bits(hole),
@@ -592,8 +600,8 @@ fn one_boot(
 }
 
 /// `--shell`: boots into a shell on this terminal with the device bound.
-pub fn shell(root: &Path, plan: &Plan) -> Result<u8> {
-    let prep = prepare(root, plan)?;
+pub fn shell(plan: &Plan) -> Result<u8> {
+    let prep = prepare(plan)?;
     let run_dir = private_run_dir("bigbar-shell-")?;
     let cfg = guest_config(&prep, plan, run_dir.path(), 1);
     let mut spec = initramfs_spec(&prep, plan, &[]);
