@@ -117,7 +117,13 @@ pub fn build_vfio_selftests(fetcher: &Fetcher<'_>, spec: &KernelSpec) -> Result<
     let suite = TreeSuite::vfio();
     if let KernelSpec::Path(p) = spec {
         let tree = user_tree(p)?;
-        return kselftests::build_from_user_tree(fetcher, &suite, &tree, &series)
+        // Which patches a developer's tree took or left out is for them to
+        // see: the build's progress goes to stderr. No network is used.
+        let say = |m: &str| eprintln!("bigbar:   {m}");
+        let fetcher = Fetcher::new(fetcher.cache())
+            .refresh(fetcher.refresh_policy())
+            .progress(&say);
+        return kselftests::build_from_user_tree(&fetcher, &suite, &tree, &series)
             .context("building the kernel's VFIO selftests");
     }
     let (package, version) = source::resolve_version(fetcher)?;

@@ -30,7 +30,7 @@ pub enum KernelSpec {
     /// the kernel on which every optional facility is missing, so that each test
     /// that needs one must skip with the reason.
     Minimal,
-    /// A kernel built locally (a bzImage or build tree); not supported yet.
+    /// A kernel built locally (a bzImage or build tree).
     Path(PathBuf),
 }
 
