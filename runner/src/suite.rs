@@ -2,12 +2,14 @@
 //!
 //! The VFIO selftests are built from the source of the kernel under test,
 //! which bigbar knows for Debian sid's kernel and its own builds (`stock`,
-//! `reference`, `fixed` are built from the same Debian sid `linux-source`).
+//! `reference`, `fixed` are built from the same Debian sid `linux-source`),
+//! and for a local kernel given as its build directory (its own tree).
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use vm_images::kernel::patches::Series;
 use vm_images::kernel::{build, source, KernelSpec};
+use vm_images::kselftests::user_tree::{self, UserTree};
 use vm_images::kselftests::{self, Collection, TreeSuite, VFIO_COLLECTION};
 use vm_images::Fetcher;
 
@@ -78,7 +80,9 @@ pub fn memory_mib(suite: Suite, config: Option<&str>, requested: u32) -> u32 {
     }
 }
 
-/// Why bigbar has no source tree for `spec`'s selftests, if it has none.
+/// Why bigbar has no source tree for `spec`'s selftests, if it has none. A
+/// local kernel has one when it is a build directory (or its bzImage) whose
+/// source tree has the selftests.
 pub fn unsupported_kernel(spec: &KernelSpec) -> Option<String> {
     match spec {
         KernelSpec::Debian(suite) if *suite == source::source_suite() => None,
@@ -89,26 +93,43 @@ pub fn unsupported_kernel(spec: &KernelSpec) -> Option<String> {
              version's tree would not match the kernel)",
             suite
         )),
-        KernelSpec::Path(p) => Some(format!(
-            "--suite vfio-selftests: building the selftests from the tree of a local \
-             kernel ({}) is not supported yet",
-            p.display()
-        )),
+        KernelSpec::Path(p) => user_tree(p)
+            .err()
+            .map(|e| format!("--suite vfio-selftests: {e}")),
     }
 }
 
-/// Builds the kernel's VFIO selftests from the source of `spec` (Debian sid's
-/// linux-source) with the project's `kernel/patches/selftests` series applied.
+/// The source tree of the local kernel at `path`, holding the VFIO selftests.
+fn user_tree(path: &Path) -> vm_images::Result<UserTree> {
+    user_tree::locate(path, TreeSuite::vfio().subdir)
+}
+
+/// Builds the kernel's VFIO selftests from the source of `spec` with the
+/// project's `kernel/patches/selftests` series applied: Debian sid's
+/// linux-source (every patch must apply), or a local kernel's own tree (the
+/// patches that apply to it).
 pub fn build_vfio_selftests(fetcher: &Fetcher<'_>, spec: &KernelSpec) -> Result<Collection> {
     if let Some(why) = unsupported_kernel(spec) {
         bail!(why);
     }
+    let dir = build::selftests_patches();
+    let series = Series::read(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    let suite = TreeSuite::vfio();
+    if let KernelSpec::Path(p) = spec {
+        let tree = user_tree(p)?;
+        // Which patches a developer's tree took or left out is for them to
+        // see: the build's progress goes to stderr. No network is used.
+        let say = |m: &str| eprintln!("bigbar:   {m}");
+        let fetcher = Fetcher::new(fetcher.cache())
+            .refresh(fetcher.refresh_policy())
+            .progress(&say);
+        return kselftests::build_from_user_tree(&fetcher, &suite, &tree, &series)
+            .context("building the kernel's VFIO selftests");
+    }
     let (package, version) = source::resolve_version(fetcher)?;
     let tree =
         source::obtain(fetcher, &package, &version).context("obtaining the kernel source")?;
-    let dir = build::selftests_patches();
-    let series = Series::read(&dir).with_context(|| format!("reading {}", dir.display()))?;
-    kselftests::build_from_tree(fetcher, &TreeSuite::vfio(), &tree, &series)
+    kselftests::build_from_tree(fetcher, &suite, &tree, &series)
         .context("building the kernel's VFIO selftests")
 }
 
@@ -180,5 +201,25 @@ mod tests {
     fn kernels_with_a_known_tree(#[case] spec: &str, #[case] known: bool) {
         let spec: KernelSpec = spec.parse().unwrap();
         assert_eq!(unsupported_kernel(&spec).is_none(), known, "{spec:?}");
+    }
+
+    /// A local kernel: its `make O=` build directory leads to the tree; a bare
+    /// image is refused saying to pass the build directory.
+    #[test]
+    fn a_local_kernel_needs_its_build_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("linux");
+        std::fs::create_dir_all(src.join("tools/testing/selftests/vfio")).unwrap();
+        std::fs::write(src.join("Makefile"), "VERSION = 7\nPATCHLEVEL = 3\n").unwrap();
+        let build = t.path().join("build");
+        std::fs::create_dir_all(&build).unwrap();
+        std::os::unix::fs::symlink(&src, build.join("source")).unwrap();
+        assert_eq!(unsupported_kernel(&KernelSpec::Path(build)), None);
+
+        let image = t.path().join("vmlinuz");
+        std::fs::write(&image, b"image").unwrap();
+        let why = unsupported_kernel(&KernelSpec::Path(image)).unwrap();
+        assert!(why.starts_with("--suite vfio-selftests: "), "{why}");
+        assert!(why.contains("pass the kernel's build directory"), "{why}");
     }
 }

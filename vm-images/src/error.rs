@@ -276,6 +276,17 @@ pub enum Error {
         tail: String,
     },
 
+    /// A local kernel has no source tree to build its own selftests from.
+    #[error("cannot build {subdir} for the kernel {}: {reason}", kernel.display())]
+    NoSelftestsTree {
+        /// What `--kernel` named.
+        kernel: PathBuf,
+        /// The selftests directory wanted.
+        subdir: String,
+        /// What is missing, and what to give instead.
+        reason: String,
+    },
+
     /// The initramfs cannot be built from the given spec.
     #[error("initramfs: {0}")]
     Initramfs(String),

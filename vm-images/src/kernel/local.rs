@@ -18,7 +18,7 @@ use super::{ikconfig, Kernel, KernelSpec};
 use crate::error::{Error, IoContext, Result};
 
 /// Where a bzImage lies inside its build tree.
-const IMAGE_IN_TREE: &str = "arch/x86/boot/bzImage";
+pub(crate) const IMAGE_IN_TREE: &str = "arch/x86/boot/bzImage";
 
 /// Describes and checks the kernel at `path` (a bzImage or a build directory).
 pub fn obtain(spec: &KernelSpec, path: &Path) -> Result<Kernel> {

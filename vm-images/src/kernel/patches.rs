@@ -104,34 +104,16 @@ impl Series {
     pub fn apply(&self, tree: &Path, source: &str, progress: &dyn Fn(&str)) -> Result<()> {
         let program = require_tool("patch", "patch")?;
         for (i, patch) in self.patches.iter().enumerate() {
-            let name = patch.file_name().unwrap_or_default().to_string_lossy();
             progress(&format!(
-                "applying patch {}/{}: {name}",
+                "applying patch {}/{}: {}",
                 i + 1,
-                self.patches.len()
+                self.patches.len(),
+                file_name(patch)
             ));
-            let mut cmd = Command::new(&program);
-            cmd.args(["-p1", "--forward", "--batch", "--fuzz=0"])
-                .args(["--no-backup-if-mismatch", "--reject-file=-"])
-                .arg("-d")
-                .arg(tree)
-                .arg("-i")
-                .arg(patch)
-                .env("LC_ALL", "C");
+            let mut cmd = patch_command(&program, tree, patch, Mode::Apply);
             let output = run_unchecked(&mut cmd)?;
             if output.status.success() {
                 continue;
-            }
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let mut problems = problems(&text);
-            if problems.is_empty() {
-                problems.push(PatchProblem::Other {
-                    detail: format!("`{}` failed: {}", display(&cmd), text.trim()),
-                });
             }
             return Err(Error::PatchFailed {
                 patch: patch.clone(),
@@ -139,11 +121,149 @@ impl Series {
                 count: self.patches.len(),
                 source_version: source.to_owned(),
                 based_on: self.based_on.clone().unwrap_or_else(|| "unknown".into()),
-                problems,
+                problems: problems_of(&cmd, &output),
             });
         }
         Ok(())
     }
+
+    /// Applies each patch of the series that applies to `tree` (a tree the
+    /// series was not written for, e.g. a developer's newer or older kernel),
+    /// and goes on past the others: a patch whose reverse applies is already in
+    /// the tree; one that applies neither way is left out. Each patch is checked
+    /// with `--dry-run` first, so a patch that does not apply changes nothing.
+    /// `progress` gets one line per patch saying which it was.
+    pub fn apply_where_possible(
+        &self,
+        tree: &Path,
+        progress: &dyn Fn(&str),
+    ) -> Result<Vec<PatchOutcome>> {
+        let program = require_tool("patch", "patch")?;
+        let mut outcomes = Vec::new();
+        for (i, patch) in self.patches.iter().enumerate() {
+            let outcome = apply_one_if_possible(&program, tree, patch)?;
+            progress(&format!(
+                "patch {}/{} {}: {outcome}",
+                i + 1,
+                self.patches.len(),
+                file_name(patch)
+            ));
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// What [`Series::apply_where_possible`] did with one patch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatchOutcome {
+    /// The patch applied.
+    Applied,
+    /// The tree already has the change: the patch applies in reverse.
+    AlreadyApplied,
+    /// The patch applies neither way; left out.
+    DoesNotApply(Vec<PatchProblem>),
+}
+
+impl fmt::Display for PatchOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Applied => f.write_str("applied"),
+            Self::AlreadyApplied => {
+                f.write_str("already in the tree (it applies in reverse); skipped")
+            }
+            Self::DoesNotApply(problems) => {
+                let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "does not apply to this tree, building without it ({})",
+                    list.join("; ")
+                )
+            }
+        }
+    }
+}
+
+/// Applies `patch` when a dry run says it applies; else tells why not.
+fn apply_one_if_possible(program: &Path, tree: &Path, patch: &Path) -> Result<PatchOutcome> {
+    let mut check = patch_command(program, tree, patch, Mode::Check);
+    let forward = run_unchecked(&mut check)?;
+    if forward.status.success() {
+        let mut cmd = patch_command(program, tree, patch, Mode::Apply);
+        let output = run_unchecked(&mut cmd)?;
+        if !output.status.success() {
+            // The dry run said it applies: a failure now is not the tree's.
+            return Err(crate::command::failure(&cmd, &output));
+        }
+        return Ok(PatchOutcome::Applied);
+    }
+    let mut reverse = patch_command(program, tree, patch, Mode::CheckReverse);
+    if run_unchecked(&mut reverse)?.status.success() {
+        return Ok(PatchOutcome::AlreadyApplied);
+    }
+    Ok(PatchOutcome::DoesNotApply(problems_of(&check, &forward)))
+}
+
+/// How [`patch_command`] runs `patch`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Apply for real.
+    Apply,
+    /// Check that it would apply (`--dry-run`).
+    Check,
+    /// Check that it would apply in reverse, i.e. that the tree has it.
+    CheckReverse,
+}
+
+/// `patch -p1 --fuzz=0 -d <tree> -i <patch>` with no backup or reject files
+/// left in the tree. Forward, `--forward --batch` refuses a patch that looks
+/// applied already; in reverse, `--force` keeps patch from second-guessing the
+/// direction (`--batch` would flip a patch that "looks unreversed").
+fn patch_command(program: &Path, tree: &Path, patch: &Path, mode: Mode) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args([
+        "-p1",
+        "--fuzz=0",
+        "--no-backup-if-mismatch",
+        "--reject-file=-",
+    ]);
+    match mode {
+        Mode::Apply => cmd.args(["--forward", "--batch"]),
+        Mode::Check => cmd.args(["--forward", "--batch", "--dry-run"]),
+        Mode::CheckReverse => cmd.args(["--reverse", "--force", "--dry-run"]),
+    };
+    cmd.arg("-d")
+        .arg(tree)
+        .arg("-i")
+        .arg(patch)
+        .env("LC_ALL", "C");
+    cmd
+}
+
+/// The problems a failed `patch` run reported, or its whole output when none
+/// is recognised.
+fn problems_of(cmd: &Command, output: &std::process::Output) -> Vec<PatchProblem> {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut found = problems(&text);
+    if found.is_empty() {
+        found.push(PatchProblem::Other {
+            detail: format!("`{}` failed: {}", display(cmd), text.trim()),
+        });
+    }
+    found
+}
+
+/// A patch's file name, for progress lines.
+fn file_name(patch: &Path) -> String {
+    patch
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// One reason a patch did not apply, from GNU patch's messages.
@@ -201,7 +321,11 @@ pub fn problems(output: &str) -> Vec<PatchProblem> {
     // The file named by the diff header patch echoes before "can't find file".
     let mut header_file = String::new();
     for line in output.lines() {
-        if let Some(f) = line.strip_prefix("patching file ") {
+        // A dry run says "checking file" where a real one says "patching file".
+        let named = line
+            .strip_prefix("patching file ")
+            .or_else(|| line.strip_prefix("checking file "));
+        if let Some(f) = named {
             file = unquote(f);
         } else if let Some(f) = line
             .strip_prefix("|+++ ")
@@ -385,5 +509,81 @@ No file to patch.  Skipping patch.
             assert!(text.contains(part), "{part} not in: {text}");
         }
         assert!(!tree.join("mm/a.c.orig").exists() && !tree.join("mm/a.c.rej").exists());
+    }
+
+    /// A tree of one 40-line file, and a series of the patches `patches`
+    /// (name, text) in order.
+    fn tree_and_series(patches: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, Series) {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("src");
+        fs::create_dir_all(tree.join("mm")).unwrap();
+        let lines: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+        fs::write(tree.join("mm/a.c"), &lines).unwrap();
+        let dir = tmp.path().join("patches");
+        fs::create_dir_all(&dir).unwrap();
+        let mut series = String::new();
+        for (name, text) in patches {
+            fs::write(dir.join(name), text).unwrap();
+            series.push_str(&format!("{name}\n"));
+        }
+        fs::write(dir.join("series"), series).unwrap();
+        (tmp, tree, Series::read(&dir).unwrap())
+    }
+
+    const ADDS_AFTER_LINE_1: &str =
+        "--- a/mm/a.c\n+++ b/mm/a.c\n@@ -1,3 +1,4 @@\n line 1\n+added\n line 2\n line 3\n";
+    const CONFLICTS: &str =
+        "--- a/mm/a.c\n+++ b/mm/a.c\n@@ -29,3 +29,3 @@\n line 29\n-line XX\n+line YY\n line 31\n";
+    const RENAMES_LINE_20: &str =
+        "--- a/mm/a.c\n+++ b/mm/a.c\n@@ -19,3 +19,3 @@\n line 19\n-line 20\n+LINE 20\n line 21\n";
+
+    /// A developer's tree: one patch applies, one is already in it (applied
+    /// twice in the series), one conflicts; each is said, none stops the rest,
+    /// and the conflicting one leaves the tree untouched.
+    #[rstest::rstest]
+    #[case::applies(&[("1.patch", ADDS_AFTER_LINE_1)], vec![PatchOutcome::Applied])]
+    #[case::already_applied(
+        &[("1.patch", ADDS_AFTER_LINE_1), ("2.patch", ADDS_AFTER_LINE_1)],
+        vec![PatchOutcome::Applied, PatchOutcome::AlreadyApplied]
+    )]
+    #[case::conflicts_then_goes_on(
+        &[("1.patch", CONFLICTS), ("2.patch", RENAMES_LINE_20)],
+        vec![
+            PatchOutcome::DoesNotApply(vec![PatchProblem::HunkFailed {
+                file: "mm/a.c".into(), hunk: 1, line: 29
+            }]),
+            PatchOutcome::Applied,
+        ]
+    )]
+    fn a_developer_tree_gets_the_patches_that_apply(
+        #[case] patches: &[(&str, &str)],
+        #[case] want: Vec<PatchOutcome>,
+    ) {
+        let (_tmp, tree, series) = tree_and_series(patches);
+        let lines = std::cell::RefCell::new(Vec::new());
+        let got = series
+            .apply_where_possible(&tree, &|l| lines.borrow_mut().push(l.to_owned()))
+            .unwrap();
+        assert_eq!(got, want);
+        let lines = lines.into_inner();
+        assert_eq!(lines.len(), patches.len());
+        for (line, (name, _)) in lines.iter().zip(patches) {
+            assert!(line.contains(name), "{line}");
+        }
+        let text = fs::read_to_string(tree.join("mm/a.c")).unwrap();
+        assert!(text.contains("line 29\nline 30\n"), "{text}");
+        assert!(text.matches("added").count() <= 1, "applied twice: {text}");
+        let leftovers: Vec<_> = fs::read_dir(tree.join("mm")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no .orig or .rej files");
+    }
+
+    #[test]
+    fn outcomes_say_what_happened() {
+        assert_eq!(PatchOutcome::Applied.to_string(), "applied");
+        assert!(PatchOutcome::AlreadyApplied
+            .to_string()
+            .contains("already in the tree"));
+        let no = PatchOutcome::DoesNotApply(vec![PatchProblem::FileMissing { file: "x.c".into() }]);
+        assert!(no.to_string().contains("x.c: no such file"), "{no}");
     }
 }

@@ -25,7 +25,8 @@ use crate::fetch::Fetcher;
 use crate::kernel::source::{self, KernelSource};
 
 pub mod tree;
-pub use tree::{build_from_tree, TreeSuite, VFIO_COLLECTION};
+pub mod user_tree;
+pub use tree::{build_from_tree, build_from_user_tree, TreeSuite, VFIO_COLLECTION};
 
 /// Where external kselftest programs go in the initramfs.
 pub const GUEST_DIR: &str = "/lib/kselftests";

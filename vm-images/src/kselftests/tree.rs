@@ -29,6 +29,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fetch::Fetcher;
 use crate::kernel::patches::Series;
 use crate::kernel::source::KernelSource;
+use crate::kselftests::user_tree::{self, UserTree};
 
 /// The collection of the kernel's VFIO selftests; it names their results.
 pub const VFIO_COLLECTION: &str = "vfio-selftests";
@@ -81,37 +82,100 @@ impl TreeSuite {
     }
 }
 
-/// Builds `suite` from `kernel`'s tree with `series` applied to a copy of it;
-/// cached until the source, the series or the recipe change.
+/// Builds `suite` from `kernel`'s tree with `series` applied to a copy of it
+/// (every patch must apply); cached until the source, the series or the
+/// recipe change.
 pub fn build_from_tree(
     fetcher: &Fetcher<'_>,
     suite: &TreeSuite,
     kernel: &KernelSource,
     series: &Series,
 ) -> Result<Collection> {
-    let key = cache_key(suite, kernel, series)?;
+    let origin = Origin {
+        name: kernel.name(),
+        tree: &kernel.tree,
+        patches: Patches::Strict,
+    };
+    build(
+        fetcher,
+        suite,
+        &origin,
+        series,
+        cache_key(suite, kernel, series)?,
+    )
+}
+
+/// Builds `suite` from the tree of a kernel the user built, with the patches
+/// of `series` that apply to it (the series was written for another version:
+/// each patch that is already in the tree or does not apply is said and left
+/// out); cached until what the build reads from the tree, the series or the
+/// recipe change.
+pub fn build_from_user_tree(
+    fetcher: &Fetcher<'_>,
+    suite: &TreeSuite,
+    user: &UserTree,
+    series: &Series,
+) -> Result<Collection> {
+    let origin = Origin {
+        name: user.name(),
+        tree: &user.source,
+        patches: Patches::WherePossible,
+    };
+    build(
+        fetcher,
+        suite,
+        &origin,
+        series,
+        user_cache_key(suite, user, series)?,
+    )
+}
+
+/// How a series is applied to the copy of a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Patches {
+    /// Every patch must apply: the tree is the one the series was written for.
+    Strict,
+    /// The patches that apply do; the others are reported and skipped.
+    WherePossible,
+}
+
+/// The tree a build reads, and how messages name it.
+struct Origin<'a> {
+    name: String,
+    tree: &'a Path,
+    patches: Patches,
+}
+
+/// The cache entry `key` of `suite` from `origin`, built if missing.
+fn build(
+    fetcher: &Fetcher<'_>,
+    suite: &TreeSuite,
+    origin: &Origin<'_>,
+    series: &Series,
+    key: String,
+) -> Result<Collection> {
     let category = ["kselftests", suite.collection];
     let entry = fetcher.cache().get_or_create(&category, &key, |dir| {
         fetcher.report(&format!(
             "building {} from {} ({} with {} patches)",
             suite.collection,
-            kernel.name(),
+            origin.name,
             suite.subdir,
             series.patches.len()
         ));
-        fill(fetcher, suite, kernel, series, dir)
+        fill(fetcher, suite, origin, series, dir)
     })?;
     let dir = entry.join(suite.collection);
     Ok(Collection {
         name: suite.collection.to_owned(),
         programs: programs_in(&dir)?,
         dir,
-        source: kernel.name(),
+        source: origin.name.clone(),
     })
 }
 
-fn cache_key(suite: &TreeSuite, kernel: &KernelSource, series: &Series) -> Result<String> {
-    let mut h = KeyHasher::default();
+/// What every key holds: the recipe, the suite and the series.
+fn recipe_parts(h: &mut KeyHasher, suite: &TreeSuite, series: &Series) -> Result<()> {
     h.part(RECIPE.as_bytes());
     h.part(suite.subdir.as_bytes());
     h.part(suite.case_timeout.to_string().as_bytes());
@@ -122,33 +186,66 @@ fn cache_key(suite: &TreeSuite, kernel: &KernelSource, series: &Series) -> Resul
         h.part(name.as_bytes());
         h.part(&bytes);
     }
+    Ok(())
+}
+
+/// A Debian source never changes under its version: the version is the key.
+fn cache_key(suite: &TreeSuite, kernel: &KernelSource, series: &Series) -> Result<String> {
+    let mut h = KeyHasher::default();
+    recipe_parts(&mut h, suite, series)?;
     Ok(h.key(&key_from_version(&format!(
         "{}_{}",
         kernel.package, kernel.version
     ))))
 }
 
+/// A user's tree changes under one version: its content is the key
+/// ([`user_tree::content_key`]), the release only names the entry.
+fn user_cache_key(suite: &TreeSuite, user: &UserTree, series: &Series) -> Result<String> {
+    let mut h = KeyHasher::default();
+    recipe_parts(&mut h, suite, series)?;
+    h.part(b"user tree");
+    user_tree::content_key(&mut h, &user.source, suite.subdir)?;
+    let release: String = user
+        .release
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '+' | '_' => c,
+            _ => '_',
+        })
+        .collect();
+    Ok(h.key(&format!("local_{release}")))
+}
+
 /// Headers, copy, patches, build, install, listings; then only the programs stay.
 fn fill(
     fetcher: &Fetcher<'_>,
     suite: &TreeSuite,
-    kernel: &KernelSource,
+    origin: &Origin<'_>,
     series: &Series,
     dir: &Path,
 ) -> Result<()> {
     let make = require_tool("make", "make")?;
     require_tool("cc", "gcc")?;
     let obj = dir.join("obj");
-    // `make headers` with O= writes only below obj/ (the tree may be shared).
+    // `make headers` with O= writes only below obj/ (the tree may be shared,
+    // or the user's own): `headers` is not one of the targets that refuse a
+    // source tree built in place.
     run(Command::new(&make)
         .arg("-s")
         .arg("-C")
-        .arg(&kernel.tree)
+        .arg(origin.tree)
         .arg(format!("O={}", obj.display()))
         .arg("headers"))?;
     let src = dir.join("src");
-    mirror(&kernel.tree, &src, suite.subdir)?;
-    series.apply(&src, &kernel.name(), &|m| fetcher.report(m))?;
+    mirror(origin.tree, &src, suite.subdir)?;
+    let progress = |m: &str| fetcher.report(m);
+    match origin.patches {
+        Patches::Strict => series.apply(&src, &origin.name, &progress)?,
+        Patches::WherePossible => {
+            series.apply_where_possible(&src, &progress)?;
+        }
+    }
     let out = dir.join("out");
     fs::create_dir_all(&out).at("creating directory", &out)?;
     let mut cmd = make_command(&make, &src.join(suite.subdir), &out, &obj, suite);
@@ -157,7 +254,7 @@ fn fill(
         let text = String::from_utf8_lossy(&output.stderr);
         return Err(Error::KselftestBuild {
             collection: suite.collection.to_owned(),
-            source_version: kernel.name(),
+            source_version: origin.name.clone(),
             command: display(&cmd),
             status: output.status,
             tail: tail(&text, BUILD_TAIL_LINES),
