@@ -124,6 +124,10 @@ fn run(args: &RunArgs) -> Result<u8> {
     if args.shell {
         return machine::shell(&workspace_root(), &plan(args, &kernels[0], layout));
     }
+    if args.bare_boot {
+        let plan = plan(args, &kernels[0], layout);
+        return machine::bare_boot(&workspace_root(), &plan, &out);
+    }
     if args.repeat > 1 {
         return run_repeated(args, &kernels, &layout, &out, base.as_ref());
     }

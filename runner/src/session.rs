@@ -310,6 +310,10 @@ pub fn run(
     Ok(state.finish(outcome, guest_seconds))
 }
 
+/// Why a boot whose guest powered off cleanly without a KTAP stream is not a
+/// run; a bare boot (`--bare-boot`) ends so on purpose.
+pub const POWERED_OFF_UNTESTED: &str = "the guest powered off without running the tests";
+
 /// When the event loop gives up on a guest.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
@@ -480,7 +484,7 @@ impl LoopState {
             Some(s) => {
                 let log = std::fs::read_to_string(qemu_log).unwrap_or_default();
                 let why = if s.success() {
-                    "the guest powered off without running the tests".to_string()
+                    POWERED_OFF_UNTESTED.to_string()
                 } else {
                     format!("QEMU failed ({s})")
                 };
