@@ -185,6 +185,11 @@ pub struct RunArgs {
     /// binary at /bin/guest-tests) instead of running the tests.
     #[arg(long)]
     pub shell: bool,
+    /// Boot the first kernel with an init that powers off at once, on the same
+    /// machine and device as a run, and test nothing: the floor `runner bench`
+    /// compares a run with.
+    #[arg(long, hide = true, conflicts_with_all = ["shell", "dry_run", "gdb"])]
+    pub bare_boot: bool,
     /// Start QEMU's gdb stub on a socket in the run directory, boot with
     /// `nokaslr`, disable the time limits and print how to attach.
     #[arg(long)]

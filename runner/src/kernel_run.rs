@@ -599,6 +599,57 @@ fn one_boot(
     Ok(result)
 }
 
+/// The stage of a bare boot: QEMU's start to its exit.
+pub const BARE_BOOT_STAGE: &str = "bare boot";
+
+/// `--bare-boot`: the floor a run is measured against (`runner bench`). The
+/// same machine as a run's, device included, boots the same kernel with an
+/// init that powers off at once; exit status 0 when it did.
+pub fn bare_boot(root: &Path, plan: &Plan, out: &Path) -> Result<u8> {
+    let prep = prepare(root, plan)?;
+    let run_dir = private_run_dir("bigbar-bare-")?;
+    let cfg = guest_config(&prep, plan, run_dir.path(), 1);
+    initramfs::build_poweroff(&prep.busybox, &cfg.initramfs)
+        .context("building the bare-boot initramfs")?;
+    let (tx, rx, _route) = session::event_channel()?;
+    let dev = stages::run(
+        "device",
+        |_| {
+            let log = out.join(session::boot_file("device-emu", "log", 1));
+            let layout = plan.layout.to_string();
+            device::start(
+                &prep.built.device_emu,
+                &cfg.device_socket,
+                &layout,
+                &log,
+                tx.clone(),
+            )
+        },
+        |_| format!("bars {}", plan.layout),
+    )?;
+    let result = stages::run(
+        BARE_BOOT_STAGE,
+        |_| {
+            let events = (tx.clone(), &rx);
+            session::run(&cfg, prep.qemu.command(), out, run_dir.path(), events, 1)
+        },
+        |r| format!("QEMU ran {:.2} s", r.guest_seconds),
+    )?;
+    dev.stop();
+    match result.outcome {
+        Outcome::Infrastructure(why) if why.starts_with(session::POWERED_OFF_UNTESTED) => {
+            Ok(crate::cli::EXIT_OK)
+        }
+        other => {
+            eprintln!(
+                "bigbar: the bare boot did not power off cleanly: {other:?}\n{}",
+                result.console_tail
+            );
+            Ok(crate::cli::EXIT_NOT_TESTED)
+        }
+    }
+}
+
 /// `--shell`: boots into a shell on this terminal with the device bound.
 pub fn shell(plan: &Plan) -> Result<u8> {
     let prep = prepare(plan)?;

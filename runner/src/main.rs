@@ -117,6 +117,10 @@ fn run(args: &RunArgs) -> Result<u8> {
     if args.shell {
         return kernel_run::shell(&plan(args, &kernels[0], layout)?);
     }
+    if args.bare_boot {
+        let plan = plan(args, &kernels[0], layout);
+        return machine::bare_boot(&workspace_root(), &plan, &out);
+    }
     if args.repeat > 1 {
         return run_repeated(args, &kernels, &layout, &out, base.as_ref());
     }

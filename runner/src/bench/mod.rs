@@ -6,9 +6,11 @@
 //! progress lines give the stages ([`timeline`]) and `/proc` gives the memory of
 //! its QEMU and device-emu ([`memory`]). In-guest figures come from guest-tests'
 //! `bench.*` tests ([`guest`]); the device's own figures from a device-emu
-//! started here ([`devbench`]). Every figure is repeated and summarised as
+//! started here ([`devbench`]). Warm runs of debian:sid and stock are set
+//! against bare boots of the same kernels ([`bare`]). Every figure is repeated and summarised as
 //! median and range ([`stats`]), then written as JSON and Markdown ([`report`]).
 
+mod bare;
 mod child;
 mod devbench;
 mod guest;
@@ -115,8 +117,14 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
         ..Report::default()
     };
     for kernel in &s.kernels {
-        let figs = timed_runs(s, kernel, "warm", &s.tests, &[], &mut problems)?;
+        let figs = warm_runs(s, kernel, &mut problems)?;
         report.runs.push(figs);
+        // Right after the warm runs, so that both see the same load.
+        if bare::KERNELS.contains(&kernel.as_str()) {
+            let sel = Selection::new(bare::SELECTION, &[]);
+            let figs = timed_runs(s, kernel, bare::MODE, &sel, &["--bare-boot"], &mut problems)?;
+            report.runs.push(figs);
+        }
     }
     if s.cold > 0 {
         let figs = cold_runs(s, &mut problems)?;
@@ -130,7 +138,7 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
         &s.guest_tests,
         &[],
         &mut problems,
-        |dir| guest_ktap.push(read_ktap(dir)),
+        |dir, _| guest_ktap.push(read_ktap(dir)),
     )?;
     report.runs.push(guest_runs);
     let (faults, regs): (Vec<_>, Vec<_>) = guest_ktap.iter().map(|k| guest::parse(k)).unzip();
@@ -150,7 +158,9 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
     report.device = Some(device_figures(s, &built.device_emu, &big, &mut problems));
     report.runs.push(big);
     fill_machine(&mut report.machine, &s.out);
+    report.bare = bare::compare(&report.runs);
     report.targets = targets(&report);
+    report.targets.extend(bare::targets(&report.bare));
     report.problems = problems;
     write(&report, s, args.readme.as_deref())?;
     Ok(if report.problems.is_empty() { 0 } else { 1 })
@@ -252,10 +262,21 @@ fn timed_runs(
     extra: &[&str],
     problems: &mut Vec<String>,
 ) -> Result<RunFigures> {
-    timed_runs_with(s, kernel, mode, sel, extra, problems, |_| {})
+    timed_runs_with(s, kernel, mode, sel, extra, problems, |_, _| {})
 }
 
-/// `repeat` timed runs of `kernel`; `each` sees every run's output directory.
+/// `repeat` warm runs of `kernel`, with what they spent outside their tests.
+fn warm_runs(s: &Settings, kernel: &str, problems: &mut Vec<String>) -> Result<RunFigures> {
+    let mut reps = Vec::new();
+    let mut figs = timed_runs_with(s, kernel, "warm", &s.tests, &[], problems, |dir, f| {
+        reps.push((f.seconds, bare::tests_seconds(&read_ktap(dir))))
+    })?;
+    bare::add_outside(&mut figs, &reps);
+    Ok(figs)
+}
+
+/// `repeat` timed runs of `kernel`; `each` sees every run's output directory
+/// and how it ended.
 fn timed_runs_with(
     s: &Settings,
     kernel: &str,
@@ -263,7 +284,7 @@ fn timed_runs_with(
     sel: &Selection,
     extra: &[&str],
     problems: &mut Vec<String>,
-    mut each: impl FnMut(&Path),
+    mut each: impl FnMut(&Path, &child::Finished),
 ) -> Result<RunFigures> {
     let mut samples = Vec::new();
     for rep in 1..=s.repeat {
@@ -279,7 +300,7 @@ fn timed_runs_with(
         eprintln!("bigbar bench: {mode} run {rep}/{} of {kernel}", s.repeat);
         let finished = child::run_runner(&args, &dir)?;
         check_exit(kernel, mode, &finished, &dir, problems);
-        each(&dir);
+        each(&dir, &finished);
         samples.push((finished, release_of(&dir)));
     }
     Ok(run_figures(kernel, mode, sel.label, &samples))
@@ -380,6 +401,7 @@ fn run_figures(
     push("tests", "s", &|(s, _)| s.tests);
     push("shutdown", "s", &|(s, _)| s.shutdown);
     push("guest_init", "s", &|(s, _)| s.guest_init_timestamp);
+    push("bare_boot", "s", &|(s, _)| s.bare_boot);
     push("host_peak_mib", "MiB", &|(_, p)| mib(p.sum_rss_kib));
     push("qemu_hwm_mib", "MiB", &|(_, p)| mib(p.qemu_hwm_kib));
     push("device_hwm_mib", "MiB", &|(_, p)| mib(p.device_hwm_kib));

@@ -18,6 +18,9 @@ pub struct Report {
     pub guest: Option<GuestFigures>,
     /// device-emu measured on the host.
     pub device: Option<DeviceFigures>,
+    /// Runs outside their tests against bare boots of the same kernels.
+    #[serde(default)]
+    pub bare: Vec<BareComparison>,
     /// The issue's targets and how far the measurements are from them.
     pub targets: Vec<Target>,
     /// Measurements that could not be taken, and why.
@@ -132,6 +135,25 @@ pub struct DeviceFigures {
     pub reg_write_us: Option<Summary>,
     /// Register reads per second with one request in flight.
     pub reg_reads_per_s: Option<Summary>,
+}
+
+/// A kernel's warm runs outside their tests against its bare boots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BareComparison {
+    /// `--kernel` value.
+    pub kernel: String,
+    /// What the warm runs ran.
+    pub selection: String,
+    /// Wall time of a warm run, seconds.
+    pub run_total: Option<Summary>,
+    /// What its tests took by their own clocks in the guest, seconds.
+    pub tests_in_guest: Option<Summary>,
+    /// The wall time less the tests, seconds.
+    pub outside_tests: Option<Summary>,
+    /// QEMU's start to its exit with an init that only powers off, seconds.
+    pub bare_boot: Option<Summary>,
+    /// Median outside the tests over median bare boot.
+    pub ratio: Option<f64>,
 }
 
 /// One of the issue's targets.
@@ -263,6 +285,9 @@ pub fn markdown(r: &Report) -> String {
             cell(d.reg_reads_per_s.as_ref(), 0),
         ));
     }
+    if !r.bare.is_empty() {
+        s.push_str(bare_table(&r.bare).as_str());
+    }
     if !r.targets.is_empty() {
         s.push_str("\n| target | goal | measured | met |\n|---|---|---|---|\n");
         for t in &r.targets {
@@ -284,6 +309,30 @@ pub fn markdown(r: &Report) -> String {
         for p in &r.problems {
             s.push_str(&format!("- {p}\n"));
         }
+    }
+    s
+}
+
+/// The table of runs outside their tests against bare boots.
+fn bare_table(bare: &[BareComparison]) -> String {
+    let mut s = String::from(
+        "\nA warm run outside its tests (wall time less the tests' own times in the guest) \
+         against a bare boot of the same kernel (same machine and device, QEMU's start to \
+         its exit with an init that only powers off), measured in this bench run:\n\n\
+         | kernel | run | run wall | tests in guest | outside tests | bare boot | ratio |\n\
+         |---|---|---:|---:|---:|---:|---:|\n",
+    );
+    for c in bare {
+        s.push_str(&format!(
+            "| {} | warm ({}) | {} | {} | {} | {} | {} |\n",
+            c.kernel,
+            c.selection,
+            cell(c.run_total.as_ref(), 1),
+            cell(c.tests_in_guest.as_ref(), 1),
+            cell(c.outside_tests.as_ref(), 1),
+            cell(c.bare_boot.as_ref(), 2),
+            c.ratio.map_or("–".into(), |r| format!("{r:.2}×"))
+        ));
     }
     s
 }
@@ -368,6 +417,15 @@ mod tests {
                 idle_rss_mib: Some(summary(&[3.0, 3.5, 4.0])),
                 ..Default::default()
             }),
+            bare: vec![BareComparison {
+                kernel: "stock".into(),
+                selection: "catalogue".into(),
+                run_total: Some(summary(&[14.0])),
+                tests_in_guest: Some(summary(&[7.0])),
+                outside_tests: Some(summary(&[7.0])),
+                bare_boot: Some(summary(&[1.4])),
+                ratio: Some(5.0),
+            }],
             targets: vec![Target {
                 what: "warm catalogue".into(),
                 goal: "≤ 30 s".into(),
@@ -425,6 +483,10 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("- stock: not in the cache"), "{md}");
+        assert!(
+            md.contains("| stock | warm (catalogue) | 14.0 | 7.0 | 7.0 | 1.40 | 5.00× |"),
+            "{md}"
+        );
         // Every table row has as many cells as its header.
         let header = md.lines().find(|l| l.starts_with("| kernel |")).unwrap();
         let row = md

@@ -7,6 +7,7 @@
 //! the kernel's `Run /init` line ends the boot, init's exit line ends the tests,
 //! and the end of the `boot N and tests` stage ends the shutdown.
 
+use crate::machine::BARE_BOOT_STAGE;
 use serde::{Deserialize, Serialize};
 use vm_images::initramfs::EXIT_LINE_PREFIX;
 
@@ -45,6 +46,8 @@ pub struct Stages {
     pub tests: Option<f64>,
     /// From the test binary's exit to QEMU's exit being seen.
     pub shutdown: Option<f64>,
+    /// A bare boot's QEMU, from its start to its exit (`--bare-boot`).
+    pub bare_boot: Option<f64>,
     /// The kernel's own timestamp of `Run /init` (guest clock, first boot).
     pub guest_init_timestamp: Option<f64>,
     /// Number of guest boots (more than one when a guest died mid-run).
@@ -128,7 +131,7 @@ pub fn stages(lines: &[Stamped], total: f64) -> Stages {
                     add(&mut s.initramfs, at - from);
                 }
             }
-            if name.starts_with("boot ") {
+            if name.starts_with("boot ") || name == BARE_BOOT_STAGE {
                 s.boots += 1;
                 boot_start = Some(at);
                 init_at = None;
@@ -152,6 +155,12 @@ pub fn stages(lines: &[Stamped], total: f64) -> Stages {
                 accel_done = Some(at);
             }
             "device" => add(&mut s.device, took),
+            BARE_BOOT_STAGE => {
+                add(&mut s.bare_boot, took);
+                if let Some(t) = init_at {
+                    add(&mut s.shutdown, at - t);
+                }
+            }
             n if n.starts_with("boot ") => {
                 if let Some(t) = tests_end.or(init_at) {
                     add(&mut s.shutdown, at - t);
@@ -245,6 +254,28 @@ mod tests {
         assert_eq!(s.guest_init_timestamp, Some(1.0));
         assert_eq!(s.build, None);
         assert_eq!(s.fetch(), Some(1.0));
+    }
+
+    #[test]
+    fn a_bare_boot_is_timed_from_qemu_start_to_its_exit() {
+        let lines = stamped(&[
+            (1.0, "bigbar: accelerator done in 0.1 s: tcg (cached)"),
+            (1.1, "bigbar: device ..."),
+            (1.2, "bigbar: device done in 0.1 s: bars 2=16G"),
+            (1.2, "bigbar: bare boot ..."),
+            (2.7, "| [    1.0] Run /init as init process"),
+            (3.0, "bigbar: bare boot done in 1.8 s: QEMU ran 1.79 s"),
+        ]);
+        let s = stages(&lines, 3.1);
+        let near = |got: Option<f64>, want: f64| {
+            let g = got.unwrap();
+            assert!((g - want).abs() < 1e-9, "got {g}, want {want}");
+        };
+        near(s.bare_boot, 1.8);
+        near(s.boot_to_init, 1.5);
+        near(s.shutdown, 0.3);
+        assert_eq!(s.tests, None);
+        assert_eq!(s.guest_init_timestamp, Some(1.0));
     }
 
     #[test]

@@ -16,6 +16,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use vm_images::launch::SerialPort;
 
+/// Why a boot whose guest powered off cleanly without a KTAP stream is not a
+/// run; a bare boot (`--bare-boot`) ends so on purpose.
+pub const POWERED_OFF_UNTESTED: &str = "the guest powered off without running the tests";
+
 /// When the event loop gives up on a guest.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
@@ -186,7 +190,7 @@ impl LoopState {
             Some(s) => {
                 let log = std::fs::read_to_string(qemu_log).unwrap_or_default();
                 let why = if s.success() {
-                    "the guest powered off without running the tests".to_string()
+                    POWERED_OFF_UNTESTED.to_string()
                 } else {
                     format!("QEMU failed ({s})")
                 };

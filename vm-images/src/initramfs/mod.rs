@@ -42,6 +42,65 @@ const CONSOLE: (u32, u32) = (5, 1);
 pub fn build(spec: &InitramfsSpec, out: &Path) -> Result<()> {
     let module_paths = module_destinations(&spec.modules)?;
     let script = init_script::generate(&module_paths, &spec.test_args, spec.shell)?;
+    write_atomically(out, |archive| {
+        base(archive, &spec.busybox, spec.shell, out)?;
+        archive
+            .file(
+                GUEST_TESTS_PATH.trim_start_matches('/'),
+                0o755,
+                &read(&spec.guest_tests)?,
+            )
+            .at("writing", out)?;
+        add_kselftests(archive, &spec.kselftests)?;
+        for (src, dest) in spec.modules.iter().zip(&module_paths) {
+            archive
+                .file(dest.trim_start_matches('/'), 0o644, &read(src)?)
+                .at("writing", out)?;
+        }
+        archive
+            .file("init", 0o755, script.as_bytes())
+            .at("writing", out)
+    })
+}
+
+/// Writes the initramfs of a bare boot to `out`: busybox and an init that
+/// powers off at once ([`init_script::poweroff_only`]); no modules, no tests.
+pub fn build_poweroff(busybox: &Path, out: &Path) -> Result<()> {
+    let script = init_script::poweroff_only();
+    write_atomically(out, |archive| {
+        base(archive, busybox, false, out)?;
+        archive
+            .file("init", 0o755, script.as_bytes())
+            .at("writing", out)
+    })
+}
+
+/// What every image holds: the directories, `/dev/console`, busybox and the
+/// applets the init script calls.
+fn base<W: Write>(archive: &mut Archive<W>, busybox: &Path, shell: bool, out: &Path) -> Result<()> {
+    for d in DIRS {
+        archive.dir(d).at("writing", out)?;
+    }
+    archive
+        .char_device("dev/console", 0o600, CONSOLE)
+        .at("writing", out)?;
+    archive
+        .file("bin/busybox", 0o755, &read(busybox)?)
+        .at("writing", out)?;
+    for applet in init_script::applets(shell) {
+        archive
+            .symlink(&format!("bin/{applet}"), "busybox")
+            .at("writing", out)?;
+    }
+    Ok(())
+}
+
+/// Writes the archive `fill` adds to into a temporary file beside `out`, then
+/// renames it, so a reader never sees half an image.
+fn write_atomically(
+    out: &Path,
+    fill: impl FnOnce(&mut Archive<BufWriter<&fs::File>>) -> Result<()>,
+) -> Result<()> {
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -51,36 +110,7 @@ pub fn build(spec: &InitramfsSpec, out: &Path) -> Result<()> {
         .tempfile_in(dir)
         .at("creating temporary file in", dir)?;
     let mut archive = Archive::new(BufWriter::new(tmp.as_file()));
-    for d in DIRS {
-        archive.dir(d).at("writing", out)?;
-    }
-    archive
-        .char_device("dev/console", 0o600, CONSOLE)
-        .at("writing", out)?;
-    archive
-        .file("bin/busybox", 0o755, &read(&spec.busybox)?)
-        .at("writing", out)?;
-    for applet in init_script::applets(spec.shell) {
-        archive
-            .symlink(&format!("bin/{applet}"), "busybox")
-            .at("writing", out)?;
-    }
-    archive
-        .file(
-            GUEST_TESTS_PATH.trim_start_matches('/'),
-            0o755,
-            &read(&spec.guest_tests)?,
-        )
-        .at("writing", out)?;
-    add_kselftests(&mut archive, &spec.kselftests)?;
-    for (src, dest) in spec.modules.iter().zip(&module_paths) {
-        archive
-            .file(dest.trim_start_matches('/'), 0o644, &read(src)?)
-            .at("writing", out)?;
-    }
-    archive
-        .file("init", 0o755, script.as_bytes())
-        .at("writing", out)?;
+    fill(&mut archive)?;
     archive.finish().at("writing", out)?;
     crate::cache::set_readable(tmp.as_file(), tmp.path())?;
     tmp.persist(out).map_err(|e| e.error).at("replacing", out)?;
@@ -305,6 +335,22 @@ mod tests {
             .filter(|n| n.starts_with(".initramfs-"))
             .collect();
         assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn bare_boot_image_holds_busybox_and_an_init_that_powers_off() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec(tmp.path(), false);
+        let out = tmp.path().join("bare.cpio");
+        build_poweroff(&spec.busybox, &out).unwrap();
+        let e = read_back(&out);
+        assert_eq!(e["bin/busybox"], (0o100755, b"BUSYBOX".to_vec(), (0, 0)));
+        assert_eq!(e["bin/poweroff"].1, b"busybox");
+        assert_eq!(e["dev/console"], (0o020600, vec![], (5, 1)));
+        let init = String::from_utf8(e["init"].1.clone()).unwrap();
+        assert_eq!(init, init_script::poweroff_only());
+        assert!(!e.contains_key("bin/guest-tests"));
+        assert!(!e.keys().any(|k| k.starts_with("lib/modules/")), "{e:?}");
     }
 
     #[test]
