@@ -605,8 +605,8 @@ pub const BARE_BOOT_STAGE: &str = "bare boot";
 /// `--bare-boot`: the floor a run is measured against (`runner bench`). The
 /// same machine as a run's, device included, boots the same kernel with an
 /// init that powers off at once; exit status 0 when it did.
-pub fn bare_boot(root: &Path, plan: &Plan, out: &Path) -> Result<u8> {
-    let prep = prepare(root, plan)?;
+pub fn bare_boot(plan: &Plan, out: &Path) -> Result<u8> {
+    let prep = prepare(plan)?;
     let run_dir = private_run_dir("bigbar-bare-")?;
     let cfg = guest_config(&prep, plan, run_dir.path(), 1);
     initramfs::build_poweroff(&prep.busybox, &cfg.initramfs)

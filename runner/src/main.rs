@@ -118,8 +118,7 @@ fn run(args: &RunArgs) -> Result<u8> {
         return kernel_run::shell(&plan(args, &kernels[0], layout)?);
     }
     if args.bare_boot {
-        let plan = plan(args, &kernels[0], layout);
-        return machine::bare_boot(&workspace_root(), &plan, &out);
+        return kernel_run::bare_boot(&plan(args, &kernels[0], layout)?, &out);
     }
     if args.repeat > 1 {
         return run_repeated(args, &kernels, &layout, &out, base.as_ref());

@@ -7,7 +7,7 @@
 //! the kernel's `Run /init` line ends the boot, init's exit line ends the tests,
 //! and the end of the `boot N and tests` stage ends the shutdown.
 
-use crate::machine::BARE_BOOT_STAGE;
+use crate::kernel_run::BARE_BOOT_STAGE;
 use serde::{Deserialize, Serialize};
 use vm_images::initramfs::EXIT_LINE_PREFIX;
 

@@ -21,7 +21,7 @@ mod shell;
 mod signals;
 
 pub use args::{kernel_cmdline, qemu_args};
-pub use event_loop::TAIL_LINES;
+pub use event_loop::{POWERED_OFF_UNTESTED, TAIL_LINES};
 pub use shell::interactive;
 pub use signals::{event_channel, interrupted};
 
