@@ -55,7 +55,7 @@ struct Cli {
     /// How to open the device: `group` (/dev/vfio/<group> in the type1
     /// container) or `cdev` (/dev/vfio/devices/vfioN bound to /dev/iommu,
     /// attached to an IOAS; needs CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV).
-    #[arg(long, value_enum, default_value_t = guest_tests::vfio::VfioApi::Group)]
+    #[arg(long, default_value_t = guest_tests::vfio::VfioApi::Group)]
     vfio_api: guest_tests::vfio::VfioApi,
     /// Also offer the benchmarks (`bench.*`: fault cost per mapping order,
     /// register round trips); they are measurements, not checks, and never run

@@ -16,26 +16,7 @@ use iommufd_ioctls::{IommuFd, IommufdError, IommufdIoas};
 use nix::errno::Errno;
 use vfio_bindings::bindings::vfio as sys;
 
-/// How the device is opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum VfioApi {
-    /// `/dev/vfio/<group>` attached to the container `/dev/vfio/vfio`.
-    #[default]
-    Group,
-    /// `/dev/vfio/devices/vfioN` bound to `/dev/iommu` and attached to an IOAS
-    /// (CONFIG_IOMMUFD, CONFIG_VFIO_DEVICE_CDEV).
-    Cdev,
-}
-
-impl VfioApi {
-    /// The flag value (`group`, `cdev`).
-    pub fn name(self) -> &'static str {
-        match self {
-            VfioApi::Group => "group",
-            VfioApi::Cdev => "cdev",
-        }
-    }
-}
+pub use protocol::vfio_api::VfioApi;
 
 /// `VFIO_PCI_OFFSET_SHIFT`: vfio-pci places region `i` at file offset `i << 40`.
 pub const VFIO_PCI_OFFSET_SHIFT: u32 = 40;

@@ -5,10 +5,12 @@
 //! - [`layout`]: the BAR layout syntax of `--bars` (runner ↔ device);
 //! - [`ktap`]: the KTAP directives the guest writes and the runner reads;
 //! - [`kmsg`]: the kernel-log markers and the heartbeat around each test;
-//! - [`glob`]: the name patterns of `--filter` and of expectations files.
+//! - [`glob`]: the name patterns of `--filter` and of expectations files;
+//! - [`vfio_api`]: how the guest tests open the device (runner ↔ guest).
 
 pub mod glob;
 pub mod kmsg;
 pub mod ktap;
 pub mod layout;
 pub mod regs;
+pub mod vfio_api;

@@ -244,24 +244,7 @@ pub enum VfioApiChoice {
     Both,
 }
 
-/// The interface one run's guest opens the device through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VfioApi {
-    /// `/dev/vfio/<group>` and the container.
-    Group,
-    /// `/dev/vfio/devices/vfioN` and `/dev/iommu`.
-    Cdev,
-}
-
-impl VfioApi {
-    /// The guest's `--vfio-api` value, also recorded in results.json.
-    pub fn name(self) -> &'static str {
-        match self {
-            VfioApi::Group => "group",
-            VfioApi::Cdev => "cdev",
-        }
-    }
-}
+pub use protocol::vfio_api::VfioApi;
 
 impl VfioApiChoice {
     /// The interfaces each kernel runs with, in order.
