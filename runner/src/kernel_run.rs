@@ -7,7 +7,7 @@ use crate::recovery::Recovery;
 use crate::report::{KernelInfo, Outcome, QemuInfo, Run};
 use crate::session::{self, Event, GuestConfig, SessionResult};
 use crate::suite::{self, Suite as TestSuite};
-use crate::{accel, artefacts, device, stages};
+use crate::{accel, artefacts, device_emu, stages};
 use anyhow::{Context, Result};
 use protocol::layout::BarLayout;
 use std::path::{Path, PathBuf};
@@ -565,7 +565,7 @@ fn one_boot(
         "device",
         |_| {
             let log = out.join(session::boot_file("device-emu", "log", boot));
-            device::start(
+            device_emu::start(
                 &prep.built.device_emu,
                 &cfg.device_socket,
                 &plan.layout.to_string(),
@@ -617,7 +617,7 @@ pub fn bare_boot(plan: &Plan, out: &Path) -> Result<u8> {
         |_| {
             let log = out.join(session::boot_file("device-emu", "log", 1));
             let layout = plan.layout.to_string();
-            device::start(
+            device_emu::start(
                 &prep.built.device_emu,
                 &cfg.device_socket,
                 &layout,
@@ -664,7 +664,7 @@ pub fn shell(plan: &Plan) -> Result<u8> {
     let (tx, _rx, route) = session::event_channel()?;
     drop(route);
     let log = run_dir.path().join("device-emu.log");
-    let dev = device::start(
+    let dev = device_emu::start(
         &prep.built.device_emu,
         &cfg.device_socket,
         &plan.layout.to_string(),

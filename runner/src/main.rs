@@ -8,7 +8,7 @@ mod bench;
 mod cli;
 mod compare;
 mod console;
-mod device;
+mod device_emu;
 mod export;
 mod html;
 mod junit;

@@ -107,7 +107,7 @@ fn judge_boot(ktap_text: &str, console_text: &str) -> ParsedBoot {
         watcher.feed_line(line, during);
     }
     let outcome = judge(&ktap, &watcher);
-    let console_tail = crate::device::tail(console_text, session::TAIL_LINES);
+    let console_tail = crate::device_emu::tail(console_text, session::TAIL_LINES);
     ParsedBoot {
         ktap_seen: ktap.saw_version(),
         result: SessionResult {

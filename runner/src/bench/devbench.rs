@@ -27,7 +27,7 @@ pub fn measure(binary: &Path, bars: &str, accesses: u32) -> Result<DeviceSample>
     let dir = crate::kernel_run::private_run_dir("bigbar-bench-")?;
     let socket = dir.path().join("device.sock");
     let (tx, _rx) = std::sync::mpsc::channel::<Event>();
-    let dev = crate::device::start(binary, &socket, bars, &dir.path().join("device.log"), tx)?;
+    let dev = crate::device_emu::start(binary, &socket, bars, &dir.path().join("device.log"), tx)?;
     let idle = own_device_rss().context("reading device-emu's memory")?;
     let result = round_trips(&socket, accesses);
     dev.stop();

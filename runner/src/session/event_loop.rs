@@ -3,7 +3,7 @@
 
 use super::{Event, SessionResult};
 use crate::console::Watcher;
-use crate::device::tail;
+use crate::device_emu::tail;
 use crate::klog::Attributor;
 use crate::ktap::Parser;
 use crate::process::Supervised;
