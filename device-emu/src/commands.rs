@@ -14,14 +14,14 @@ pub use crate::regs::CommandArgs as Args;
 
 /// What a command leaves in the status and result registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Outcome {
+pub struct CommandOutcome {
     /// The new [`crate::regs::STATUS`].
     pub status: Status,
     /// The `Verify` result; `None` leaves the result registers as they were.
     pub verify: Option<VerifyOutcome>,
 }
 
-impl Outcome {
+impl CommandOutcome {
     fn status(status: Status) -> Self {
         Self {
             status,
@@ -33,28 +33,28 @@ impl Outcome {
 /// Runs the BAR command whose code was written to [`crate::regs::COMMAND`]
 /// (the register file hands `RaiseIrq` and `DmaCopy` to the device; here they
 /// are unknown codes).
-pub fn execute(code: u32, args: &Args, bars: &[BarMemory]) -> Outcome {
+pub fn execute(code: u32, args: &Args, bars: &[BarMemory]) -> CommandOutcome {
     let bar_command = Command::from_u32(code)
         .filter(|c| matches!(c, Command::Fill | Command::Verify | Command::Discard));
     let Some(command) = bar_command else {
         log::warn!("unknown command code {code}");
-        return Outcome::status(Status::BadCommand);
+        return CommandOutcome::status(Status::BadCommand);
     };
     let Some(bar) = bars.iter().find(|b| u32::from(b.index()) == args.bar) else {
         log::warn!("{command:?}: BAR {} is not a memory BAR", args.bar);
-        return Outcome::status(Status::BadBar);
+        return CommandOutcome::status(Status::BadBar);
     };
     if let Err(why) = check_range(command, args, bar.size()) {
         log::warn!("{command:?} on BAR {}: bad range {args:?}: {why}", args.bar);
-        return Outcome::status(Status::BadRange);
+        return CommandOutcome::status(Status::BadRange);
     }
     let result = match command {
         Command::Fill => bar
             .fill(args.offset, args.length, args.stride, args.seed)
-            .map(|()| Outcome::status(Status::Ok)),
+            .map(|()| CommandOutcome::status(Status::Ok)),
         Command::Verify => bar
             .verify(args.offset, args.length, args.stride, args.seed)
-            .map(|v| Outcome {
+            .map(|v| CommandOutcome {
                 status: if v.mismatches == 0 {
                     Status::Ok
                 } else {
@@ -64,13 +64,13 @@ pub fn execute(code: u32, args: &Args, bars: &[BarMemory]) -> Outcome {
             }),
         Command::Discard => bar
             .discard(args.offset, args.length)
-            .map(|()| Outcome::status(Status::Ok)),
+            .map(|()| CommandOutcome::status(Status::Ok)),
         Command::RaiseIrq | Command::DmaCopy => unreachable!("filtered out above"),
     };
     log::debug!("{command:?} {args:?}: {result:?}");
     result.unwrap_or_else(|e| {
         log::error!("{command:?} on BAR {} failed: {e}", args.bar);
-        Outcome::status(Status::HostError)
+        CommandOutcome::status(Status::HostError)
     })
 }
 

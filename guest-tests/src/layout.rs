@@ -10,7 +10,7 @@
 
 use protocol::ktap::layout::{EntrySize, Layout, LayoutRun};
 
-use crate::model::{Order, Placement, Plan, Run, PUD};
+use crate::model::{FaultPlan, FaultRun, Order, Placement, PUD};
 use crate::vfio::VFIO_PCI_OFFSET_SHIFT;
 
 /// Where a rule-keeping placement is drawn: any address congruent to the
@@ -29,7 +29,7 @@ pub fn entry_size(order: Order) -> EntrySize {
 /// Faults the model expects for touching each run of `plan`: one per entry,
 /// or, for a plan whose first fault maps the whole VMA (6.1's remap: fewer
 /// faults than entries), all of its faults on the first run.
-pub fn expected_per_run(plan: &Plan) -> Vec<u64> {
+pub fn expected_per_run(plan: &FaultPlan) -> Vec<u64> {
     let entries: u64 = plan.runs.iter().map(|r| r.count).sum();
     if plan.faults < entries {
         let mut out = vec![0; plan.runs.len()];
@@ -42,7 +42,7 @@ pub fn expected_per_run(plan: &Plan) -> Vec<u64> {
 }
 
 /// The addresses of `touches` (in address order) that fall inside `run`.
-pub fn touches_in(touches: &[u64], run: &Run) -> Vec<u64> {
+pub fn touches_in(touches: &[u64], run: &FaultRun) -> Vec<u64> {
     touches
         .iter()
         .copied()
@@ -62,7 +62,7 @@ fn blocks_hit(touches: &[u64], size: u64) -> u64 {
 /// `run`, which the model expects to cost `expected`: the run's own size when
 /// the count matches, else the only other size that the run's alignment
 /// allows and that costs exactly `counted`; `None` when none or several do.
-pub fn measured(run: &Run, touches: &[u64], expected: u64, counted: u64) -> Option<Order> {
+pub fn measured(run: &FaultRun, touches: &[u64], expected: u64, counted: u64) -> Option<Order> {
     if counted == expected {
         return Some(run.order);
     }
@@ -80,7 +80,7 @@ pub fn measured(run: &Run, touches: &[u64], expected: u64, counted: u64) -> Opti
 }
 
 /// The runs a placement keeping A1–A3 would get for the same BAR range.
-pub fn rule_runs(plan: &Plan) -> Vec<(EntrySize, u64)> {
+pub fn rule_runs(plan: &FaultPlan) -> Vec<(EntrySize, u64)> {
     let p = plan.placement;
     let ideal = Placement {
         start: RULE_BASE + p.phys(p.start) % PUD,
@@ -102,7 +102,7 @@ pub fn rule_runs(plan: &Plan) -> Vec<(EntrySize, u64)> {
 pub fn layout(
     what: &str,
     file_offset: u64,
-    plan: &Plan,
+    plan: &FaultPlan,
     touches: &[Vec<u64>],
     counted: &[u64],
 ) -> Layout {
@@ -139,8 +139,8 @@ mod tests {
 
     const HUGE: Behaviour = Behaviour::HugeFault(Orders::ALL_HUGE);
 
-    fn run(order: Order, count: u64) -> Run {
-        Run {
+    fn run(order: Order, count: u64) -> FaultRun {
+        FaultRun {
             start: 1 << 40,
             order,
             count,
@@ -148,7 +148,7 @@ mod tests {
     }
 
     /// Every page of `r`.
-    fn every_page(r: &Run) -> Vec<u64> {
+    fn every_page(r: &FaultRun) -> Vec<u64> {
         (0..r.count * r.order.size() / PAGE)
             .map(|i| r.start + i * PAGE)
             .collect()
@@ -165,13 +165,13 @@ mod tests {
     #[case(run(Order::Pud, 1), 512, Some(Order::Pmd))]
     // A mix fits no single size.
     #[case(run(Order::Pmd, 4), 7, None)]
-    fn counts_prove_a_size(#[case] r: Run, #[case] counted: u64, #[case] want: Option<Order>) {
+    fn counts_prove_a_size(#[case] r: FaultRun, #[case] counted: u64, #[case] want: Option<Order>) {
         assert_eq!(measured(&r, &every_page(&r), r.count, counted), want);
     }
 
     #[test]
     fn an_unaligned_run_cannot_be_huge() {
-        let r = Run {
+        let r = FaultRun {
             start: (1 << 40) + PAGE,
             order: Order::Pte,
             count: 1024,

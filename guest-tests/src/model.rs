@@ -167,7 +167,7 @@ pub enum ModelError {
 
 /// A run of consecutive entries of one order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Run {
+pub struct FaultRun {
     /// Virtual address of the first entry.
     pub start: u64,
     /// Order of every entry in the run.
@@ -176,7 +176,7 @@ pub struct Run {
     pub count: u64,
 }
 
-impl Run {
+impl FaultRun {
     /// Virtual address just past the run.
     pub fn end(&self) -> u64 {
         self.start + self.count * self.order.size()
@@ -185,16 +185,16 @@ impl Run {
 
 /// What touching every page of a fresh mapping installs and costs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Plan {
+pub struct FaultPlan {
     /// The entries installed, in address order, with equal neighbours merged.
-    pub runs: Vec<Run>,
+    pub runs: Vec<FaultRun>,
     /// Minor faults taken when every 4 KiB page is touched once.
     pub faults: u64,
     /// The placement it predicts for (what the layout diagnostics report).
     pub placement: Placement,
 }
 
-impl Plan {
+impl FaultPlan {
     /// Number of entries of `order`.
     pub fn count(&self, order: Order) -> u64 {
         self.runs
@@ -278,7 +278,7 @@ impl Plan {
     }
 }
 
-impl fmt::Display for Plan {
+impl fmt::Display for FaultPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -359,11 +359,11 @@ fn checked(a: u64, b: u64, what: &'static str) -> Result<u64, ModelError> {
 }
 
 /// Predicts the entries and faults for touching every 4 KiB page of `p` once.
-pub fn plan(p: &Placement, behaviour: Behaviour) -> Result<Plan, ModelError> {
+pub fn plan(p: &Placement, behaviour: Behaviour) -> Result<FaultPlan, ModelError> {
     p.validate()?;
     match behaviour {
-        Behaviour::RemapWholeVma => Ok(Plan {
-            runs: vec![Run {
+        Behaviour::RemapWholeVma => Ok(FaultPlan {
+            runs: vec![FaultRun {
                 start: p.start,
                 order: Order::Pte,
                 count: p.len / PAGE,
@@ -378,14 +378,14 @@ pub fn plan(p: &Placement, behaviour: Behaviour) -> Result<Plan, ModelError> {
 /// F1/F2: walk the VMA upwards; each touched address that is not yet mapped
 /// faults once and installs one entry. Walking in address order finds every
 /// block at its start, because a block F1 accepts is accepted for all its pages.
-fn huge_fault_plan(p: &Placement, orders: Orders) -> Plan {
-    let mut runs: Vec<Run> = Vec::new();
+fn huge_fault_plan(p: &Placement, orders: Orders) -> FaultPlan {
+    let mut runs: Vec<FaultRun> = Vec::new();
     let mut va = p.start;
     while va < p.end() {
         let order = p.order_for(va, orders);
         match runs.last_mut() {
             Some(run) if run.order == order && run.end() == va => run.count += 1,
-            _ => runs.push(Run {
+            _ => runs.push(FaultRun {
                 start: va,
                 order,
                 count: 1,
@@ -394,7 +394,7 @@ fn huge_fault_plan(p: &Placement, orders: Orders) -> Plan {
         va += order.size();
     }
     let faults = runs.iter().map(|r| r.count).sum();
-    Plan {
+    FaultPlan {
         runs,
         faults,
         placement: *p,

@@ -9,7 +9,7 @@
 //!   is a multiple of `B`; otherwise the entry is split (cleared) and the moved
 //!   range refaults at the orders F1 gives for the new VMA.
 
-use crate::model::{ModelError, Order, Plan};
+use crate::model::{FaultPlan, ModelError, Order};
 
 /// One installed page-table entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,7 +28,7 @@ impl Entry {
 }
 
 /// Every entry of `plan`, in address order.
-pub fn entries(plan: &Plan) -> Vec<Entry> {
+pub fn entries(plan: &FaultPlan) -> Vec<Entry> {
     plan.runs
         .iter()
         .flat_map(|r| {
@@ -79,7 +79,7 @@ pub fn move_splits_pud(installed: &[Entry], delta: i64) -> bool {
 /// in a range where nothing is installed (one fault). A fresh entry partly
 /// covered by present entries would fault at an order the model does not
 /// predict; that input is rejected.
-pub fn refaults(present: &[Entry], fresh: &[Plan]) -> Result<u64, ModelError> {
+pub fn refaults(present: &[Entry], fresh: &[FaultPlan]) -> Result<u64, ModelError> {
     let mut faults = 0;
     for e in fresh.iter().flat_map(entries) {
         let covered: u64 = present
@@ -109,7 +109,7 @@ mod tests {
     const BASE: u64 = 0xfc_0000_0000;
     const VA: u64 = 0x7f00_0000_0000;
 
-    fn planned(offset: u64, start: u64, len: u64) -> Plan {
+    fn planned(offset: u64, start: u64, len: u64) -> FaultPlan {
         plan(
             &Placement {
                 bar_base: BASE,
@@ -129,7 +129,7 @@ mod tests {
         let before = entries(&planned(0, VA, len));
         let cuts: Vec<u64> = cuts.iter().map(|c| VA + c).collect();
         let alive = after_split(&before, &cuts);
-        let fresh: Vec<Plan> = keep
+        let fresh: Vec<FaultPlan> = keep
             .iter()
             .map(|&(a, b)| planned(a, VA + a, b - a))
             .collect();

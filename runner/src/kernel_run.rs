@@ -20,7 +20,7 @@ use vm_images::{busybox, initramfs, kernel, qemu, Cache, Fetcher};
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct BootPlan {
     /// `--kernel`.
     pub kernel_spec: String,
     /// `--qemu`.
@@ -64,7 +64,7 @@ pub struct Plan {
     pub suite: TestSuite,
 }
 
-impl Plan {
+impl BootPlan {
     /// Whether time limits apply: `--gdb` and `--shell` sessions are a human's.
     fn limited(&self) -> bool {
         !(self.gdb || self.shell)
@@ -120,7 +120,7 @@ struct Prepared {
 const MAX_BOOTS: usize = 8;
 
 /// Builds the programs and obtains QEMU, the kernel and busybox.
-fn prepare(plan: &Plan) -> Result<Prepared> {
+fn prepare(plan: &BootPlan) -> Result<Prepared> {
     let cache = Cache::new(plan.cache.clone());
     let fetcher = Fetcher::new(&cache);
     let built = stages::run(
@@ -278,7 +278,7 @@ fn check_config(k: &kernel::Kernel) -> Result<IommuMode> {
 
 /// The guest tests `plan` selects, in run order, with the rule IDs each
 /// declares (the static guest binary lists them on the host).
-fn selected_tests(prep: &Prepared, plan: &Plan) -> Result<Vec<(String, Vec<String>)>> {
+fn selected_tests(prep: &Prepared, plan: &BootPlan) -> Result<Vec<(String, Vec<String>)>> {
     let out = std::process::Command::new(&prep.built.guest_tests)
         .arg("--list")
         .args(host_kselftest_args(&prep.kselftests))
@@ -312,7 +312,7 @@ pub fn parse_listing(text: &str) -> Vec<(String, Vec<String>)> {
 ///
 /// When a guest dies before its tests finished (panic, hang), the test in flight
 /// is failed with the kernel's report and the remaining tests run in a fresh guest.
-pub fn boot_and_test(plan: &Plan, out: &Path) -> Result<Option<Run>> {
+pub fn boot_and_test(plan: &BootPlan, out: &Path) -> Result<Option<Run>> {
     let prep = prepare(plan)?;
     let run_dir = private_run_dir("bigbar-run-")?;
     if plan.dry_run {
@@ -409,7 +409,7 @@ impl Boots<'_> {
     fn run_phase(
         &mut self,
         prep: &Prepared,
-        plan: &Plan,
+        plan: &BootPlan,
         out: &Path,
         phase: &[String],
         record: &mut Recovery,
@@ -471,7 +471,7 @@ impl Boots<'_> {
 }
 
 /// The guest configuration of boot number `boot`.
-fn guest_config(prep: &Prepared, plan: &Plan, run_dir: &Path, boot: usize) -> GuestConfig {
+fn guest_config(prep: &Prepared, plan: &BootPlan, run_dir: &Path, boot: usize) -> GuestConfig {
     let hole = pci_hole64(&plan.layout);
     let mut extra = plan.qemu_args.clone();
     let mut append = plan.append.clone();
@@ -548,7 +548,7 @@ struct BootAt<'a> {
 /// selected test when empty), its own device-emu, and the supervised guest.
 fn one_boot(
     prep: &Prepared,
-    plan: &Plan,
+    plan: &BootPlan,
     out: &Path,
     at: &BootAt<'_>,
     selection: &[String],
@@ -605,7 +605,7 @@ pub const BARE_BOOT_STAGE: &str = "bare boot";
 /// `--bare-boot`: the floor a run is measured against (`runner bench`). The
 /// same machine as a run's, device included, boots the same kernel with an
 /// init that powers off at once; exit status 0 when it did.
-pub fn bare_boot(plan: &Plan, out: &Path) -> Result<u8> {
+pub fn bare_boot(plan: &BootPlan, out: &Path) -> Result<u8> {
     let prep = prepare(plan)?;
     let run_dir = private_run_dir("bigbar-bare-")?;
     let cfg = guest_config(&prep, plan, run_dir.path(), 1);
@@ -651,7 +651,7 @@ pub fn bare_boot(plan: &Plan, out: &Path) -> Result<u8> {
 }
 
 /// `--shell`: boots into a shell on this terminal with the device bound.
-pub fn shell(plan: &Plan) -> Result<u8> {
+pub fn shell(plan: &BootPlan) -> Result<u8> {
     let prep = prepare(plan)?;
     let run_dir = private_run_dir("bigbar-shell-")?;
     let cfg = guest_config(&prep, plan, run_dir.path(), 1);
@@ -685,13 +685,13 @@ pub fn shell(plan: &Plan) -> Result<u8> {
 }
 
 /// Writes the initramfs; `only` (exact test names) narrows the selection.
-fn build_initramfs(prep: &Prepared, plan: &Plan, path: &Path, only: &[String]) -> Result<()> {
+fn build_initramfs(prep: &Prepared, plan: &BootPlan, path: &Path, only: &[String]) -> Result<()> {
     let spec = initramfs_spec(prep, plan, only);
     initramfs::build(&spec, path).context("building the initramfs")
 }
 
 /// The initramfs contents; `only` (exact test names) narrows the selection.
-fn initramfs_spec(prep: &Prepared, plan: &Plan, only: &[String]) -> initramfs::InitramfsSpec {
+fn initramfs_spec(prep: &Prepared, plan: &BootPlan, only: &[String]) -> initramfs::InitramfsSpec {
     let mut args = vec!["--bars".to_string(), plan.layout.to_string()];
     if !prep.kselftests.is_empty() {
         args.extend([

@@ -390,13 +390,13 @@ fn plan(
     args: &RunArgs,
     cell: &cli::Cell,
     layout: protocol::layout::BarLayout,
-) -> Result<kernel_run::Plan> {
+) -> Result<kernel_run::BootPlan> {
     let cache = places::cache(args.cache.as_deref())?;
     let mut guest_args = args.guest_args();
     if cell.api != cli::VfioApi::Group {
         guest_args.extend(["--vfio-api".to_string(), cell.api.name().to_string()]);
     }
-    Ok(kernel_run::Plan {
+    Ok(kernel_run::BootPlan {
         kernel_spec: cell.spec.clone(),
         vfio_api: cell.api,
         qemu: args.qemu.clone(),

@@ -8,7 +8,7 @@ use guest_tests::fixture::{Bar, Fixture};
 use guest_tests::isolate::diag;
 use guest_tests::layout;
 use guest_tests::mapping::Mapping;
-use guest_tests::model::{self, Behaviour, Placement, Plan, PAGE};
+use guest_tests::model::{self, Behaviour, FaultPlan, Placement, PAGE};
 use guest_tests::register_bar::{Args, Regs};
 use guest_tests::remap::{self, Entry};
 use guest_tests::stop::{OrSkip, Stop, TestResult};
@@ -111,7 +111,7 @@ pub fn placement(bar: &Bar, offset: u64, map: &Mapping) -> Placement {
 }
 
 /// The model's plan for `map`.
-pub fn plan_of(bar: &Bar, offset: u64, map: &Mapping, behaviour: Behaviour) -> Result<Plan> {
+pub fn plan_of(bar: &Bar, offset: u64, map: &Mapping, behaviour: Behaviour) -> Result<FaultPlan> {
     model::plan(&placement(bar, offset, map), behaviour).context("model")
 }
 
@@ -135,7 +135,7 @@ pub fn touch_range(map: &Mapping, from: u64, len: u64) -> Result<u64> {
 
 /// Minor faults for touching `plan`'s pattern (see `Plan::touch_pattern`) in
 /// `map`, which the plan describes.
-pub fn touch_plan(map: &Mapping, plan: &Plan) -> Result<u64> {
+pub fn touch_plan(map: &Mapping, plan: &FaultPlan) -> Result<u64> {
     let offsets: Vec<u64> = plan
         .touch_pattern()
         .into_iter()
@@ -173,7 +173,7 @@ fn touch_runs(map: &Mapping, touches: &[Vec<u64>]) -> Result<Vec<u64>> {
 /// each run got, which one total cannot.
 fn measure_layout(
     map: &Mapping,
-    plan: &Plan,
+    plan: &FaultPlan,
     touches: &[Vec<u64>],
     what: &str,
     placed: bool,
@@ -191,7 +191,7 @@ fn measure_layout(
 /// once, and returns the faults; writes its layout (see [`measure_layout`]).
 /// It lists one address per page, which suits the MiB-sized A3 areas it is
 /// made for; GiB mappings use [`expect_plan`]'s sparse pattern.
-pub fn touch_placed(map: &Mapping, plan: &Plan, what: &str) -> Result<u64> {
+pub fn touch_placed(map: &Mapping, plan: &FaultPlan, what: &str) -> Result<u64> {
     let touches: Vec<Vec<u64>> = plan
         .runs
         .iter()
@@ -206,7 +206,7 @@ pub fn touch_placed(map: &Mapping, plan: &Plan, what: &str) -> Result<u64> {
 
 /// Touches a fresh mapping's pattern twice: the first pass must cost what the
 /// model predicts, the second nothing. The first pass writes the layout.
-pub fn expect_plan(map: &Mapping, plan: &Plan, what: &str) -> Result<()> {
+pub fn expect_plan(map: &Mapping, plan: &FaultPlan, what: &str) -> Result<()> {
     let pattern = plan.touch_pattern();
     let touches: Vec<Vec<u64>> = plan
         .runs
@@ -237,7 +237,7 @@ pub fn expect_plan(map: &Mapping, plan: &Plan, what: &str) -> Result<()> {
 /// fails naming the entries that differ.
 pub fn expect_refaults(
     map: &Mapping,
-    fresh: &[Plan],
+    fresh: &[FaultPlan],
     present: &[Entry],
     what: &str,
 ) -> Result<u64> {
@@ -246,8 +246,8 @@ pub fn expect_refaults(
     let mut wrong = Vec::new();
     for plan in fresh {
         for e in remap::entries(plan) {
-            let one = Plan {
-                runs: vec![model::Run {
+            let one = FaultPlan {
+                runs: vec![model::FaultRun {
                     start: e.start,
                     order: e.order,
                     count: 1,
@@ -426,7 +426,7 @@ pub struct Mapped<'a> {
     /// How the kernel installs entries for it.
     pub behaviour: Behaviour,
     /// What the model predicted for it.
-    pub plan: Plan,
+    pub plan: FaultPlan,
 }
 
 impl<'a> Mapped<'a> {

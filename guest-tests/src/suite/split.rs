@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use anyhow::{Context, Result};
 use guest_tests::fixture::Fixture;
 use guest_tests::mapping::{reserve_congruent, unmap_range, Mapping};
-use guest_tests::model::{self, Placement, Plan, PAGE, PMD, PUD};
+use guest_tests::model::{self, FaultPlan, Placement, PAGE, PMD, PUD};
 use guest_tests::remap::{self, Entry};
 use guest_tests::stop::{Stop, TestResult};
 use guest_tests::{ensure, skip};
@@ -80,7 +80,7 @@ fn split(fx: &Fixture, need: u64, offset: u64, len: u64, cut: Cut) -> TestResult
         }
     };
     let survivors = remap::after_split(&remap::entries(&m.plan), &cuts);
-    let fresh: Vec<Plan> = parts
+    let fresh: Vec<FaultPlan> = parts
         .iter()
         .map(|&(a, b)| model::plan(&placement_part(&m, a, b), m.behaviour))
         .collect::<Result<_, _>>()?;
