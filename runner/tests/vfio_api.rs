@@ -56,5 +56,6 @@ fn a_kernel_without_iommufd_skips_the_cdev_run_naming_the_option() {
         assert_eq!(result, "skip", "{name}: {diag}");
         assert!(diag.contains("CONFIG_IOMMUFD"), "{name}: {diag}");
     }
-    assert_eq!(status.code(), Some(4), "all skipped: {run}");
+    // Skips fail nothing: the runner exits 0 (its 4 means a timeout).
+    assert_eq!(status.code(), Some(0), "all skipped: {run}");
 }
