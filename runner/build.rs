@@ -4,12 +4,13 @@
 //! Why embedded, and why here: an installed `bigbar` (`cargo install --path
 //! runner`) must work from any directory, with no cargo and no workspace at run
 //! time, and the guest binary needs its own RUSTFLAGS (`+crt-static`), which one
-//! cargo invocation cannot give one crate of a build and not the others. So this
-//! script runs a second cargo on the workspace, into a target directory of its
-//! own (sharing the outer one would deadlock on its lock), and the runner
-//! `include_bytes!`es the results (`src/artefacts.rs`), writing them into the
-//! cache when a run needs them. Every run, in the workspace or installed, then
-//! uses the same programs, built from the same sources as the runner itself.
+//! cargo invocation cannot give one crate of the runner's build and not the
+//! others. So this script runs a second cargo on the workspace, into a target
+//! directory of its own (sharing the outer one would deadlock on its lock), and
+//! the runner `include_bytes!`es the results (`src/artefacts.rs`), writing them
+//! into the cache when a run needs them. Every run, in the workspace or
+//! installed, then uses the same programs, built from the same sources as the
+//! runner itself.
 //! The alternatives were weaker: finding the programs at run time depends on
 //! where cargo put them, and building them at run time needs the workspace.
 
@@ -18,9 +19,9 @@ use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The target triple the guest binary is built for (no musl target is available
-/// here; glibc with `+crt-static` gives a static binary).
-const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The target triple both programs are built for (no musl target is available
+/// here; glibc with `+crt-static` gives static binaries).
+const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -53,36 +54,42 @@ fn main() {
         .expect("OUT_DIR is deep inside the target directory")
         .join("bigbar-embedded");
 
-    let device_emu = cargo_build(
-        workspace,
-        &nested,
-        &["-p", "device-emu", "--bin", "device-emu"],
-        // Without debug info the binary is 4 MB instead of 23 MB, which the
-        // runner carries; symbol names stay for backtraces.
-        &[("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")],
-    )
-    .join("release/device-emu");
-    let guest_tests = cargo_build(
+    // One cargo invocation for both programs, so that the dependencies they
+    // share (protocol, nix, libc, clap, serde, ...) compile once: the guest
+    // binary's static flags apply to the device too, which is harmless for a
+    // host program that needs no NSS and makes it run on any glibc. Debug info
+    // is off (symbol names stay for backtraces): it is most of the build's
+    // codegen and of the binaries' size (4 MB instead of 23 MB for the device,
+    // 2.4 MB instead of 13 MB for the guest binary the initramfs unpacks, 0.35 s
+    // less under TCG), and the runner carries both. Measured on 2 cores: 53 s
+    // for this build against 72 s for two builds with debug info.
+    let built = cargo_build(
         workspace,
         &nested,
         &[
+            "-p",
+            "device-emu",
+            "--bin",
+            "device-emu",
             "-p",
             "guest-tests",
             "--bin",
             "guest-tests",
             "--target",
-            GUEST_TARGET,
+            TARGET,
         ],
-        &[(
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            // Without debug info the binary is 2.4 MB instead of 13 MB: a smaller
-            // initramfs for the guest to unpack (0.35 s less under TCG); symbol
-            // names stay for backtraces.
-            "-C target-feature=+crt-static -C strip=debuginfo",
-        )],
+        &[
+            ("CARGO_PROFILE_RELEASE_DEBUG", "0"),
+            (
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static -C strip=debuginfo",
+            ),
+        ],
     )
-    .join(GUEST_TARGET)
-    .join("release/guest-tests");
+    .join(TARGET)
+    .join("release");
+    let device_emu = built.join("device-emu");
+    let guest_tests = built.join("guest-tests");
 
     for (name, path) in [("DEVICE_EMU", &device_emu), ("GUEST_TESTS", &guest_tests)] {
         println!("cargo:rustc-env=BIGBAR_EMBEDDED_{name}={}", path.display());

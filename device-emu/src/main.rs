@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -41,12 +42,31 @@ struct Args {
     ready_fd: Option<RawFd>,
 }
 
+/// Logs to stderr, each line stamped with the seconds since the device started
+/// (the runner keeps this log beside the guest's console, whose kernel clock
+/// also counts from its start). A clock of its own rather than env_logger's
+/// wall-clock stamps, whose `humantime` feature alone would double the
+/// embedded build's dependencies.
+fn init_logging(filters: &str) {
+    let start = Instant::now();
+    env_logger::Builder::new()
+        .parse_filters(filters)
+        .format(move |out, record| {
+            writeln!(
+                out,
+                "[{:10.3} {:5} {}] {}",
+                start.elapsed().as_secs_f64(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
+        .init();
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
-    env_logger::Builder::new()
-        .parse_filters(&args.log_level)
-        .format_timestamp_millis()
-        .init();
+    init_logging(&args.log_level);
     let ready = args.ready_fd.map(take_ready_fd).transpose()?;
 
     // Install the handler before the socket exists, so that no signal can
