@@ -78,3 +78,51 @@ fn quick_bench_measures_everything() {
     assert!(new_readme.contains(md.trim_end()) && !new_readme.contains("old"));
     assert!(Path::new(&out.path().join("runs")).is_dir());
 }
+
+/// The two whole-run figures the quick bench leaves out: a matrix of two
+/// kernels in one run, and a new user's first `cargo run -p runner` in a fresh
+/// clone (compile, downloads and KVM probe included).
+#[test]
+fn matrix_and_cold_clone_runs_are_measured() {
+    let out = tempfile::tempdir().unwrap();
+    let status = runner()
+        .args(["bench", "--quick", "--cold", "1", "--out"])
+        .arg(out.path())
+        .args(["--kernel", "debian:sid", "--kernel", "debian:trixie"])
+        .status()
+        .unwrap();
+    let json = std::fs::read_to_string(out.path().join("bench.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status.code(), Some(0), "problems: {}", report["problems"]);
+    let runs = report["runs"].as_array().unwrap();
+    let mode = |m: &str| {
+        runs.iter()
+            .find(|r| r["mode"] == m)
+            .unwrap_or_else(|| panic!("no {m} run: {json}"))
+    };
+    let matrix = mode("matrix");
+    assert_eq!(matrix["kernel"], "2 kernels", "{matrix}");
+    let warm_sum: f64 = runs
+        .iter()
+        .filter(|r| r["mode"] == "warm")
+        .map(|r| figure(r, "total").unwrap())
+        .sum();
+    assert!(figure(matrix, "total").unwrap() > 0.0, "{matrix}");
+    let cold = mode("cold clone");
+    // The clone compiles the whole workspace before its first progress line,
+    // then fetches QEMU, the kernel and busybox into its empty cache.
+    let build = figure(cold, "build").unwrap();
+    let fetch = figure(cold, "fetch").unwrap();
+    assert!(build > 10.0 && fetch > 1.0, "{cold}");
+    assert!(figure(cold, "total").unwrap() > build + fetch, "{cold}");
+    assert!(figure(cold, "tests").unwrap() > 0.0, "{cold}");
+    let goals = report["targets"].as_array().unwrap();
+    for what in ["warm matrix", "cold first"] {
+        let goal = goals
+            .iter()
+            .find(|t| t["what"].as_str().unwrap().contains(what))
+            .unwrap_or_else(|| panic!("no {what} goal: {json}"));
+        assert!(goal["measured"].is_string(), "{goal}");
+    }
+    assert!(warm_sum > 0.0, "{json}");
+}

@@ -80,7 +80,7 @@ pub fn compare(runs: &[RunFigures]) -> Vec<BareComparison> {
         |kernel: &str, mode: &str| runs.iter().find(|r| r.kernel == kernel && r.mode == mode);
     let mut out = Vec::new();
     for bare in runs.iter().filter(|r| r.mode == MODE) {
-        let Some(warm) = find(&bare.kernel, "warm") else {
+        let Some(warm) = find(&bare.kernel, super::WARM) else {
             continue;
         };
         let outside = warm.figure("outside_tests").copied();

@@ -31,9 +31,15 @@ pub struct Finished {
 /// Runs the runner binary with `args` (plus `-v` and `--out out`), saving its
 /// stderr to `out/runner.log`.
 pub fn run_runner(args: &[String], out: &Path) -> Result<Finished> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let exe = std::env::current_exe().context("finding the runner's own binary")?;
-    let mut cmd = Command::new(&exe);
+    run(Command::new(exe), args, out)
+}
+
+/// Runs `cmd` (the runner, or a command that ends up running it) with the
+/// runner's `args` plus `-v` and `--out out`, saving its stderr to
+/// `out/runner.log`.
+pub fn run(mut cmd: Command, args: &[String], out: &Path) -> Result<Finished> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     cmd.args(args)
         .arg("-v")
         .arg("--out")
@@ -44,9 +50,7 @@ pub fn run_runner(args: &[String], out: &Path) -> Result<Finished> {
     let mut log = File::create(out.join("runner.log"))
         .with_context(|| format!("creating {}", out.join("runner.log").display()))?;
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {} {}", exe.display(), args.join(" ")))?;
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
     let pid = child.id();
     let stderr = child.stderr.take().context("the runner's stderr")?;
     let (stop_tx, stop_rx) = channel::<()>();

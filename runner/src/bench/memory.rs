@@ -122,10 +122,23 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-/// Samples the QEMU and device-emu children of `pid` into `peak`.
+/// Every process below `pid`: the runner's QEMU and device-emu are its
+/// children, or its grandchildren when the runner itself runs under `cargo run`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = children(pid);
+    let mut next = 0;
+    while next < out.len() {
+        let below = children(out[next]);
+        out.extend(below);
+        next += 1;
+    }
+    out
+}
+
+/// Samples the QEMU and device-emu processes below `pid` into `peak`.
 pub fn sample_children(pid: u32, peak: &mut Peak) {
     let mut seen = Vec::new();
-    for child in children(pid) {
+    for child in descendants(pid) {
         let Ok(cmdline) = std::fs::read(format!("/proc/{child}/cmdline")) else {
             continue;
         };

@@ -12,16 +12,18 @@
 
 mod bare;
 mod child;
+mod cold;
 mod devbench;
 mod guest;
 mod memory;
 pub mod report;
 pub mod stats;
+mod targets;
 mod timeline;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use report::{DeviceFigures, Figure, Machine, Report, RunFigures, Target};
+use report::{DeviceFigures, Figure, Machine, Report, RunFigures};
 use stats::Summary;
 use std::path::{Path, PathBuf};
 use vm_images::kernel::build::Recipe;
@@ -43,8 +45,9 @@ pub struct BenchArgs {
     /// quick: debian:sid].
     #[arg(long)]
     pub kernel: Vec<String>,
-    /// Cold runs of debian:sid with an empty cache (each downloads about 60 MB)
-    /// [default: 2; quick: 0].
+    /// Cold first runs: `cargo run -p runner` on debian:sid in a fresh clone of
+    /// this workspace with an empty target directory and cache (each compiles
+    /// everything and downloads about 60 MB) [default: 2; quick: 0].
     #[arg(long, value_name = "N")]
     pub cold: Option<usize>,
     /// Output directory for bench.json, bench.md and every run's files
@@ -60,6 +63,12 @@ pub struct BenchArgs {
     pub readme: Option<PathBuf>,
 }
 
+/// The mode of single-kernel runs with a warm cache.
+const WARM: &str = "warm";
+/// The mode of whole-matrix runs.
+const MATRIX: &str = "matrix";
+/// The mode of cold first runs.
+const COLD: &str = "cold clone";
 /// The kernel the in-guest and device figures are taken on.
 const GUEST_KERNEL: &str = "debian:sid";
 /// 512 GiB of BARs: the default device with its 16 GiB BAR grown.
@@ -126,9 +135,14 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
             report.runs.push(figs);
         }
     }
-    if s.cold > 0 {
-        let figs = cold_runs(s, &mut problems)?;
+    if s.kernels.len() > 1 {
+        let figs = matrix_runs(s, &mut problems)?;
         report.runs.push(figs);
+    }
+    if s.cold > 0 {
+        if let Some(figs) = cold_runs(s, &mut problems)? {
+            report.runs.push(figs);
+        }
     }
     let mut guest_ktap = Vec::new();
     let guest_runs = timed_runs_with(
@@ -159,7 +173,7 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
     report.runs.push(big);
     fill_machine(&mut report.machine, &s.out);
     report.bare = bare::compare(&report.runs);
-    report.targets = targets(&report);
+    report.targets = targets::all(&report, GUEST_KERNEL);
     report.targets.extend(bare::targets(&report.bare));
     report.problems = problems;
     write(&report, s, args.readme.as_deref())?;
@@ -268,7 +282,7 @@ fn timed_runs(
 /// `repeat` warm runs of `kernel`, with what they spent outside their tests.
 fn warm_runs(s: &Settings, kernel: &str, problems: &mut Vec<String>) -> Result<RunFigures> {
     let mut reps = Vec::new();
-    let mut figs = timed_runs_with(s, kernel, "warm", &s.tests, &[], problems, |dir, f| {
+    let mut figs = timed_runs_with(s, kernel, WARM, &s.tests, &[], problems, |dir, f| {
         reps.push((f.seconds, bare::tests_seconds(&read_ktap(dir))))
     })?;
     bare::add_outside(&mut figs, &reps);
@@ -306,24 +320,60 @@ fn timed_runs_with(
     Ok(run_figures(kernel, mode, sel.label, &samples))
 }
 
-/// Cold runs of the guest kernel, each with a fresh empty cache.
-fn cold_runs(s: &Settings, problems: &mut Vec<String>) -> Result<RunFigures> {
+/// `repeat` runs of the whole matrix of benchmarked kernels in one runner, with
+/// its default number of kernels at once.
+fn matrix_runs(s: &Settings, problems: &mut Vec<String>) -> Result<RunFigures> {
+    let mut samples = Vec::new();
+    let label = format!("{} kernels", s.kernels.len());
+    for rep in 1..=s.repeat {
+        let dir = s.out.join("runs").join(format!("matrix-{rep}"));
+        let mut args: Vec<String> = Vec::new();
+        for kernel in &s.kernels {
+            args.extend(["--kernel".into(), kernel.clone()]);
+        }
+        args.extend(["--cache".into(), s.cache.display().to_string()]);
+        args.extend(s.tests.args.iter().cloned());
+        eprintln!("bigbar bench: matrix run {rep}/{} of {label}", s.repeat);
+        let finished = child::run_runner(&args, &dir)?;
+        check_exit(&label, MATRIX, &finished, &dir, problems);
+        samples.push((finished, None));
+    }
+    Ok(run_figures(&label, MATRIX, s.tests.label, &samples))
+}
+
+/// `cold` first runs of the guest kernel, each `cargo run -p runner` in a fresh
+/// clone with an empty cache; `None` (and a problem) when this runner was not
+/// built from a git checkout it can clone.
+fn cold_runs(s: &Settings, problems: &mut Vec<String>) -> Result<Option<RunFigures>> {
+    let workspace = match cold::workspace() {
+        Ok(w) => w,
+        Err(e) => {
+            problems.push(format!("cold first runs not measured: {e:#}"));
+            return Ok(None);
+        }
+    };
     let mut samples = Vec::new();
     for rep in 1..=s.cold {
-        let cache = tempfile::Builder::new()
-            .prefix("bigbar-cold-cache-")
-            .tempdir()
-            .context("creating an empty cache")?;
+        let clone = cold::FreshClone::new(&workspace)?;
         let dir = s.out.join("runs").join(format!("cold-{rep}"));
         let mut args: Vec<String> = vec!["--kernel".into(), GUEST_KERNEL.into()];
-        args.extend(["--cache".into(), cache.path().display().to_string()]);
         args.extend(s.tests.args.iter().cloned());
-        eprintln!("bigbar bench: cold run {rep}/{} (empty cache)", s.cold);
-        let finished = child::run_runner(&args, &dir)?;
-        check_exit(GUEST_KERNEL, "cold", &finished, &dir, problems);
+        eprintln!(
+            "bigbar bench: cold run {rep}/{}: cargo run -p runner in a fresh clone of {} at {}",
+            s.cold,
+            workspace.display(),
+            clone.commit
+        );
+        let finished = child::run(clone.cargo_run(), &args, &dir)?;
+        check_exit(GUEST_KERNEL, COLD, &finished, &dir, problems);
         samples.push((finished, release_of(&dir)));
     }
-    Ok(run_figures(GUEST_KERNEL, "cold", s.tests.label, &samples))
+    Ok(Some(run_figures(
+        GUEST_KERNEL,
+        COLD,
+        s.tests.label,
+        &samples,
+    )))
 }
 
 /// Notes a run that could not test (exit 4 or 125); 0, 1 and 3 are results.
@@ -393,7 +443,7 @@ fn run_figures(
         };
     let mib = |kib: u64| (kib > 0).then(|| kib as f64 / KIB_PER_MIB);
     push("total", "s", &|(s, _)| s.total);
-    push("build", "s", &|(s, _)| s.build);
+    push("build", "s", &|(s, _)| s.build_total());
     push("fetch", "s", &|(s, _)| s.fetch());
     push("initramfs", "s", &|(s, _)| s.initramfs);
     push("device", "s", &|(s, _)| s.device);
@@ -493,76 +543,6 @@ fn fill_machine(m: &mut Machine, out: &Path) {
             }
         }
     }
-}
-
-/// The targets against the medians measured.
-fn targets(r: &Report) -> Vec<Target> {
-    let warm = |k: &str| {
-        r.runs
-            .iter()
-            .find(|f| f.mode == "warm" && f.kernel == k)
-            .and_then(|f| f.figure("total"))
-            .map(|s| s.median)
-    };
-    let mut t = Vec::new();
-    let one = warm(GUEST_KERNEL);
-    let selection = r
-        .runs
-        .iter()
-        .find(|f| f.mode == "warm")
-        .map_or("", |f| f.selection.as_str());
-    t.push(Target {
-        what: format!("warm run of one kernel ({GUEST_KERNEL}, {selection})"),
-        goal: "≤ 30 s wall".into(),
-        measured: one.map(|v| format!("{v:.1} s")),
-        met: one.map(|v| v <= 30.0),
-    });
-    let kernels: Vec<f64> = r
-        .runs
-        .iter()
-        .filter(|f| f.mode == "warm")
-        .filter_map(|f| f.figure("total").map(|s| s.median))
-        .collect();
-    let matrix: f64 = kernels.iter().sum();
-    t.push(Target {
-        what: format!(
-            "warm matrix ({} kernels, sum of single runs)",
-            kernels.len()
-        ),
-        goal: "5 kernels ≤ 180 s wall".into(),
-        measured: (!kernels.is_empty()).then(|| format!("{matrix:.1} s")),
-        met: (kernels.len() >= 5).then_some(matrix <= 180.0),
-    });
-    let dev = r.device.as_ref().and_then(|d| {
-        let idle = d.idle_rss_mib.map(|s| s.median);
-        let after = d.catalogue_hwm_mib.map(|s| s.median);
-        idle.into_iter().chain(after).reduce(f64::max)
-    });
-    t.push(Target {
-        what: "device-emu resident with 512 GiB of BARs (idle, peak in the catalogue)".into(),
-        goal: "< 64 MiB".into(),
-        measured: dev.map(|v| format!("{v:.1} MiB")),
-        met: dev.map(|v| v < 64.0),
-    });
-    let run = |mode: &str| {
-        r.runs
-            .iter()
-            .find(|f| f.mode == mode && f.kernel == GUEST_KERNEL)
-    };
-    let peak = |f: &RunFigures| f.figure("host_peak_mib").map(|s| s.median);
-    // Only runs of the same tests touch the same pages.
-    let both = run("warm")
-        .zip(run("bars 512G"))
-        .filter(|(a, b)| a.selection == b.selection)
-        .and_then(|(a, b)| peak(a).zip(peak(b)));
-    t.push(Target {
-        what: "host memory of a run: 16 GiB vs 512 GiB BAR".into(),
-        goal: "bounded by what the tests touch, not by BAR size".into(),
-        measured: both.map(|(a, b)| format!("{a:.0} MiB vs {b:.0} MiB")),
-        // The same tests touch the same pages; 32× the BAR may not cost 32×.
-        met: both.map(|(a, b)| b <= a * 1.25 + 64.0),
-    });
-    t
 }
 
 /// Writes bench.json and bench.md, prints the Markdown, updates the README.

@@ -26,7 +26,10 @@ pub struct Stamped {
 pub struct Stages {
     /// From starting the runner to its exit.
     pub total: Option<f64>,
-    /// `cargo build` of device-emu and guest-tests.
+    /// From the start to the runner's first progress line: `cargo run`'s
+    /// compile on a fresh clone, only the process start otherwise.
+    pub startup: Option<f64>,
+    /// Unpacking the embedded device-emu and guest-tests.
     pub build: Option<f64>,
     /// Obtaining QEMU (download on a cold cache).
     pub qemu: Option<f64>,
@@ -55,6 +58,11 @@ pub struct Stages {
 }
 
 impl Stages {
+    /// Everything before the runner had its programs: compiling and unpacking.
+    pub fn build_total(&self) -> Option<f64> {
+        sum([self.startup, self.build])
+    }
+
     /// The fetch stages together (QEMU, kernel, busybox, accelerator probe).
     pub fn fetch(&self) -> Option<f64> {
         sum([self.qemu, self.kernel, self.busybox, self.accelerator])
@@ -123,6 +131,9 @@ pub fn stages(lines: &[Stamped], total: f64) -> Stages {
         let Some((name, is_start)) = stage_line(line) else {
             continue;
         };
+        if s.startup.is_none() {
+            s.startup = Some(at);
+        }
         if is_start {
             if name == "device" {
                 // Between the accelerator (or the previous boot) and the device:
@@ -217,6 +228,8 @@ mod tests {
         };
         near(s.total, 22.0);
         near(s.build, 0.5);
+        // The first progress line came 0.1 s after the start.
+        near(s.build_total(), 0.6);
         near(s.fetch(), 0.5);
         near(s.initramfs, 0.4);
         near(s.device, 0.1);
