@@ -114,6 +114,16 @@ impl Cache {
         Ok(Some(path))
     }
 
+    /// The path of an entry that was complete when it was made, without checking
+    /// it for later damage: for reading an entry's small records where its bulk
+    /// is not used (the kernel source's version, without statting its 96 000
+    /// files). Whoever uses the bulk goes through [`Cache::existing`] or
+    /// [`Cache::get_or_create`].
+    pub fn made(&self, category: &[&str], key: &str) -> Result<Option<PathBuf>> {
+        let path = self.category_dir(category).join(checked_key(key)?);
+        Ok(path.is_dir().then_some(path))
+    }
+
     /// Returns the complete entry `key` of `category`, creating it with `fill` if absent.
     ///
     /// `fill` receives an empty temporary directory inside the category; when it returns

@@ -113,6 +113,23 @@ impl<'a> Fetcher<'a> {
         Ok(entry.map(|e| (current, e)))
     }
 
+    /// Like [`Fetcher::warm_entry`], but the entry is only known to have been
+    /// complete when made ([`Cache::made`]): for reading its records.
+    pub fn warm_entry_made(
+        &self,
+        category: &[&str],
+        key_of: impl Fn(&str) -> String,
+    ) -> Result<Option<(String, PathBuf)>> {
+        if self.refresh != Refresh::IfMissing {
+            return Ok(None);
+        }
+        let Some(current) = self.cache.read_record(category, CURRENT_RECORD)? else {
+            return Ok(None);
+        };
+        let entry = self.cache.made(category, &key_of(&current))?;
+        Ok(entry.map(|e| (current, e)))
+    }
+
     /// Records `value` as what names the current entry of `category`.
     pub fn set_current(&self, category: &[&str], value: &str) -> Result<()> {
         self.cache.write_record(category, CURRENT_RECORD, value)

@@ -51,10 +51,14 @@ pub fn resolve_version(fetcher: &Fetcher<'_>) -> Result<(String, String)> {
     resolve_in(&archive)
 }
 
-/// The cached current source, when the refresh policy allows using it.
+/// The cached current source, when the refresh policy allows using it. Its
+/// record of package and version is all this reads: checking its tree (96 000
+/// files) took 0.3 s of every run of an already built kernel, and a build
+/// checks it anyway through [`obtain`]. An unreadable record is no current
+/// source.
 fn cached_current(fetcher: &Fetcher<'_>) -> Result<Option<KernelSource>> {
-    match fetcher.warm_entry(&CATEGORY, str::to_owned)? {
-        Some((_, entry)) => load_entry(&entry).map(Some),
+    match fetcher.warm_entry_made(&CATEGORY, str::to_owned)? {
+        Some((_, entry)) => Ok(read_info(&entry).ok()),
         None => Ok(None),
     }
 }
@@ -72,6 +76,18 @@ fn resolve_in(archive: &Archive<'_>) -> Result<(String, String)> {
         })?;
     let version = archive.candidate(&package)?;
     Ok((package, version))
+}
+
+/// The entry's record of itself, with the tree's path made absolute.
+fn read_info(entry: &Path) -> Result<KernelSource> {
+    let path = entry.join(ENTRY_INFO);
+    let text = fs::read_to_string(&path).at("reading", &path)?;
+    let mut info: KernelSource = serde_json::from_str(&text).map_err(|e| Error::CacheEntry {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    info.tree = entry.join(&info.tree);
+    Ok(info)
 }
 
 /// The source tree of `package` at `version`, downloaded and unpacked if not cached.
@@ -150,13 +166,7 @@ fn find_tarball(usr_src: &Path, package: &str) -> Result<PathBuf> {
 }
 
 fn load_entry(entry: &Path) -> Result<KernelSource> {
-    let path = entry.join(ENTRY_INFO);
-    let text = fs::read_to_string(&path).at("reading", &path)?;
-    let mut info: KernelSource = serde_json::from_str(&text).map_err(|e| Error::CacheEntry {
-        path: path.clone(),
-        detail: e.to_string(),
-    })?;
-    info.tree = entry.join(&info.tree);
+    let info = read_info(entry)?;
     if !info.tree.join("Makefile").is_file() {
         return Err(Error::CacheEntry {
             path: entry.to_owned(),
@@ -164,4 +174,58 @@ fn load_entry(entry: &Path) -> Result<KernelSource> {
         });
     }
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cache;
+
+    /// A cache whose current kernel source is `linux-source-7.2 7.2.13-1`.
+    fn cache_with_source() -> (tempfile::TempDir, Cache, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let key = key_from_version("linux-source-7.2_7.2.13-1");
+        let entry = cache
+            .get_or_create(&CATEGORY, &key, |d| {
+                fs::create_dir_all(d.join("linux")).unwrap();
+                fs::write(d.join("linux/Makefile"), "VERSION = 7\n").unwrap();
+                let info = KernelSource {
+                    package: "linux-source-7.2".into(),
+                    version: "7.2.13-1".into(),
+                    tree: "linux".into(),
+                };
+                fs::write(d.join(ENTRY_INFO), serde_json::to_string(&info).unwrap()).unwrap();
+                Ok(())
+            })
+            .unwrap();
+        Fetcher::new(&cache).set_current(&CATEGORY, &key).unwrap();
+        (dir, cache, entry)
+    }
+
+    #[test]
+    fn the_current_version_is_read_from_the_record_alone() {
+        let (_dir, cache, entry) = cache_with_source();
+        // A damaged tree does not change which version is current (no network
+        // is asked); obtaining the tree for a build finds the damage.
+        fs::write(entry.join("linux/Makefile"), "").unwrap();
+        let fetcher = Fetcher::new(&cache);
+        assert_eq!(
+            resolve_version(&fetcher).unwrap(),
+            ("linux-source-7.2".to_string(), "7.2.13-1".to_string())
+        );
+        assert_eq!(
+            cache
+                .existing(&CATEGORY, &key_from_version("linux-source-7.2_7.2.13-1"))
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn an_unreadable_record_is_no_current_source() {
+        let (_dir, cache, entry) = cache_with_source();
+        fs::write(entry.join(ENTRY_INFO), "{").unwrap();
+        assert_eq!(cached_current(&Fetcher::new(&cache)).unwrap(), None);
+    }
 }
