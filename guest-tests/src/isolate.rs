@@ -29,8 +29,10 @@ const REAP_GRACE: Duration = Duration::from_secs(3);
 
 /// How long a child may still run after the kernel reported an oops while it ran,
 /// and how long a SIGKILL then has to end it. A child the oops did not concern
-/// ends or exits in this time; one the oops left in the kernel never does.
-const OOPS_GRACE: Duration = Duration::from_millis(500);
+/// ends or exits in this time (a killed one, mappings and all, within a few
+/// milliseconds even under TCG); one the oops left in the kernel never does, so
+/// every kernel with the oops pays both graces once per run.
+const OOPS_GRACE: Duration = Duration::from_millis(200);
 
 /// Write end of the report pipe in a child, or -1 outside of one.
 static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
