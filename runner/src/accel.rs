@@ -23,12 +23,12 @@ use vm_images::Cache;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// CPU time QEMU may spend before the guest's first console line. Under working
-/// KVM the kernel prints its banner after a fraction of a second of CPU; a
-/// vCPU that cannot run the guest burns CPU in the host kernel instead. CPU
-/// time, not wall time, so that a loaded host (where QEMU gets less of it) is
-/// never judged by it: there the verdict waits for [`PROBE_TIMEOUT`], which is
-/// not kept.
-const SILENT_CPU: Duration = Duration::from_secs(5);
+/// KVM the kernel prints its banner after about a tenth of a second of CPU
+/// (loading the kernel included); a vCPU that cannot run the guest burns CPU in
+/// the host kernel instead. CPU time, not wall time, so that a loaded host
+/// (where QEMU gets less of it) is never judged by it: there the verdict waits
+/// for [`PROBE_TIMEOUT`], which is not kept.
+const SILENT_CPU: Duration = Duration::from_secs(2);
 
 /// How often the probe looks at QEMU's CPU time while the guest is silent.
 const CPU_CHECK_INTERVAL: Duration = Duration::from_millis(250);
@@ -277,8 +277,8 @@ mod tests {
     }
 
     #[rstest]
-    #[case::spinning_vcpu(false, Some(6), Some(Accel::Tcg))]
-    #[case::not_yet(false, Some(4), None)]
+    #[case::spinning_vcpu(false, Some(3), Some(Accel::Tcg))]
+    #[case::not_yet(false, Some(1), None)]
     #[case::guest_printed(true, Some(20), None)]
     #[case::cpu_unknown(false, None, None)]
     fn silence(#[case] spoke: bool, #[case] cpu_s: Option<u64>, #[case] accel: Option<Accel>) {
