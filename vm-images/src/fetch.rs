@@ -103,14 +103,7 @@ impl<'a> Fetcher<'a> {
         category: &[&str],
         key_of: impl Fn(&str) -> String,
     ) -> Result<Option<(String, PathBuf)>> {
-        if self.refresh != Refresh::IfMissing {
-            return Ok(None);
-        }
-        let Some(current) = self.cache.read_record(category, CURRENT_RECORD)? else {
-            return Ok(None);
-        };
-        let entry = self.cache.existing(category, &key_of(&current))?;
-        Ok(entry.map(|e| (current, e)))
+        self.current_entry(category, key_of, Cache::existing)
     }
 
     /// Like [`Fetcher::warm_entry`], but the entry is only known to have been
@@ -120,13 +113,23 @@ impl<'a> Fetcher<'a> {
         category: &[&str],
         key_of: impl Fn(&str) -> String,
     ) -> Result<Option<(String, PathBuf)>> {
+        self.current_entry(category, key_of, Cache::made)
+    }
+
+    /// The current record of `category` and the entry `find` gives for it.
+    fn current_entry(
+        &self,
+        category: &[&str],
+        key_of: impl Fn(&str) -> String,
+        find: impl Fn(&Cache, &[&str], &str) -> Result<Option<PathBuf>>,
+    ) -> Result<Option<(String, PathBuf)>> {
         if self.refresh != Refresh::IfMissing {
             return Ok(None);
         }
         let Some(current) = self.cache.read_record(category, CURRENT_RECORD)? else {
             return Ok(None);
         };
-        let entry = self.cache.made(category, &key_of(&current))?;
+        let entry = find(self.cache, category, &key_of(&current))?;
         Ok(entry.map(|e| (current, e)))
     }
 
