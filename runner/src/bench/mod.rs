@@ -147,7 +147,7 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
     let mut guest_ktap = Vec::new();
     let guest_runs = timed_runs_with(
         s,
-        GUEST_KERNEL,
+        &[GUEST_KERNEL.to_string()],
         "guest-bench",
         &s.guest_tests,
         &[],
@@ -276,69 +276,66 @@ fn timed_runs(
     extra: &[&str],
     problems: &mut Vec<String>,
 ) -> Result<RunFigures> {
-    timed_runs_with(s, kernel, mode, sel, extra, problems, |_, _| {})
+    let kernels = [kernel.to_string()];
+    timed_runs_with(s, &kernels, mode, sel, extra, problems, |_, _| {})
 }
 
 /// `repeat` warm runs of `kernel`, with what they spent outside their tests.
 fn warm_runs(s: &Settings, kernel: &str, problems: &mut Vec<String>) -> Result<RunFigures> {
     let mut reps = Vec::new();
-    let mut figs = timed_runs_with(s, kernel, WARM, &s.tests, &[], problems, |dir, f| {
+    let kernels = [kernel.to_string()];
+    let mut figs = timed_runs_with(s, &kernels, WARM, &s.tests, &[], problems, |dir, f| {
         reps.push((f.seconds, bare::tests_seconds(&read_ktap(dir))))
     })?;
     bare::add_outside(&mut figs, &reps);
     Ok(figs)
 }
 
-/// `repeat` timed runs of `kernel`; `each` sees every run's output directory
-/// and how it ended.
+/// `repeat` runs of the whole matrix of benchmarked kernels in one runner, with
+/// its default number of kernels at once.
+fn matrix_runs(s: &Settings, problems: &mut Vec<String>) -> Result<RunFigures> {
+    timed_runs_with(s, &s.kernels, MATRIX, &s.tests, &[], problems, |_, _| {})
+}
+
+/// `repeat` timed runs of one runner given all of `kernels` (a matrix when
+/// there are several); `each` sees every run's output directory and how it
+/// ended.
 fn timed_runs_with(
     s: &Settings,
-    kernel: &str,
+    kernels: &[String],
     mode: &str,
     sel: &Selection,
     extra: &[&str],
     problems: &mut Vec<String>,
     mut each: impl FnMut(&Path, &child::Finished),
 ) -> Result<RunFigures> {
+    let label = match kernels {
+        [one] => one.clone(),
+        many => format!("{} kernels", many.len()),
+    };
     let mut samples = Vec::new();
     for rep in 1..=s.repeat {
         let dir = s.out.join("runs").join(format!(
             "{}-{}-{rep}",
             mode.replace(' ', "-"),
-            kernel.replace([':', '/'], "_")
+            label.replace([':', '/', ' '], "_")
         ));
-        let mut args: Vec<String> = vec!["--kernel".into(), kernel.into()];
-        args.extend(["--cache".into(), s.cache.display().to_string()]);
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args.extend(sel.args.iter().cloned());
-        eprintln!("bigbar bench: {mode} run {rep}/{} of {kernel}", s.repeat);
-        let finished = child::run_runner(&args, &dir)?;
-        check_exit(kernel, mode, &finished, &dir, problems);
-        each(&dir, &finished);
-        samples.push((finished, release_of(&dir)));
-    }
-    Ok(run_figures(kernel, mode, sel.label, &samples))
-}
-
-/// `repeat` runs of the whole matrix of benchmarked kernels in one runner, with
-/// its default number of kernels at once.
-fn matrix_runs(s: &Settings, problems: &mut Vec<String>) -> Result<RunFigures> {
-    let mut samples = Vec::new();
-    let label = format!("{} kernels", s.kernels.len());
-    for rep in 1..=s.repeat {
-        let dir = s.out.join("runs").join(format!("matrix-{rep}"));
         let mut args: Vec<String> = Vec::new();
-        for kernel in &s.kernels {
+        for kernel in kernels {
             args.extend(["--kernel".into(), kernel.clone()]);
         }
         args.extend(["--cache".into(), s.cache.display().to_string()]);
-        args.extend(s.tests.args.iter().cloned());
-        eprintln!("bigbar bench: matrix run {rep}/{} of {label}", s.repeat);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(sel.args.iter().cloned());
+        eprintln!("bigbar bench: {mode} run {rep}/{} of {label}", s.repeat);
         let finished = child::run_runner(&args, &dir)?;
-        check_exit(&label, MATRIX, &finished, &dir, problems);
-        samples.push((finished, None));
+        check_exit(&label, mode, &finished, &dir, problems);
+        each(&dir, &finished);
+        // A matrix's results.json names several kernels: no one release.
+        let release = (kernels.len() == 1).then(|| release_of(&dir)).flatten();
+        samples.push((finished, release));
     }
-    Ok(run_figures(&label, MATRIX, s.tests.label, &samples))
+    Ok(run_figures(&label, mode, sel.label, &samples))
 }
 
 /// `cold` first runs of the guest kernel, each `cargo run -p runner` in a fresh
