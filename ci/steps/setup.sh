@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # CI step: check the host has what bigbar needs, and install nothing.
 #
-# bigbar fetches QEMU, the Debian kernel and busybox into target/bigbar-cache
-# itself (with apt-get download/dpkg-deb into that cache, never onto the host),
-# so the job needs no `apt-get install`: only a Rust toolchain, gcc and make,
+# bigbar fetches QEMU, the Debian kernel and busybox into its store
+# ($BIGBAR_CACHE, else ~/.cache/bigbar) itself (with apt-get download and
+# dpkg-deb into it, never onto the host), so the job needs no `apt-get install`: only a Rust toolchain, gcc and make,
 # which GitHub's ubuntu images and the rust Docker image both have. Checking
 # them first turns a missing tool into one clear line instead of a failure deep
 # in a build.

@@ -87,6 +87,9 @@ pub enum Command {
     /// kernel or a matrix): regressions, fixes, still failing, new and removed
     /// tests, changed diagnostics. Markdown on stdout; exit 1 on a regression.
     Compare(CompareArgs),
+    /// Show and manage the artefact store shared by every clone and the
+    /// installed bigbar: list, du, gc --max-size SIZE, clean.
+    Cache(crate::store::CacheArgs),
 }
 
 /// Arguments of `runner compare`.
@@ -133,11 +136,15 @@ pub struct RunArgs {
     /// test fails and the rest run in a fresh guest. At least 10 (five beats).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(10..))]
     pub progress_timeout: u64,
-    /// Cache of fetched QEMU, kernels and packages [default: target/bigbar-cache
-    /// when run inside the bigbar workspace, else $XDG_CACHE_HOME/bigbar or
-    /// ~/.cache/bigbar].
+    /// The artefact store of fetched QEMU, kernels and packages and of built
+    /// kernels, shared by every clone and the installed bigbar
+    /// [default: $XDG_CACHE_HOME/bigbar, else ~/.cache/bigbar].
     #[arg(long, env = vm_images::cache::CACHE_ENV)]
     pub cache: Option<PathBuf>,
+    /// Warn after a run when the store holds more than SIZE (K, M, G or T).
+    #[arg(long, env = crate::store::WARN_ENV, value_name = "SIZE",
+          default_value = "20G", value_parser = crate::store::size_arg)]
+    pub cache_warn_size: u64,
     /// BAR layout of the emulated device (device-emu's --bars syntax), e.g.
     /// `1=64M:32:msix@2M,2=16G,4=1G`.
     #[arg(long, default_value_t = protocol::layout::BarLayout::default().to_string())]

@@ -28,6 +28,7 @@ mod report;
 mod saved;
 mod session;
 mod stages;
+mod store;
 mod suite;
 
 use anyhow::{Context, Result};
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Compare(args)) => compare_saved(args),
+        Some(Command::Cache(args)) => store::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -110,10 +112,9 @@ fn run(args: &RunArgs) -> Result<u8> {
         None => None,
     };
     let out = out_dir(args)?;
+    let store = places::cache(args.cache.as_deref())?;
     // Before any thread that spawns children exists (see `artefacts::unpack`).
-    artefacts::unpack(&vm_images::Cache::new(places::cache(
-        args.cache.as_deref(),
-    )?))?;
+    artefacts::unpack(&vm_images::Cache::new(store.clone()))?;
     if args.shell {
         return kernel_run::shell(&plan(args, &kernels[0], layout)?);
     }
@@ -139,6 +140,7 @@ fn run(args: &RunArgs) -> Result<u8> {
         Some(b) => judge_against(&results, b, args.fixed_is, true),
         None => code,
     };
+    store::warn_if_large(&store, args.cache_warn_size);
     eprintln!("bigbar: results in {}", out.display());
     Ok(code)
 }

@@ -2,11 +2,13 @@
 //! Resolved here and nowhere else (`--cache` takes `$BIGBAR_CACHE` through
 //! clap's `env`, so the flag and the variable are one setting).
 //!
-//! Run from inside the workspace the runner was built from (the current
-//! directory is in it), everything stays under its target directory, as cargo
-//! users expect; anywhere else (an installed `bigbar` run from a kernel tree)
-//! the cache goes to the user's XDG cache directory and the results to the XDG
-//! state directory, so that nothing is written into the directory run from.
+//! The cache is the user's one store (`$XDG_CACHE_HOME/bigbar`, else
+//! `~/.cache/bigbar`), wherever the runner runs: every clone, the installed
+//! `bigbar` and the tests share it, so nothing is fetched or built twice.
+//! Results are not cache: run from inside the workspace the runner was built
+//! from, they stay under its target directory, as cargo users expect; anywhere
+//! else (an installed `bigbar` run from a kernel tree) they go to the XDG state
+//! directory, so that nothing is written into the directory run from.
 
 use anyhow::{bail, Result};
 use std::ffi::OsString;
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// The defaults for one invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Places {
-    /// The cache of fetched and built things (`--cache` overrides it).
+    /// The store of fetched and built things (`--cache` overrides it).
     pub cache: PathBuf,
     /// Where each run's default output directory is made (`--out` overrides it).
     pub runs: PathBuf,
@@ -85,19 +87,25 @@ fn resolve(inputs: &Inputs) -> Result<Places> {
                 None => ws.join("target"),
             };
             return Ok(Places {
-                cache: target.join("bigbar-cache"),
+                cache: user_cache(inputs)?,
                 runs: target.join("bigbar-runs"),
                 bench: target.join("bigbar-bench"),
             });
         }
     }
-    let cache = xdg_dir(&inputs.xdg_cache_home, &inputs.home, ".cache")?.join("bigbar");
+    let cache = user_cache(inputs)?;
     let state = xdg_dir(&inputs.xdg_state_home, &inputs.home, ".local/state")?.join("bigbar");
     Ok(Places {
         cache,
         runs: state.join("runs"),
         bench: state.join("bench"),
     })
+}
+
+/// The user's store (as `vm_images::cache::default_root` without `$BIGBAR_CACHE`,
+/// which clap has already put into `--cache`).
+fn user_cache(inputs: &Inputs) -> Result<PathBuf> {
+    Ok(xdg_dir(&inputs.xdg_cache_home, &inputs.home, ".cache")?.join("bigbar"))
 }
 
 /// An XDG base directory: the variable when it holds an absolute path (the
@@ -136,18 +144,12 @@ mod tests {
         "",
         "",
         "/h",
-        "/ws/target/bigbar-cache",
+        "/h/.cache/bigbar",
         "/ws/target/bigbar-runs"
     )]
-    #[case::at_its_root(
-        "/ws",
-        "",
-        "",
-        "/h",
-        "/ws/target/bigbar-cache",
-        "/ws/target/bigbar-runs"
-    )]
-    #[case::cargo_target_dir("/ws", "/t", "", "/h", "/t/bigbar-cache", "/t/bigbar-runs")]
+    #[case::at_its_root("/ws", "", "", "/h", "/h/.cache/bigbar", "/ws/target/bigbar-runs")]
+    #[case::cargo_target_dir("/ws", "/t", "", "/h", "/h/.cache/bigbar", "/t/bigbar-runs")]
+    #[case::xdg_in_the_workspace("/ws", "", "/x", "/h", "/x/bigbar", "/ws/target/bigbar-runs")]
     #[case::a_kernel_tree(
         "/src/linux",
         "",

@@ -242,7 +242,8 @@ fn github_runs(job: &Value) -> Vec<&str> {
 
 /// Each recipe runs every step script, and only scripts that exist, with the
 /// run step taking no extra arguments (its options are the README's, checked
-/// by `run_step_passes_the_readme_options`); it caches `target/bigbar-cache`
+/// by `run_step_passes_the_readme_options`); it caches the store (`~/.cache/bigbar`;
+/// GitLab's in the project, where its cache can reach)
 /// and uploads results.xml and bigbar-out even after a failure.
 #[test]
 fn recipes_run_the_steps_cache_and_upload_the_readme_paths() {
@@ -293,7 +294,7 @@ fn recipes_run_the_steps_cache_and_upload_the_readme_paths() {
             .unwrap_or_else(|| panic!("no {action} step"))
     };
     let cache = uses("actions/cache@");
-    assert_eq!(cache["with"]["path"], "target/bigbar-cache");
+    assert_eq!(cache["with"]["path"], "~/.cache/bigbar");
     assert!(cache["with"]["key"]
         .as_str()
         .expect("key")
@@ -316,7 +317,11 @@ fn recipes_run_the_steps_cache_and_upload_the_readme_paths() {
     // GitLab: the same cache and artifacts, kept when the job fails.
     assert_eq!(
         gl_job["cache"]["paths"],
-        serde_json::json!(["target/bigbar-cache"])
+        serde_json::json!([".bigbar-cache"])
+    );
+    assert_eq!(
+        gl_job["variables"]["BIGBAR_CACHE"],
+        "$CI_PROJECT_DIR/.bigbar-cache"
     );
     let artifacts = &gl_job["artifacts"];
     assert_eq!(artifacts["when"], "always");

@@ -64,13 +64,7 @@ fn report_renders_in_chromium_with_a_cell_per_run() {
 
 /// Chromium, or `None` after saying why it cannot be had here.
 fn chromium_or_skip() -> Option<chromium::Chromium> {
-    let cache = Cache::new(
-        std::env::var_os("BIGBAR_CACHE")
-            .map(Into::into)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bigbar-cache")
-            }),
-    );
+    let cache = Cache::user().expect("a store");
     let fetcher = Fetcher::new(&cache);
     let got = chromium::host_suite().and_then(|suite| chromium::obtain(&fetcher, &suite));
     match got {

@@ -99,15 +99,9 @@ fn fixed_passes_every_case_in_every_iommu_mode() {
     assert_eq!(code, Some(0), "{run}");
 }
 
-/// The cache the runner uses when given none (as `cache_dir` in main.rs).
+/// The store the runner uses when given none.
 fn default_cache() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    std::env::var_os("BIGBAR_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target.join("bigbar-cache"))
+    vm_images::cache::default_root().expect("a store")
 }
 
 /// Debian sid's linux-source tree, obtained by the runner if not cached.

@@ -13,14 +13,14 @@ use vm_images::{busybox, debian::Suite, initramfs, kernel, qemu, Cache, Fetcher,
 fn main() -> Result<()> {
     let mut guest: Option<PathBuf> = None;
     let mut iommu = true;
-    let mut cache_dir = PathBuf::from("target/bigbar-cache");
+    let mut cache_dir: Option<PathBuf> = None;
     let mut out: Option<PathBuf> = None;
     let mut spec: vm_images::KernelSpec = "debian:sid".parse()?;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-iommu" => iommu = false,
-            "--cache" => cache_dir = args.next().context("--cache needs a directory")?.into(),
+            "--cache" => cache_dir = Some(args.next().context("--cache needs a directory")?.into()),
             "--kernel" => spec = args.next().context("--kernel needs a spec")?.parse()?,
             "--out" => out = Some(args.next().context("--out needs a directory")?.into()),
             _ if guest.is_none() => guest = Some(arg.into()),
@@ -30,7 +30,10 @@ fn main() -> Result<()> {
     let guest = guest.context(
         "usage: boot GUEST_PROGRAM [--no-iommu] [--kernel SPEC] [--cache DIR] [--out DIR]",
     )?;
-    let cache = Cache::from_env_or(cache_dir);
+    let cache = match cache_dir {
+        Some(dir) => Cache::new(dir),
+        None => Cache::user()?,
+    };
     let progress = |m: &str| eprintln!("  .. {m}");
     let fetcher = Fetcher::new(&cache).progress(&progress);
     let q = qemu::obtain(&fetcher, None)?;

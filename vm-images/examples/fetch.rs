@@ -9,19 +9,22 @@ use anyhow::{bail, Context, Result};
 use vm_images::{busybox, debian::Suite, kernel, qemu, Cache, Fetcher, KernelSpec, Refresh};
 
 fn main() -> Result<()> {
-    let mut cache_dir = PathBuf::from("target/bigbar-cache");
+    let mut cache_dir: Option<PathBuf> = None;
     let mut spec: KernelSpec = "debian:sid".parse()?;
     let mut refresh = Refresh::IfMissing;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--cache" => cache_dir = args.next().context("--cache needs a directory")?.into(),
+            "--cache" => cache_dir = Some(args.next().context("--cache needs a directory")?.into()),
             "--kernel" => spec = args.next().context("--kernel needs a spec")?.parse()?,
             "--refresh" => refresh = Refresh::Always,
             other => bail!("unknown argument {other}"),
         }
     }
-    let cache = Cache::from_env_or(cache_dir);
+    let cache = match cache_dir {
+        Some(dir) => Cache::new(dir),
+        None => Cache::user()?,
+    };
     let progress = |m: &str| eprintln!("  .. {m}");
     let fetcher = Fetcher::new(&cache).refresh(refresh).progress(&progress);
 

@@ -3,8 +3,8 @@
 //! Ignored by default: they need Debian's archive the first time and take minutes
 //! (a cold build is about 4 minutes per kernel on 2 cores). Run them with
 //! `cargo test -p vm-images --test kernel_build -- --ignored --test-threads 1`.
-//! They use `$BIGBAR_CACHE` when set (a warm cache makes them take seconds), else
-//! a fresh temporary cache.
+//! They use the user's store (`$BIGBAR_CACHE`, else `~/.cache/bigbar`); a warm one
+//! makes them take seconds.
 
 use std::time::Instant;
 
@@ -15,13 +15,7 @@ use vm_images::kernel::source;
 use vm_images::{kernel, Cache, Fetcher, KernelSpec};
 
 fn test_cache() -> (Cache, Option<tempfile::TempDir>) {
-    match Cache::from_env() {
-        Some(cache) => (cache, None),
-        None => {
-            let tmp = tempfile::tempdir().unwrap();
-            (Cache::new(tmp.path()), Some(tmp))
-        }
-    }
+    (Cache::user().expect("a store"), None)
 }
 
 fn progress(message: &str) {

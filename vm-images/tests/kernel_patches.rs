@@ -3,8 +3,8 @@
 //! can be sent upstream alone) and the reference series as a whole.
 //!
 //! Needs Debian's archive the first time (the 164 MB `linux-source` package, which
-//! the runner's kernel builds fetch anyway); it shares the runner's cache
-//! (`$BIGBAR_CACHE`, else `target/bigbar-cache`).
+//! the runner's kernel builds fetch anyway); it shares the user's store with the
+//! runner (`$BIGBAR_CACHE`, else `~/.cache/bigbar`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,7 @@ use vm_images::kernel::source::{self, KernelSource};
 use vm_images::{Cache, Fetcher};
 
 fn cache() -> Cache {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    Cache::from_env_or(target.join("bigbar-cache"))
+    Cache::user().expect("a store")
 }
 
 fn progress(message: &str) {

@@ -1,8 +1,8 @@
 //! Tests that reach Debian's archive (deb.debian.org or `$BIGBAR_DEBIAN_MIRROR`).
 //!
 //! Ignored by default so `cargo test -p vm-images` stays offline; run them with
-//! `cargo test -p vm-images --test network -- --ignored`. They use `$BIGBAR_CACHE`
-//! when set (a warm cache makes them fast), else a fresh temporary cache.
+//! `cargo test -p vm-images --test network -- --ignored`. They use the user's
+//! store (`$BIGBAR_CACHE`, else `~/.cache/bigbar`); a warm one makes them fast.
 
 use std::time::Instant;
 
@@ -11,13 +11,7 @@ use vm_images::{busybox, kernel, qemu, Cache, Fetcher, KernelSpec, Refresh};
 
 /// The cache to use and the temporary directory keeping it alive, if any.
 fn test_cache() -> (Cache, Option<tempfile::TempDir>) {
-    match Cache::from_env() {
-        Some(cache) => (cache, None),
-        None => {
-            let tmp = tempfile::tempdir().unwrap();
-            (Cache::new(tmp.path()), Some(tmp))
-        }
-    }
+    (Cache::user().expect("a store"), None)
 }
 
 fn progress(message: &str) {

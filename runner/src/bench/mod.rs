@@ -27,7 +27,7 @@ use report::{DeviceFigures, Figure, Machine, Report, RunFigures};
 use stats::Summary;
 use std::path::{Path, PathBuf};
 use vm_images::kernel::build::Recipe;
-use vm_images::kernel::{source, KernelSpec};
+use vm_images::kernel::KernelSpec;
 use vm_images::{Cache, Fetcher};
 
 /// Options of `runner bench`.
@@ -262,8 +262,7 @@ fn already_built(cache: &Path, name: &str) -> Result<bool> {
     let Some(recipe) = Recipe::for_spec(&spec)? else {
         return Ok(true);
     };
-    let (package, version) = source::resolve_version(&fetcher)?;
-    let key = recipe.key(&package, &version)?;
+    let (key, _) = vm_images::kernel::build::current_key(&fetcher, &recipe)?;
     Ok(cache.existing(&["kernel", "built"], &key)?.is_some())
 }
 

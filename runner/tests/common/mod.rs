@@ -91,10 +91,17 @@ pub const FINDINGS: [&str; 5] = [
 /// `minimal`, ...), built or taken from the cache by `runner --dry-run`, whose
 /// stage line reads "bigbar: kernel done in 0.0 s: RELEASE (IMAGE)".
 pub fn built_kernel(spec: &str) -> (PathBuf, String) {
-    let out = runner()
-        .args(["--kernel", spec, "--dry-run"])
-        .output()
-        .unwrap();
+    built_kernel_in(spec, None)
+}
+
+/// [`built_kernel`] in the store `cache` (the user's when `None`).
+pub fn built_kernel_in(spec: &str, cache: Option<&Path>) -> (PathBuf, String) {
+    let mut cmd = runner();
+    cmd.args(["--kernel", spec, "--dry-run"]);
+    if let Some(dir) = cache {
+        cmd.arg("--cache").arg(dir);
+    }
+    let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let line = stderr
@@ -107,4 +114,48 @@ pub fn built_kernel(spec: &str) -> (PathBuf, String) {
         PathBuf::from(image.trim_end_matches(')')),
         release.to_string(),
     )
+}
+
+/// Categories of the user's store a cold store shares with it: what the runner
+/// fetches (and the tests do not mean to prove cold), made first if absent so
+/// that the cold store fills the shared one instead of a copy.
+const SHARED_CATEGORIES: [&str; 6] = [
+    "apt",
+    "keyrings",
+    "qemu",
+    "busybox",
+    "kernel-source",
+    "programs",
+];
+
+/// A private store that is empty in the categories `cold` (e.g. `kernel/built`,
+/// `build-tools`) and shares every other category with the user's store
+/// (symbolic links), so a test builds those from nothing on every run without
+/// fetching QEMU or the kernel source again.
+pub fn cold_store(cold: &[&str]) -> tempfile::TempDir {
+    let user = vm_images::cache::default_root().expect("a store");
+    for c in SHARED_CATEGORIES {
+        std::fs::create_dir_all(user.join(c)).unwrap();
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cold: Vec<&Path> = cold.iter().map(Path::new).collect();
+    link_all_but(&user, dir.path(), Path::new(""), &cold);
+    dir
+}
+
+/// Links every entry of `from/rel` into `to/rel`, but the `cold` paths, and
+/// descends into the directories that hold one.
+fn link_all_but(from: &Path, to: &Path, rel: &Path, cold: &[&Path]) {
+    std::fs::create_dir_all(to.join(rel)).unwrap();
+    for item in std::fs::read_dir(from.join(rel)).unwrap() {
+        let name = rel.join(item.unwrap().file_name());
+        if cold.contains(&name.as_path()) {
+            continue;
+        }
+        if cold.iter().any(|c| c.starts_with(&name)) {
+            link_all_but(from, to, &name, cold);
+        } else {
+            std::os::unix::fs::symlink(from.join(&name), to.join(&name)).unwrap();
+        }
+    }
 }

@@ -8,8 +8,11 @@
 //! detected.
 //!
 //! A build is a cache entry `kernel/built/<name>-<source version>-<hash>`, where the
-//! hash covers the source version, the fragment, the patches and the build recipe, so
-//! changing any of them builds anew and nothing else does. The build runs out of tree
+//! hash covers everything that changes the kernel's bytes: the source package and
+//! version, the fragment, every patch of the series by content, the build recipe,
+//! the architecture and page size, and the toolchain ([`Toolchain`]: compiler,
+//! binutils, make, bison, flex and the fetched build tools' versions). Changing
+//! any of them builds anew and nothing else does. The build runs out of tree
 //! (`O=`) inside the entry being filled and keeps only the image, `.config`,
 //! `System.map` and the build log.
 
@@ -25,6 +28,7 @@ use super::build_tools::{self, BuildTools, HostLookup};
 use super::kconfig;
 use super::patches::Series;
 use super::source::{self, KernelSource};
+use super::toolchain::Toolchain;
 use super::{load_entry, EntryInfo, Kernel, KernelSpec, ENTRY_INFO};
 use crate::cache::{key_from_version, KeyHasher};
 use crate::command::{display, require_tool, run, tail};
@@ -33,6 +37,12 @@ use crate::fetch::Fetcher;
 
 /// Changes whenever the build steps change in a way that changes the result.
 const RECIPE: &str = "bigbar kernel build 1: allnoconfig + fragment, bzImage, LOCALVERSION";
+
+/// The architecture the kernels are built for (`ARCH=`); part of the key.
+const ARCH: &str = "x86_64";
+
+/// The base page size of the kernels built; part of the key.
+const PAGE_SIZE: &str = "4K";
 
 /// The configuration fragment shipped with vm-images.
 pub fn default_fragment() -> PathBuf {
@@ -83,6 +93,13 @@ impl Recipe {
     /// The recipe of a `stock`, `reference`, `fixed` or `minimal` spec, from the
     /// files shipped with the project; `None` for other specs.
     pub fn for_spec(spec: &KernelSpec) -> Result<Option<Self>> {
+        Self::for_spec_in(spec, &patches_dir())
+    }
+
+    /// [`Recipe::for_spec`] with the series read from `patches` (a copy of
+    /// `kernel/patches`) instead of the project's own.
+    pub fn for_spec_in(spec: &KernelSpec, patches: &Path) -> Result<Option<Self>> {
+        let (reference, fixes) = (patches.join("reference"), patches.join("fixes"));
         if *spec == KernelSpec::Minimal {
             return Ok(Some(Self {
                 name: "minimal".into(),
@@ -92,13 +109,10 @@ impl Recipe {
         }
         let (name, series) = match spec {
             KernelSpec::Stock => ("stock", Vec::new()),
-            KernelSpec::Reference => ("reference", vec![Series::read(&reference_patches())?]),
+            KernelSpec::Reference => ("reference", vec![Series::read(&reference)?]),
             KernelSpec::Fixed => (
                 "fixed",
-                vec![
-                    Series::read(&reference_patches())?,
-                    Series::read(&fix_patches())?,
-                ],
+                vec![Series::read(&reference)?, Series::read(&fixes)?],
             ),
             _ => return Ok(None),
         };
@@ -109,36 +123,64 @@ impl Recipe {
         }))
     }
 
-    /// The cache key of this recipe applied to the source `version`:
-    /// `<name>-<version>-<16 hex digits of a SHA-256 over everything that matters>`.
-    pub fn key(&self, package: &str, version: &str) -> Result<String> {
+    /// The cache key of this recipe applied to the source `version` with
+    /// `toolchain`: `<name>-<version>-<16 hex digits of a SHA-256 over everything
+    /// that matters>`.
+    pub fn key(&self, package: &str, version: &str, toolchain: &Toolchain) -> Result<String> {
         let fragment = fs::read(&self.fragment).at("reading", &self.fragment)?;
         let mut patches = Vec::new();
         for series in &self.series {
             patches.extend(series.fingerprint_parts()?);
         }
-        Ok(build_key(&self.name, package, version, &fragment, &patches))
+        Ok(build_key(&KeyInputs {
+            name: &self.name,
+            package,
+            version,
+            fragment: &fragment,
+            patches: &patches,
+            toolchain: &toolchain.parts,
+        }))
     }
 }
 
-/// Hashes each part with its length, so that moving bytes between parts changes it.
-fn build_key(
-    name: &str,
-    package: &str,
-    version: &str,
-    fragment: &[u8],
-    patches: &[(String, Vec<u8>)],
-) -> String {
+/// Everything a build's key hashes.
+struct KeyInputs<'a> {
+    name: &'a str,
+    package: &'a str,
+    version: &'a str,
+    fragment: &'a [u8],
+    patches: &'a [(String, Vec<u8>)],
+    toolchain: &'a [String],
+}
+
+/// Hashes each part with its length, so that moving bytes between parts changes
+/// it; lists are preceded by their length for the same reason.
+fn build_key(k: &KeyInputs<'_>) -> String {
     let mut h = KeyHasher::default();
-    for p in [RECIPE, name, package, version] {
+    for p in [RECIPE, ARCH, PAGE_SIZE, k.name, k.package, k.version] {
         h.part(p.as_bytes());
     }
-    h.part(fragment);
-    for (patch_name, content) in patches {
+    h.part(k.fragment);
+    h.part(&(k.patches.len() as u64).to_le_bytes());
+    for (patch_name, content) in k.patches {
         h.part(patch_name.as_bytes());
         h.part(content);
     }
-    h.key(&format!("{name}-{}", key_from_version(version)))
+    h.part(&(k.toolchain.len() as u64).to_le_bytes());
+    for tool in k.toolchain {
+        h.part(tool.as_bytes());
+    }
+    h.key(&format!("{}-{}", k.name, key_from_version(k.version)))
+}
+
+/// The key `recipe` has in this store with this host's toolchain: what
+/// [`obtain`] looks up. Obtains the build tools (cheap once cached), since
+/// their versions are part of it.
+pub fn current_key(fetcher: &Fetcher<'_>, recipe: &Recipe) -> Result<(String, BuildTools)> {
+    let (package, version) = source::resolve_version(fetcher)?;
+    let tools = build_tools::obtain(fetcher, &HostLookup::from_env())?;
+    let key = recipe.key(&package, &version, &Toolchain::probe(&tools))?;
+    Ok((key, tools))
 }
 
 const CATEGORY: [&str; 2] = ["kernel", "built"];
@@ -157,13 +199,12 @@ struct BuildInfo {
 
 /// Obtains the kernel `recipe` describes, building it if the cache lacks it.
 pub fn obtain(fetcher: &Fetcher<'_>, spec: &KernelSpec, recipe: &Recipe) -> Result<Kernel> {
-    let (package, version) = source::resolve_version(fetcher)?;
-    let key = recipe.key(&package, &version)?;
+    let (key, tools) = current_key(fetcher, recipe)?;
     let cache = fetcher.cache();
     if let Some(entry) = cache.existing(&CATEGORY, &key)? {
         return load_entry(&entry);
     }
-    let tools = build_tools::obtain(fetcher, &HostLookup::from_env())?;
+    let (package, version) = source::resolve_version(fetcher)?;
     let source = source::obtain(fetcher, &package, &version)?;
     let entry = cache.get_or_create(&CATEGORY, &key, |dir| {
         // One build at a time: a kernel build uses every core.
@@ -397,11 +438,29 @@ mod tests {
     use super::*;
 
     fn key(name: &str, version: &str, fragment: &[u8], patches: &[(&str, &[u8])]) -> String {
+        key_with(name, version, fragment, patches, &["gcc: gcc 12"])
+    }
+
+    fn key_with(
+        name: &str,
+        version: &str,
+        fragment: &[u8],
+        patches: &[(&str, &[u8])],
+        toolchain: &[&str],
+    ) -> String {
         let patches: Vec<(String, Vec<u8>)> = patches
             .iter()
             .map(|(n, c)| (n.to_string(), c.to_vec()))
             .collect();
-        build_key(name, "linux-source-7.2", version, fragment, &patches)
+        let toolchain: Vec<String> = toolchain.iter().map(|t| t.to_string()).collect();
+        build_key(&KeyInputs {
+            name,
+            package: "linux-source-7.2",
+            version,
+            fragment,
+            patches: &patches,
+            toolchain: &toolchain,
+        })
     }
 
     #[test]
@@ -457,6 +516,20 @@ mod tests {
                 b"CONFIG_A=y\n1",
                 &[(".patch", b"x")],
             ),
+            key_with(
+                "reference",
+                "7.2.13-1",
+                b"CONFIG_A=y\n",
+                &[("1.patch", b"x")],
+                &["gcc: gcc 13"],
+            ),
+            key_with(
+                "reference",
+                "7.2.13-1",
+                b"CONFIG_A=y\n",
+                &[("1.patch", b"x")],
+                &["gcc: gcc 12", "fetched bison: 2:3.8.2+dfsg-1"],
+            ),
         ];
         for v in &variants {
             assert_ne!(*v, base);
@@ -464,13 +537,14 @@ mod tests {
         }
     }
 
-    /// Where the build tools come from is no input of the key: this value was
-    /// computed before build tools could come from the cache, and must stay.
+    /// The key of given inputs never changes by accident (a reordered part, a new
+    /// input left out of the hash): stores would silently rebuild, or worse,
+    /// reuse. Change it only with [`RECIPE`], on purpose.
     #[test]
     fn key_is_pinned() {
         assert_eq!(
             key("stock", "7.2.13-1", b"CONFIG_A=y\n", &[]),
-            "stock-7.2.13-1-7381ac61c3e8f5fd"
+            "stock-7.2.13-1-1611baffe69d319f"
         );
     }
 

@@ -12,6 +12,7 @@ pub mod pvh;
 pub mod requirements;
 pub mod source;
 mod spec;
+pub mod toolchain;
 
 use std::fs;
 use std::path::{Path, PathBuf};

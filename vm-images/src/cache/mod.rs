@@ -1,10 +1,16 @@
-//! The on-disk cache: complete entries appear atomically, under a lock.
+//! The artefact store: one per user, shared by every clone, the installed
+//! `bigbar` and the tests; complete entries appear atomically, under a lock.
 //!
 //! Layout: `<root>/<category...>/<key>` is a complete entry (a directory),
-//! `<root>/<category...>/<key>.lock` serialises its creation, and
+//! `<root>/<category...>/<key>.lock` serialises its creation,
+//! `<root>/<category...>/<key>.use` marks it in use and last used ([`pin`]), and
 //! `<root>/<category...>/.partial-<key>-*` are entries being filled. An entry is
 //! filled in a temporary directory next to its final place and renamed into place
 //! only once complete, so an interrupted fetch never looks complete.
+//!
+//! Keys are content addresses: each kind of entry hashes every input that changes
+//! its bytes into its key (see [`KeyHasher`]), so an unchanged input finds its
+//! entry and a changed one makes a new entry beside the old.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -13,8 +19,45 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest;
 
+pub mod inventory;
+mod pin;
+
+pub use inventory::{disk_usage, human_size, parse_size, Entry, EntryRecord, Eviction};
+
 /// Environment variable that overrides the cache root.
 pub const CACHE_ENV: &str = "BIGBAR_CACHE";
+
+/// The user's store: `$BIGBAR_CACHE`, else `$XDG_CACHE_HOME/bigbar` (when that
+/// is absolute, as the XDG specification demands), else `$HOME/.cache/bigbar`.
+pub fn default_root() -> Result<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    resolve_root(var(CACHE_ENV), var("XDG_CACHE_HOME"), var("HOME"))
+}
+
+/// [`default_root`] from the three variables' values.
+fn resolve_root(
+    bigbar: Option<std::ffi::OsString>,
+    xdg: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Result<PathBuf> {
+    if let Some(dir) = bigbar {
+        return Ok(dir.into());
+    }
+    if let Some(dir) = xdg.map(PathBuf::from).filter(|d| d.is_absolute()) {
+        return Ok(dir.join("bigbar"));
+    }
+    match home {
+        Some(home) => Ok(PathBuf::from(home).join(".cache/bigbar")),
+        None => Err(Error::InvalidInput {
+            what: "environment",
+            value: "HOME unset".into(),
+            reason: format!(
+                "with neither ${CACHE_ENV}, an absolute $XDG_CACHE_HOME nor $HOME \
+                 there is no default store; give --cache DIR (or ${CACHE_ENV})"
+            ),
+        }),
+    }
+}
 
 /// Prefix of directories being filled.
 const PARTIAL_PREFIX: &str = ".partial-";
@@ -52,6 +95,24 @@ impl CacheLock {
         })
     }
 
+    /// Locks the lock file at `path` if no one holds it; `None` if one does.
+    pub fn try_acquire(path: &Path) -> Result<Option<Self>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .at("opening lock file", path)?;
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => Ok(Some(Self {
+                file,
+                path: path.to_owned(),
+            })),
+            Err(fs4::TryLockError::WouldBlock) => Ok(None),
+            Err(fs4::TryLockError::Error(e)) => Err(e).at("locking", path),
+        }
+    }
+
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -71,20 +132,9 @@ impl Cache {
         Self { root: root.into() }
     }
 
-    /// A cache rooted at `$BIGBAR_CACHE` if set and non-empty, else at `default_root`.
-    /// (The runner reads the variable through its `--cache` option instead.)
-    pub fn from_env_or(default_root: impl Into<PathBuf>) -> Self {
-        Self::new(choose_root(
-            std::env::var_os(CACHE_ENV),
-            default_root.into(),
-        ))
-    }
-
-    /// A cache rooted at `$BIGBAR_CACHE`, if it is set and non-empty.
-    pub fn from_env() -> Option<Self> {
-        std::env::var_os(CACHE_ENV)
-            .filter(|v| !v.is_empty())
-            .map(Self::new)
+    /// The user's store ([`default_root`]).
+    pub fn user() -> Result<Self> {
+        default_root().map(Self::new)
     }
 
     /// The root directory.
@@ -106,9 +156,12 @@ impl Cache {
     /// The path of a complete, undamaged entry, if it exists. A damaged one reads
     /// as absent, so the caller fetches it again (through [`Cache::get_or_create`],
     /// which replaces it).
+    /// A found entry is pinned ([`pin`]) until the process exits.
     pub fn existing(&self, category: &[&str], key: &str) -> Result<Option<PathBuf>> {
-        let path = self.category_dir(category).join(checked_key(key)?);
-        if !path.is_dir() || manifest::check(&path)?.is_some() {
+        let Some(path) = self.made(category, key)? else {
+            return Ok(None);
+        };
+        if manifest::check(&path)?.is_some() {
             return Ok(None);
         }
         Ok(Some(path))
@@ -119,8 +172,16 @@ impl Cache {
     /// is not used (the kernel source's version, without statting its 96 000
     /// files). Whoever uses the bulk goes through [`Cache::existing`] or
     /// [`Cache::get_or_create`].
+    /// A found entry is pinned, as by [`Cache::existing`].
     pub fn made(&self, category: &[&str], key: &str) -> Result<Option<PathBuf>> {
-        let path = self.category_dir(category).join(checked_key(key)?);
+        let dir = self.category_dir(category);
+        let path = dir.join(checked_key(key)?);
+        if !path.is_dir() {
+            return Ok(None);
+        }
+        // Pinned before the second look, so an eviction is either over (the
+        // entry is gone) or waits for this process to end.
+        pin::pin(&path)?;
         Ok(path.is_dir().then_some(path))
     }
 
@@ -128,7 +189,8 @@ impl Cache {
     ///
     /// `fill` receives an empty temporary directory inside the category; when it returns
     /// `Ok` the directory is renamed to the entry's final path. The entry's lock is held
-    /// throughout, so concurrent callers wait and then find the complete entry.
+    /// throughout, so concurrent callers wait and then find the complete entry. The
+    /// entry is pinned until the process exits.
     pub fn get_or_create(
         &self,
         category: &[&str],
@@ -139,19 +201,27 @@ impl Cache {
         let dir = self.category_dir(category);
         let _lock = self.lock(category, key)?;
         let path = dir.join(key);
+        pin::pin(&path)?;
         if path.is_dir() {
             match manifest::check(&path)? {
                 None => return Ok(path),
                 Some(problem) => set_aside_damaged(&path, &dir, key, &problem)?,
             }
         }
-        remove_stale_partials(&dir, key)?;
+        if remove_stale_partials(&dir, key)? > 0 {
+            eprintln!(
+                "bigbar: an earlier making of {} was interrupted (killed, or its disk \
+                 filled) before it was complete; making it again",
+                path.display()
+            );
+        }
         let partial = tempfile::Builder::new()
             .prefix(&format!("{PARTIAL_PREFIX}{key}-"))
             .tempdir_in(&dir)
             .at("creating temporary directory in", &dir)?;
         fill(partial.path())?;
         manifest::write(partial.path())?;
+        write_entry_record(partial.path())?;
         let filled = partial.keep();
         fs::rename(&filled, &path).at("renaming complete cache entry into", &path)?;
         Ok(path)
@@ -193,12 +263,15 @@ pub(crate) fn set_readable(file: &File, path: &Path) -> Result<()> {
         .at("setting permissions of", path)
 }
 
-/// The override wins when set and non-empty.
-fn choose_root(env_value: Option<std::ffi::OsString>, default_root: PathBuf) -> PathBuf {
-    match env_value {
-        Some(dir) if !dir.is_empty() => dir.into(),
-        _ => default_root,
-    }
+/// Writes the [`EntryRecord`] of the complete entry being made at `dir`.
+fn write_entry_record(dir: &Path) -> Result<()> {
+    let record = EntryRecord::now(dir)?;
+    let path = dir.join(inventory::RECORD);
+    let json = serde_json::to_string_pretty(&record).map_err(|e| Error::Parse {
+        what: format!("record {}", path.display()),
+        detail: e.to_string(),
+    })?;
+    fs::write(&path, json).at("writing", &path)
 }
 
 /// Moves a damaged entry out of the way (it is removed with the stale partials)
@@ -215,19 +288,23 @@ fn set_aside_damaged(path: &Path, dir: &Path, key: &str, problem: &str) -> Resul
     fs::rename(path, &aside).at("moving a damaged cache entry aside", path)
 }
 
-/// Removes directories left by a fill that was interrupted (killed, power loss).
-fn remove_stale_partials(dir: &Path, key: &str) -> Result<()> {
+/// Removes directories left by a fill that was interrupted (killed, power loss);
+/// how many there were, not counting damaged entries set aside.
+fn remove_stale_partials(dir: &Path, key: &str) -> Result<usize> {
     let prefix = format!("{PARTIAL_PREFIX}{key}-");
+    let mut interrupted = 0;
     for entry in fs::read_dir(dir).at("listing", dir)? {
         let entry = entry.at("listing", dir)?;
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) {
             let path = entry.path();
             if path.is_dir() {
                 fs::remove_dir_all(&path).at("removing stale partial entry", &path)?;
+                interrupted += usize::from(!name.contains("-damaged-"));
             }
         }
     }
-    Ok(())
+    Ok(interrupted)
 }
 
 /// Accepts a key usable as a single file name that cannot clash with partial entries.
@@ -338,7 +415,9 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(leftovers, vec!["v.lock".to_owned()]);
+        let mut leftovers = leftovers;
+        leftovers.sort();
+        assert_eq!(leftovers, ["v.lock", "v.use"]);
     }
 
     #[test]
@@ -401,11 +480,27 @@ mod tests {
         assert!(checked_key(&key_from_version("1:11.1.3+ds-1")).is_ok());
     }
 
+    #[rstest::rstest]
+    #[case::bigbar_cache_wins(Some("/b"), Some("/x"), Some("/h"), "/b")]
+    #[case::xdg(None, Some("/x"), Some("/h"), "/x/bigbar")]
+    #[case::relative_xdg_ignored(None, Some("rel"), Some("/h"), "/h/.cache/bigbar")]
+    #[case::home(None, None, Some("/h"), "/h/.cache/bigbar")]
+    fn the_store_is_per_user(
+        #[case] bigbar: Option<&str>,
+        #[case] xdg: Option<&str>,
+        #[case] home: Option<&str>,
+        #[case] root: &str,
+    ) {
+        let os = |v: Option<&str>| v.map(std::ffi::OsString::from);
+        assert_eq!(
+            resolve_root(os(bigbar), os(xdg), os(home)).unwrap(),
+            PathBuf::from(root)
+        );
+    }
+
     #[test]
-    fn env_overrides_root_unless_empty() {
-        let d = PathBuf::from("/default");
-        assert_eq!(choose_root(None, d.clone()), d);
-        assert_eq!(choose_root(Some("".into()), d.clone()), d);
-        assert_eq!(choose_root(Some("/x".into()), d), PathBuf::from("/x"));
+    fn no_home_asks_for_a_store() {
+        let e = resolve_root(None, Some("rel".into()), None).unwrap_err();
+        assert!(e.to_string().contains("--cache"), "{e}");
     }
 }
