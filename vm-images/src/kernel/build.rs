@@ -166,10 +166,10 @@ fn build_key(k: &KeyInputs<'_>) -> String {
         h.part(patch_name.as_bytes());
         h.part(content);
     }
-    h.part(&(k.toolchain.len() as u64).to_le_bytes());
-    for tool in k.toolchain {
-        h.part(tool.as_bytes());
+    Toolchain {
+        parts: k.toolchain.to_vec(),
     }
+    .hash_into(&mut h);
     h.key(&format!("{}-{}", k.name, key_from_version(k.version)))
 }
 

@@ -39,6 +39,23 @@ impl Toolchain {
     }
 }
 
+impl Toolchain {
+    /// The host's own toolchain (what `cc -static` and `make` use for the
+    /// selftests and reproducers), probed once per process.
+    pub fn host() -> &'static Self {
+        static HOST: std::sync::OnceLock<Toolchain> = std::sync::OnceLock::new();
+        HOST.get_or_init(|| Self::probe(&BuildTools::default()))
+    }
+
+    /// Adds every part to a key.
+    pub fn hash_into(&self, h: &mut crate::cache::KeyHasher) {
+        h.part(&(self.parts.len() as u64).to_le_bytes());
+        for p in &self.parts {
+            h.part(p.as_bytes());
+        }
+    }
+}
+
 /// The first line of `program --version` in `tools`' environment, or `absent`.
 fn first_version_line(program: &str, tools: &BuildTools) -> String {
     let mut cmd = Command::new(program);

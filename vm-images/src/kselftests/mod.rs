@@ -109,10 +109,12 @@ fn program_name(c_file: &str) -> String {
     c_file.trim_end_matches(".c").to_owned()
 }
 
-/// Hashes every file of `sources` (headers included), the flags and the source.
+/// Hashes every file of `sources` (headers included), the flags, the host's
+/// toolchain and the source.
 fn cache_key(sources: &Path, programs: &[String], kernel: &KernelSource) -> Result<String> {
     let mut h = KeyHasher::default();
     h.part(RECIPE.as_bytes());
+    crate::kernel::toolchain::Toolchain::host().hash_into(&mut h);
     for f in CFLAGS {
         h.part(f.as_bytes());
     }

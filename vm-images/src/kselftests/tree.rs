@@ -174,9 +174,11 @@ fn build(
     })
 }
 
-/// What every key holds: the recipe, the suite and the series.
+/// What every key holds: the recipe, the suite, the series and the host's
+/// toolchain.
 fn recipe_parts(h: &mut KeyHasher, suite: &TreeSuite, series: &Series) -> Result<()> {
     h.part(RECIPE.as_bytes());
+    crate::kernel::toolchain::Toolchain::host().hash_into(h);
     h.part(suite.subdir.as_bytes());
     h.part(suite.case_timeout.to_string().as_bytes());
     for v in suite.make_vars() {
