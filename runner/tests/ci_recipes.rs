@@ -6,9 +6,9 @@
 //!
 //! The linter is `check-jsonschema` from PyPI, with the schemas it ships
 //! (`vendor.github-workflows`, `vendor.gitlab-ci`: no network when linting).
-//! It is installed once into a virtualenv under the cargo target directory and
-//! reused by later runs; installing needs python3 with its venv module and
-//! PyPI.
+//! It is installed once into a virtualenv in the user's artefact store and
+//! reused by later runs and clones; installing needs python3 with its venv
+//! module and PyPI.
 
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -52,7 +52,9 @@ fn output(cmd: &mut Command, what: &str) -> Output {
 
 /// The Python of the linter's virtualenv, installing it on first use.
 ///
-/// The venv is built in a scratch directory and renamed into place, so a run
+/// The venv is an entry of the user's store (`ci-lint/`, keyed on the host's
+/// Python), so every clone and test binary shares one: made in a scratch
+/// directory and renamed into place under the entry's lock, so a run
 /// interrupted half-way, or a second test binary racing this one, never leaves
 /// a broken venv where the next run would reuse it. It is always used as
 /// `python -m check_jsonschema`: a renamed venv's `bin/` scripts name the old
@@ -61,59 +63,69 @@ fn output(cmd: &mut Command, what: &str) -> Output {
 fn lint_python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let venv = tmp.join("ci-lint-venv");
-        let python = venv.join("bin/python");
-        let works = |python: &Path| {
-            Command::new(python)
-                .args(["-m", "check_jsonschema", "--version"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if works(&python) {
-            return python;
-        }
-        let scratch = tempfile::tempdir_in(tmp).expect("scratch directory for the venv");
-        let fresh = scratch.path().join("venv");
-        let made = output(
-            Command::new("python3").arg("-m").arg("venv").arg(&fresh),
-            "python3 -m venv",
-        );
+        let version = output(Command::new("python3").arg("--version"), "python3");
+        assert!(version.status.success(), "python3: {}", text(&version));
+        let key: String = text(&version)
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let store = vm_images::Cache::user().expect("a store");
+        let entry = store
+            .get_or_create(&["ci-lint"], &format!("check-jsonschema-{key}"), |dir| {
+                install_linter(&dir.join("venv"));
+                Ok(())
+            })
+            .expect("the linter's store entry");
+        let python = entry.join("venv/bin/python");
+        let works = Command::new(&python)
+            .args(["-m", "check_jsonschema", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
         assert!(
-            made.status.success(),
-            "python3 -m venv failed: this host lacks python3's venv module \
-             (Debian/Ubuntu: apt-get install python3-venv), which the CI \
-             recipe lint needs to install check-jsonschema:\n{}",
-            text(&made)
-        );
-        let pip = output(
-            Command::new(fresh.join("bin/python")).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "check-jsonschema",
-            ]),
-            "pip install check-jsonschema",
-        );
-        assert!(
-            pip.status.success(),
-            "pip install check-jsonschema failed (is PyPI reachable?):\n{}",
-            text(&pip)
-        );
-        let _ = std::fs::remove_dir_all(&venv);
-        // Losing a race to another test binary is fine: its venv is as good.
-        if std::fs::rename(&fresh, &venv).is_err() && !works(&python) {
-            panic!("could not move the venv to {}", venv.display());
-        }
-        assert!(
-            works(&python),
+            works,
             "check-jsonschema does not start from {}",
-            venv.display()
+            python.display()
         );
         python
     })
+}
+
+/// Makes a virtualenv at `venv` with check-jsonschema from PyPI.
+fn install_linter(venv: &Path) {
+    let made = output(
+        Command::new("python3").arg("-m").arg("venv").arg(venv),
+        "python3 -m venv",
+    );
+    assert!(
+        made.status.success(),
+        "python3 -m venv failed: this host lacks python3's venv module \
+         (Debian/Ubuntu: apt-get install python3-venv), which the CI \
+         recipe lint needs to install check-jsonschema:\n{}",
+        text(&made)
+    );
+    let pip = output(
+        Command::new(venv.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "check-jsonschema",
+        ]),
+        "pip install check-jsonschema",
+    );
+    assert!(
+        pip.status.success(),
+        "pip install check-jsonschema failed (is PyPI reachable?):\n{}",
+        text(&pip)
+    );
 }
 
 /// Lints `file` against check-jsonschema's built-in `schema`.

@@ -118,6 +118,21 @@ fn installed_bigbar_works_outside_the_workspace() {
     // built kernel gives QEMU and busybox, so nothing is downloaded.
     let (image, release) = built_kernel("stock");
     let cache = image.ancestors().nth(4).unwrap().to_path_buf();
+    // The installed command, from another directory, finds the kernel the
+    // workspace's runner built in the user's store: the same entry, so the
+    // same key, and nothing is built.
+    let out = bigbar(&bin, elsewhere.path(), home.path())
+        .env("BIGBAR_CACHE", vm_images::cache::default_root().unwrap())
+        .args(["--kernel", "stock", "--dry-run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{release} ({})", image.display())),
+        "not the workspace's stock entry {}:\n{stderr}",
+        image.display()
+    );
     let tree = tempfile::tempdir().unwrap();
     let boot = tree.path().join("arch/x86/boot");
     std::fs::create_dir_all(&boot).unwrap();
