@@ -119,14 +119,21 @@ fn two_processes_that_need_one_entry_make_it_once() {
     let tmp = root();
     let (mut a, mut a_out) = spawn(tmp.path(), true);
     until(&mut a_out, "FILLING");
-    let (mut b, mut b_out) = spawn(tmp.path(), true);
+    let (b, mut b_out) = spawn(tmp.path(), true);
     until(&mut b_out, "REQUESTING");
     until_blocked(b.id());
     // Release A's fill; B then finds the complete entry.
     fs::write(tmp.path().join("go"), "go").unwrap();
     let a_entry = until(&mut a_out, "ENTRY");
     let b_entry = until(&mut b_out, "ENTRY");
-    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    assert!(a.wait().unwrap().success());
+    let b = b.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&b.stderr);
+    assert!(b.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("waiting for another process that is making"),
+        "{stderr}"
+    );
     assert_eq!(a_entry, b_entry);
     assert_eq!(fills(tmp.path()), 1, "the entry was made twice");
     let entry = PathBuf::from(a_entry.trim_start_matches("ENTRY "));

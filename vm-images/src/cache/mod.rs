@@ -199,8 +199,8 @@ impl Cache {
     ) -> Result<PathBuf> {
         let key = checked_key(key)?;
         let dir = self.category_dir(category);
-        let _lock = self.lock(category, key)?;
         let path = dir.join(key);
+        let _lock = self.lock_or_say_who_waits(category, key, &path)?;
         pin::pin(&path)?;
         if path.is_dir() {
             match manifest::check(&path)? {
@@ -225,6 +225,27 @@ impl Cache {
         let filled = partial.keep();
         fs::rename(&filled, &path).at("renaming complete cache entry into", &path)?;
         Ok(path)
+    }
+
+    /// The entry's lock; says on stderr when another process holds it (it is
+    /// making the entry, which may take minutes for a kernel).
+    fn lock_or_say_who_waits(
+        &self,
+        category: &[&str],
+        key: &str,
+        path: &Path,
+    ) -> Result<CacheLock> {
+        let lock_path = self.category_dir(category).join(format!("{key}.lock"));
+        fs::create_dir_all(self.category_dir(category))
+            .at("creating directory", self.category_dir(category))?;
+        if let Some(lock) = CacheLock::try_acquire(&lock_path)? {
+            return Ok(lock);
+        }
+        eprintln!(
+            "bigbar: waiting for another process that is making {}",
+            path.display()
+        );
+        CacheLock::acquire(&lock_path)
     }
 
     /// Reads a small text record (e.g. which version is current) of a category.
