@@ -1,8 +1,9 @@
 //! A new user's first run: `cargo run -p runner` in a fresh clone of the
-//! workspace, with an empty target directory and an empty cache, so that the
+//! workspace, with an empty target directory and an empty store, so that the
 //! benchmark times the compile, the downloads and the KVM probe exactly as they
 //! happen on a new machine. Only cargo's registry of downloaded crates is
-//! shared with this machine's builds.
+//! shared with this machine's builds. The same clone, compiled, on the user's
+//! store instead is a developer's second clone, which must build no kernel.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -39,8 +40,8 @@ pub fn workspace() -> Result<PathBuf> {
     Ok(ws.to_path_buf())
 }
 
-/// A fresh clone of a workspace's HEAD in a private temporary directory,
-/// removed when dropped.
+/// A fresh clone of a workspace's HEAD in a private temporary directory, with
+/// an empty store beside it, removed when dropped.
 pub struct FreshClone {
     dir: TempDir,
     /// The commit the clone holds.
@@ -86,9 +87,18 @@ impl FreshClone {
         self.dir.path().join("bigbar")
     }
 
-    /// `cargo run -q -p runner --` in the clone, isolated from this build.
+    /// `cargo run -q -p runner --` in the clone, isolated from this build, on
+    /// the clone's own empty store.
     pub fn cargo_run(&self) -> Command {
-        cargo_run_in(&self.path())
+        self.cargo_run_on(&self.dir.path().join("store"))
+    }
+
+    /// `cargo run -q -p runner --` in the clone, isolated from this build but
+    /// for the store `store` (a second clone on the user's store).
+    pub fn cargo_run_on(&self, store: &Path) -> Command {
+        let mut cmd = cargo_run_in(&self.path());
+        cmd.env(vm_images::cache::CACHE_ENV, store);
+        cmd
     }
 }
 
@@ -126,6 +136,19 @@ mod tests {
 
     #[test]
     fn the_cargo_run_shares_no_target_flags_or_cache() {
+        let ws = tempfile::tempdir().unwrap();
+        init_repo(ws.path());
+        let clone = FreshClone::new(ws.path()).unwrap();
+        let store = |cmd: &Command| {
+            cmd.get_envs()
+                .find(|(k, _)| *k == vm_images::cache::CACHE_ENV)
+                .and_then(|(_, v)| v.map(PathBuf::from))
+        };
+        let own = store(&clone.cargo_run()).expect("the cold run names its store");
+        assert!(own.starts_with(clone.dir.path()), "{}", own.display());
+        assert!(!own.exists(), "the cold store is empty");
+        let shared = store(&clone.cargo_run_on(Path::new("/s")));
+        assert_eq!(shared.as_deref(), Some(Path::new("/s")));
         let cmd = cargo_run_in(Path::new("/c"));
         assert_eq!(cmd.get_current_dir(), Some(Path::new("/c")));
         let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
@@ -140,13 +163,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_clone_holds_the_committed_head() {
-        let ws = tempfile::tempdir().unwrap();
-        let run =
-            |args: &[&str]| git(Command::new("git").arg("-C").arg(ws.path()).args(args)).unwrap();
+    /// A git repository at `dir` with one commit of the file `f`.
+    fn init_repo(dir: &Path) {
+        let run = |args: &[&str]| git(Command::new("git").arg("-C").arg(dir).args(args)).unwrap();
         run(&["init", "-q"]);
-        std::fs::write(ws.path().join("f"), "committed").unwrap();
+        std::fs::write(dir.join("f"), "committed").unwrap();
         run(&["add", "f"]);
         run(&[
             "-c",
@@ -158,6 +179,14 @@ mod tests {
             "-m",
             "one",
         ]);
+    }
+
+    #[test]
+    fn a_clone_holds_the_committed_head() {
+        let ws = tempfile::tempdir().unwrap();
+        let run =
+            |args: &[&str]| git(Command::new("git").arg("-C").arg(ws.path()).args(args)).unwrap();
+        init_repo(ws.path());
         std::fs::write(ws.path().join("f"), "changed").unwrap();
         let clone = FreshClone::new(ws.path()).unwrap();
         let text = std::fs::read_to_string(clone.path().join("f")).unwrap();

@@ -69,6 +69,11 @@ const WARM: &str = "warm";
 const MATRIX: &str = "matrix";
 /// The mode of cold first runs.
 const COLD: &str = "cold clone";
+/// The mode of a second clone's first run on the warm store.
+const SECOND_CLONE: &str = "second clone";
+/// The kernel a second clone runs: a project kernel, which a store that lost
+/// it (or a key that changed between clones) would build for minutes.
+const SECOND_CLONE_KERNEL: &str = "stock";
 /// The kernel the in-guest and device figures are taken on.
 const GUEST_KERNEL: &str = "debian:sid";
 /// 512 GiB of BARs: the default device with its 16 GiB BAR grown.
@@ -140,9 +145,7 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
         report.runs.push(figs);
     }
     if s.cold > 0 {
-        if let Some(figs) = cold_runs(s, &mut problems)? {
-            report.runs.push(figs);
-        }
+        report.runs.extend(cold_runs(s, &mut problems)?);
     }
     let mut guest_ktap = Vec::new();
     let guest_runs = timed_runs_with(
@@ -338,17 +341,19 @@ fn timed_runs_with(
 }
 
 /// `cold` first runs of the guest kernel, each `cargo run -p runner` in a fresh
-/// clone with an empty cache; `None` (and a problem) when this runner was not
-/// built from a git checkout it can clone.
-fn cold_runs(s: &Settings, problems: &mut Vec<String>) -> Result<Option<RunFigures>> {
+/// clone with an empty store, then the last clone's [`second_clone_run`];
+/// nothing (and a problem) when this runner was not built from a git checkout
+/// it can clone.
+fn cold_runs(s: &Settings, problems: &mut Vec<String>) -> Result<Vec<RunFigures>> {
     let workspace = match cold::workspace() {
         Ok(w) => w,
         Err(e) => {
             problems.push(format!("cold first runs not measured: {e:#}"));
-            return Ok(None);
+            return Ok(Vec::new());
         }
     };
     let mut samples = Vec::new();
+    let mut last_clone = None;
     for rep in 1..=s.cold {
         let clone = cold::FreshClone::new(&workspace)?;
         let dir = s.out.join("runs").join(format!("cold-{rep}"));
@@ -363,12 +368,43 @@ fn cold_runs(s: &Settings, problems: &mut Vec<String>) -> Result<Option<RunFigur
         let finished = child::run(clone.cargo_run(), &args, &dir)?;
         check_exit(GUEST_KERNEL, COLD, &finished, &dir, problems);
         samples.push((finished, release_of(&dir)));
+        last_clone = Some(clone);
     }
+    let mut runs = vec![run_figures(GUEST_KERNEL, COLD, s.tests.label, &samples)];
+    if let Some(clone) = &last_clone {
+        runs.extend(second_clone_run(s, clone)?);
+    }
+    Ok(runs)
+}
+
+/// `cargo run -p runner -- --kernel stock` in `clone` (compiled by its cold
+/// run) on the benchmark's warm store: what a developer's second clone does,
+/// which must find the kernel another clone built. `None` when stock is not
+/// built in the store (said on stderr: there is nothing to find).
+fn second_clone_run(s: &Settings, clone: &cold::FreshClone) -> Result<Option<RunFigures>> {
+    if !already_built(&s.cache, SECOND_CLONE_KERNEL)? {
+        eprintln!(
+            "bigbar bench: no second-clone run: {SECOND_CLONE_KERNEL} is not built in {}",
+            s.cache.display()
+        );
+        return Ok(None);
+    }
+    let dir = s.out.join("runs").join("second-clone");
+    let mut args: Vec<String> = vec!["--kernel".into(), SECOND_CLONE_KERNEL.into()];
+    args.extend(s.tests.args.iter().cloned());
+    eprintln!(
+        "bigbar bench: second clone: --kernel {SECOND_CLONE_KERNEL} in the cold clone at {} \
+         on the store {}",
+        clone.commit,
+        s.cache.display()
+    );
+    let finished = child::run(clone.cargo_run_on(&s.cache), &args, &dir)?;
+    let release = release_of(&dir);
     Ok(Some(run_figures(
-        GUEST_KERNEL,
-        COLD,
+        SECOND_CLONE_KERNEL,
+        SECOND_CLONE,
         s.tests.label,
-        &samples,
+        &[(finished, release)],
     )))
 }
 
@@ -441,6 +477,7 @@ fn run_figures(
     push("total", "s", &|(s, _)| s.total);
     push("build", "s", &|(s, _)| s.build_total());
     push("fetch", "s", &|(s, _)| s.fetch());
+    push("kernel", "s", &|(s, _)| s.kernel);
     push("initramfs", "s", &|(s, _)| s.initramfs);
     push("device", "s", &|(s, _)| s.device);
     push("boot_to_init", "s", &|(s, _)| s.boot_to_init);
