@@ -80,15 +80,27 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `list`'s table.
+/// `list`'s table, its columns as wide as their widest cell.
 fn list_table(entries: &[Entry], now: u64) -> String {
+    let kind_w = entries
+        .iter()
+        .map(|e| e.kind.len())
+        .chain([4])
+        .max()
+        .unwrap_or(4);
+    let key_w = entries
+        .iter()
+        .map(|e| e.key.len())
+        .chain([5])
+        .max()
+        .unwrap_or(5);
     let mut out = format!(
-        "{:<22} {:<44} {:>9} {:>10}  made by\n",
+        "{:<kind_w$}  {:<key_w$}  {:>9}  {:>9}  made by\n",
         "kind", "entry", "size", "last used"
     );
     for e in entries {
         out += &format!(
-            "{:<22} {:<44} {:>9} {:>10}  {}\n",
+            "{:<kind_w$}  {:<key_w$}  {:>9}  {:>9}  {}\n",
             e.kind,
             e.key,
             human_size(e.bytes),
