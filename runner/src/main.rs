@@ -115,6 +115,7 @@ fn run(args: &RunArgs) -> Result<u8> {
     let store = places::cache(args.cache.as_deref())?;
     // Before any thread that spawns children exists (see `artefacts::unpack`).
     artefacts::unpack(&vm_images::Cache::new(store.clone()))?;
+    check_filter(args)?;
     if args.shell {
         return kernel_run::shell(&plan(args, &kernels[0], layout)?);
     }
@@ -479,6 +480,24 @@ fn present(run: &Run) -> u8 {
 /// `--suite vfio-selftests` or `all`, the kernel's VFIO selftests of the first
 /// `--kernel`), narrowed to `--suite`.
 fn list_tests(args: &RunArgs) -> Result<u8> {
+    let (tests, listed) = listing(args)?;
+    for (name, rules) in tests {
+        match rules.is_empty() {
+            true => println!("{name}"),
+            false => println!("{name}  {}", rules.join(" ")),
+        }
+    }
+    Ok(if listed {
+        cli::EXIT_OK
+    } else {
+        cli::EXIT_NOT_TESTED
+    })
+}
+
+/// The tests a run of `args` selects, with their rule IDs, from the guest
+/// binary's own `--list` (run on the host) and the kselftests the suite adds;
+/// and whether the listing succeeded.
+fn listing(args: &RunArgs) -> Result<(Vec<(String, Vec<String>)>, bool)> {
     let cache = vm_images::Cache::new(places::cache(args.cache.as_deref())?);
     let bin = artefacts::guest(&cache)?;
     let fetcher = vm_images::Fetcher::new(&cache);
@@ -497,19 +516,31 @@ fn list_tests(args: &RunArgs) -> Result<u8> {
         .output()
         .with_context(|| format!("running {} --list", bin.display()))?;
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    for (name, rules) in kernel_run::parse_listing(&String::from_utf8_lossy(&out.stdout)) {
-        if args.suite.includes(&name) {
-            match rules.is_empty() {
-                true => println!("{name}"),
-                false => println!("{name}  {}", rules.join(" ")),
-            }
-        }
+    let tests = kernel_run::parse_listing(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .filter(|(name, _)| args.suite.includes(name))
+        .collect();
+    Ok((tests, out.status.success()))
+}
+
+/// Refuses a `--filter` that selects no test: a usage error, found before
+/// anything boots, not a run that tests nothing.
+fn check_filter(args: &RunArgs) -> Result<()> {
+    if args.filter.is_empty() {
+        return Ok(());
     }
-    Ok(if out.status.success() {
-        cli::EXIT_OK
-    } else {
-        cli::EXIT_NOT_TESTED
-    })
+    let (tests, listed) = listing(args)?;
+    if listed && tests.is_empty() {
+        let given: Vec<String> = args.filter.iter().map(|f| format!("'{f}'")).collect();
+        return Err(UsageError(format!(
+            "--filter {} selects no test of the suite `{}` (`bigbar --list` shows them)",
+            given.join(" --filter "),
+            clap::ValueEnum::to_possible_value(&args.suite)
+                .map_or_else(String::new, |v| v.get_name().to_string())
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// `runner parse`.

@@ -363,3 +363,19 @@ fn compare_names_a_missing_or_malformed_input() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("results.json"), "{}", text(&o));
 }
+
+/// A filter that selects nothing is the user's mistake, said as one before
+/// anything is fetched or booted (exit 2), not a run that tested nothing.
+#[test]
+fn a_filter_that_selects_no_test_is_a_usage_error() {
+    let o = run(&["--filter", "zzz*", "--filter", "nope.*", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--filter 'zzz*' --filter 'nope.*' selects no test"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["--filter", "zzz*", "--filter", "f9.*", "--list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("f9.map_private_einval"), "{}", text(&o));
+}
