@@ -480,7 +480,7 @@ fn present(run: &Run) -> u8 {
 /// `--suite vfio-selftests` or `all`, the kernel's VFIO selftests of the first
 /// `--kernel`), narrowed to `--suite`.
 fn list_tests(args: &RunArgs) -> Result<u8> {
-    let (tests, listed) = listing(args)?;
+    let Listing { tests, listed } = listing(args)?;
     for (name, rules) in tests {
         match rules.is_empty() {
             true => println!("{name}"),
@@ -494,10 +494,17 @@ fn list_tests(args: &RunArgs) -> Result<u8> {
     })
 }
 
-/// The tests a run of `args` selects, with their rule IDs, from the guest
-/// binary's own `--list` (run on the host) and the kselftests the suite adds;
-/// and whether the listing succeeded.
-fn listing(args: &RunArgs) -> Result<(Vec<(String, Vec<String>)>, bool)> {
+/// The tests a run selects.
+struct Listing {
+    /// Each test's name and rule IDs.
+    tests: Vec<(String, Vec<String>)>,
+    /// Whether the guest binary's `--list` succeeded.
+    listed: bool,
+}
+
+/// The tests a run of `args` selects, from the guest binary's own `--list`
+/// (run on the host) and the kselftests the suite adds.
+fn listing(args: &RunArgs) -> Result<Listing> {
     let cache = vm_images::Cache::new(places::cache(args.cache.as_deref())?);
     let bin = artefacts::guest(&cache)?;
     let fetcher = vm_images::Fetcher::new(&cache);
@@ -520,7 +527,10 @@ fn listing(args: &RunArgs) -> Result<(Vec<(String, Vec<String>)>, bool)> {
         .into_iter()
         .filter(|(name, _)| args.suite.includes(name))
         .collect();
-    Ok((tests, out.status.success()))
+    Ok(Listing {
+        tests,
+        listed: out.status.success(),
+    })
 }
 
 /// Refuses a `--filter` that selects no test: a usage error, found before
@@ -529,7 +539,7 @@ fn check_filter(args: &RunArgs) -> Result<()> {
     if args.filter.is_empty() {
         return Ok(());
     }
-    let (tests, listed) = listing(args)?;
+    let Listing { tests, listed } = listing(args)?;
     if listed && tests.is_empty() {
         let given: Vec<String> = args.filter.iter().map(|f| format!("'{f}'")).collect();
         return Err(UsageError(format!(
