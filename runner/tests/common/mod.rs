@@ -159,3 +159,30 @@ fn link_all_but(from: &Path, to: &Path, rel: &Path, cold: &[&Path]) {
         }
     }
 }
+
+/// The names of the tests a run with `args` selects, from `runner --list`
+/// (the catalogue itself), so a test compares a run's count with it exactly.
+pub fn listed(args: &[&str]) -> Vec<String> {
+    let out = runner().arg("--list").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "--list {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `names` in order.
+pub fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names
+}
+
+/// The names of `verdicts` in order.
+pub fn sorted_names(verdicts: &[(String, String, String)]) -> Vec<String> {
+    sorted(verdicts.iter().map(|(n, _, _)| n.clone()).collect())
+}
