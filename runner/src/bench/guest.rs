@@ -104,10 +104,10 @@ pub fn summarise(kernel: &str, faults: &[FaultSample], regs: &[RegSample]) -> Gu
         ) else {
             continue;
         };
+        // No sample faulted (the regression this figure exists for): no figure.
         let per_fault_us = Summary::over(&s, |f| {
             (f.faults > 0).then(|| f.first_ns as f64 / 1e3 / f.faults as f64)
-        })
-        .unwrap_or(first_ms.scaled(0.0));
+        });
         orders.push(OrderFigures {
             order: order.to_string(),
             len: first.len,
@@ -186,6 +186,15 @@ mod tests {
     }
 
     #[test]
+    fn an_order_that_never_faulted_has_no_figure_per_fault() {
+        let text = KTAP.replace("faults=16 expected", "faults=0 expected");
+        let (faults, regs) = parse(&text);
+        let g = summarise("debian:sid", &faults, &regs);
+        assert_eq!(g.orders[0].per_fault_us, None);
+        assert_eq!(g.orders_without_faults(), ["PUD"]);
+    }
+
+    #[test]
     fn summarises_per_gib_and_ratios() {
         let (faults, regs) = parse(KTAP);
         let g = summarise("debian:sid", &faults, &regs);
@@ -194,7 +203,7 @@ mod tests {
         assert_eq!((pud.faults, pud.faults_per_gib), (16.0, 1.0));
         assert_eq!(pud.first_ms.median, 3.0);
         assert_eq!(pud.per_gib_ms.median, 3.0 / 16.0);
-        assert_eq!(pud.per_fault_us.median, 3000.0 / 16.0);
+        assert_eq!(pud.per_fault_us.unwrap().median, 3000.0 / 16.0);
         let pte = &g.orders[2];
         // 256 MiB extrapolated to 1 GiB: four times the time and the faults.
         assert_eq!(

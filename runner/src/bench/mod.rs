@@ -163,6 +163,11 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
     if guest.orders.is_empty() {
         problems.push("the guest benchmark printed no fault figures".into());
     }
+    for order in guest.orders_without_faults() {
+        problems.push(format!(
+            "no sample of the guest benchmark faulted at {order}: no time per fault"
+        ));
+    }
     report.guest = Some(guest);
     let big = timed_runs(
         s,

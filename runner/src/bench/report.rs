@@ -99,8 +99,8 @@ pub struct OrderFigures {
     pub per_gib_ms: Summary,
     /// Faults per GiB at this order.
     pub faults_per_gib: f64,
-    /// First-pass time per fault, microseconds.
-    pub per_fault_us: Summary,
+    /// First-pass time per fault, microseconds; `None` when no sample faulted.
+    pub per_fault_us: Option<Summary>,
 }
 
 /// The in-guest measurements.
@@ -116,6 +116,18 @@ pub struct GuestFigures {
     pub reg_read_us: Option<Summary>,
     /// Guest-side register writes, µs per access.
     pub reg_write_us: Option<Summary>,
+}
+
+impl GuestFigures {
+    /// The orders none of whose samples faulted: a huge mapping that stopped
+    /// faulting at its order, or a test that stopped touching it.
+    pub fn orders_without_faults(&self) -> Vec<&str> {
+        self.orders
+            .iter()
+            .filter(|o| o.per_fault_us.is_none())
+            .map(|o| o.order.as_str())
+            .collect()
+    }
 }
 
 /// device-emu measured on the host.
@@ -234,8 +246,8 @@ pub fn markdown(r: &Report) -> String {
     }
     if let Some(g) = &r.guest {
         s.push_str(&format!(
-            "\nTouching a BAR in the guest ({}), one word per entry; PTE measured over \
-             256 MiB and extrapolated per GiB:\n\n\
+            "\nTouching a BAR in the guest ({}), one word per entry; each order measured \
+             over the range shown and extrapolated per GiB:\n\n\
              | order | range | faults | first pass ms | second pass ms | ms per GiB | faults per GiB | µs per fault |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|\n",
             g.kernel
@@ -250,7 +262,7 @@ pub fn markdown(r: &Report) -> String {
                 cell(Some(&o.second_ms), 1),
                 cell(Some(&o.per_gib_ms), 1),
                 o.faults_per_gib,
-                cell(Some(&o.per_fault_us), 2)
+                cell(o.per_fault_us.as_ref(), 2)
             ));
         }
         if !g.ratios.is_empty() {
@@ -406,7 +418,7 @@ mod tests {
                     second_ms: summary(&[0.1]),
                     per_gib_ms: summary(&[0.0625]),
                     faults_per_gib: 1.0,
-                    per_fault_us: summary(&[62.5]),
+                    per_fault_us: Some(summary(&[62.5])),
                 }],
                 ratios: vec![("PTE/PUD".into(), 5000.4)],
                 reg_read_us: Some(summary(&[50.0])),

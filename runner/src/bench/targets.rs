@@ -22,6 +22,11 @@ const COLD_S: f64 = 100.0;
 /// The kernel stage of a second clone on the warm store: finding a built
 /// kernel takes a fraction of a second; building one takes minutes.
 const SECOND_CLONE_KERNEL_S: f64 = 5.0;
+/// The 512 GiB run's host memory may exceed the 16 GiB run's by this factor
+/// and [`HOST_MEMORY_SLACK_MIB`]: run-to-run noise (page cache, QEMU's own
+/// allocations), never growth with the BAR, which would be 32×.
+const HOST_MEMORY_FACTOR: f64 = 1.25;
+const HOST_MEMORY_SLACK_MIB: f64 = 64.0;
 /// device-emu's resident memory with 512 GiB of BARs.
 const DEVICE_MIB: f64 = 64.0;
 
@@ -144,10 +149,12 @@ fn host_memory(r: &Report, guest: &str) -> Target {
         .and_then(|(a, b)| peak(a).zip(peak(b)));
     Target {
         what: "host memory of a run: 16 GiB vs 512 GiB BAR".into(),
-        goal: "bounded by what the tests touch, not by BAR size".into(),
+        goal: format!(
+            "bounded by what the tests touch, not by BAR size: 512 GiB run ≤ \
+             {HOST_MEMORY_FACTOR}× the 16 GiB run + {HOST_MEMORY_SLACK_MIB:.0} MiB"
+        ),
         measured: both.map(|(a, b)| format!("{a:.0} MiB vs {b:.0} MiB")),
-        // 32× the BAR may not cost 32×: allow noise, not growth with the BAR.
-        met: both.map(|(a, b)| b <= a * 1.25 + 64.0),
+        met: both.map(|(a, b)| b <= a * HOST_MEMORY_FACTOR + HOST_MEMORY_SLACK_MIB),
     }
 }
 
