@@ -165,6 +165,28 @@ pub enum ModelError {
     },
 }
 
+/// Where a test touches a huge entry first: the fault address inside the block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstTouch {
+    /// The entry's first page (the fault address is the block address).
+    Start,
+    /// A page inside the entry, on no 2 MiB boundary: the middle plus 5 pages.
+    Interior,
+    /// The entry's last page.
+    Last,
+}
+
+impl FirstTouch {
+    /// The page of the entry `[start, start + size)` touched first.
+    pub fn page(self, start: u64, size: u64) -> u64 {
+        match self {
+            Self::Start => start,
+            Self::Interior => start + size / 2 + 5 * PAGE,
+            Self::Last => start + size - PAGE,
+        }
+    }
+}
+
 /// A run of consecutive entries of one order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FaultRun {
@@ -263,6 +285,39 @@ impl FaultPlan {
                     let at = r.start + b * PMD;
                     out.push(at);
                     out.push(at + PMD - PAGE);
+                }
+            }
+        }
+        out
+    }
+
+    /// [`FaultPlan::touch_pattern`] with every huge entry touched first at the
+    /// page `first` names (its start, an interior page, its last page), then
+    /// at the rest of the pattern's pages in it. The fault address inside a
+    /// block must not change what the fault installs (F1), nor that one fault
+    /// installs it (F2): the count is the plan's whatever `first` is.
+    pub fn touch_pattern_first(&self, first: FirstTouch) -> Vec<u64> {
+        let base = self.touch_pattern();
+        if first == FirstTouch::Start {
+            return base;
+        }
+        let mut out = Vec::with_capacity(base.len() + self.runs.len());
+        let mut current: Option<u64> = None;
+        for &va in &base {
+            match self.entry_at(va) {
+                Some((start, order)) if order != Order::Pte => {
+                    let page = first.page(start, order.size());
+                    if current != Some(start) {
+                        current = Some(start);
+                        out.push(page);
+                    }
+                    if va != page {
+                        out.push(va);
+                    }
+                }
+                _ => {
+                    current = None;
+                    out.push(va);
                 }
             }
         }
@@ -626,6 +681,54 @@ mod tests {
             }
         }
         assert!(pattern.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// F1, F2: a huge entry first touched inside or at its end installs what a
+    /// touch at its start does, with one fault; the pattern still tells the
+    /// orders apart.
+    #[rstest]
+    #[case::pud(0, VA, GIB)]
+    #[case::pmd_only(0, VA + 2 * MIB, GIB)]
+    #[case::mixed(GIB - 4 * MIB - 8 * KIB, VA + GIB - 4 * MIB - 8 * KIB, 2 * GIB + 6 * MIB + 20 * KIB)]
+    fn first_touch_anywhere_costs_the_plan(
+        #[case] off: u64,
+        #[case] start: u64,
+        #[case] len: u64,
+        #[values(FirstTouch::Interior, FirstTouch::Last)] first: FirstTouch,
+    ) {
+        let p = place(BIG_BASE, 16 * GIB, off, start, len);
+        let all = Behaviour::HugeFault(Orders::ALL_HUGE);
+        let want = plan(&p, all).unwrap();
+        let pattern = want.touch_pattern_first(first);
+        assert_eq!(want.touch_faults(all, &pattern), want.faults);
+        for orders in [Orders::PMD_ONLY, Orders::NONE] {
+            let other = plan(&p, Behaviour::HugeFault(orders)).unwrap();
+            if other.runs != want.runs {
+                assert_ne!(other.touch_faults(all, &pattern), want.faults, "{orders:?}");
+            }
+        }
+        // Each huge entry is touched first where `first` says, never at a
+        // block boundary but for the last page's own.
+        let mut seen = Vec::new();
+        for &va in &pattern {
+            let (entry, order) = want.entry_at(va).unwrap();
+            if order != Order::Pte && !seen.contains(&entry) {
+                seen.push(entry);
+                assert_eq!(va, first.page(entry, order.size()), "{entry:#x}");
+                assert_ne!(va % PMD, 0, "{va:#x} is a 2 MiB boundary");
+            }
+        }
+        let huge = want.count(Order::Pud) + want.count(Order::Pmd);
+        assert_eq!(seen.len() as u64, huge);
+        // The same pages as the plain pattern, plus at most one per entry.
+        let mut base = want.touch_pattern();
+        let mut got = pattern.clone();
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got.len(), pattern.len(), "a page touched twice");
+        base.retain(|va| !got.contains(va));
+        assert!(base.is_empty(), "pages left out: {base:x?}");
+        assert!(pattern.len() as u64 <= want.touch_pattern().len() as u64 + huge);
     }
 
     #[test]

@@ -207,11 +207,21 @@ pub fn touch_placed(map: &Mapping, plan: &FaultPlan, what: &str) -> Result<u64> 
 /// Touches a fresh mapping's pattern twice: the first pass must cost what the
 /// model predicts, the second nothing. The first pass writes the layout.
 pub fn expect_plan(map: &Mapping, plan: &FaultPlan, what: &str) -> Result<()> {
-    let pattern = plan.touch_pattern();
+    expect_plan_touching(map, plan, &plan.touch_pattern(), what)
+}
+
+/// [`expect_plan`] with the first pass touching `pattern` (in its order), a
+/// reordering of the plan's pattern such as [`FaultPlan::touch_pattern_first`].
+pub fn expect_plan_touching(
+    map: &Mapping,
+    plan: &FaultPlan,
+    pattern: &[u64],
+    what: &str,
+) -> Result<()> {
     let touches: Vec<Vec<u64>> = plan
         .runs
         .iter()
-        .map(|r| layout::touches_in(&pattern, r))
+        .map(|r| layout::touches_in(pattern, r))
         .collect();
     let first = measure_layout(map, plan, &touches, what, false)?;
     let second = touch_plan(map, plan)?;
