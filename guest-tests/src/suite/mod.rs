@@ -49,16 +49,10 @@ pub fn all() -> Vec<TestCase<Fixture>> {
         TestCase::new("fault_order.pmd_aligned", fault_order::pmd_aligned)
             .with_rules(&["F1", "F2"]),
         TestCase::new("fault_order.unaligned", fault_order::unaligned).with_rules(&["F1", "F2"]),
-        TestCase::new(
-            "fault_order.first_touch_interior",
-            fault_order::first_touch_interior,
-        )
-        .with_rules(&["F1", "F2"]),
-        TestCase::new(
-            "fault_order.first_touch_last",
-            fault_order::first_touch_last,
-        )
-        .with_rules(&["F1", "F2"]),
+        TestCase::new("f1.first_touch_interior", fault_order::first_touch_interior)
+            .with_rules(&["F1", "F2"]),
+        TestCase::new("f1.first_touch_last", fault_order::first_touch_last)
+            .with_rules(&["F1", "F2"]),
         TestCase::new("f1.case_table", orders::case_table),
         TestCase::new("f1.random", orders::random),
         TestCase::new("f1.kprobe_orders", kprobe::kprobe_orders),
