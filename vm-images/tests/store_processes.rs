@@ -1,8 +1,8 @@
 //! The store between processes, as two CI clones, two test binaries or a user's
 //! run and a test meet in it: two processes that need one entry make it once
-//! (the second waits on the lock, then uses it), and a process killed while
-//! making an entry leaves nothing that looks complete; the next one makes it
-//! again and says why.
+//! (the second waits on the lock, then uses it); a process killed while
+//! making an entry leaves nothing that looks complete, and the next one makes
+//! it again and says why; `gc` never evicts an entry another process uses.
 //!
 //! The processes are this test binary run again as `child` (ignored unless
 //! `STORE_CHILD_ROOT` is set). They are synchronised on what they do, never on
@@ -21,6 +21,8 @@ use vm_images::Cache;
 const ROOT: &str = "STORE_CHILD_ROOT";
 /// Set: the fill does not wait on the FIFO.
 const NO_WAIT: &str = "STORE_CHILD_NO_WAIT";
+/// Set: the child only uses the complete entry `k/v`, until the FIFO is written.
+const USE_ONLY: &str = "STORE_CHILD_USE_ONLY";
 
 /// Run as a child: makes (or finds) the entry `k/v` of the store at `$ROOT`.
 #[test]
@@ -32,6 +34,13 @@ fn child() {
     println!("REQUESTING");
     std::io::stdout().flush().unwrap();
     let cache = Cache::new(root.join("store"));
+    if std::env::var_os(USE_ONLY).is_some() {
+        assert!(cache.existing(&["k"], "v").unwrap().is_some());
+        println!("USING");
+        std::io::stdout().flush().unwrap();
+        wait_for_go(&root);
+        return;
+    }
     let path = cache
         .get_or_create(&["k"], "v", |dir| {
             let mut log = fs::OpenOptions::new()
@@ -44,11 +53,7 @@ fn child() {
             println!("FILLING");
             std::io::stdout().flush().unwrap();
             if std::env::var_os(NO_WAIT).is_none() {
-                let mut go = String::new();
-                fs::File::open(root.join("go"))
-                    .unwrap()
-                    .read_to_string(&mut go)
-                    .unwrap();
+                wait_for_go(&root);
             }
             fs::write(dir.join("done"), "complete").unwrap();
             Ok(())
@@ -57,9 +62,26 @@ fn child() {
     println!("ENTRY {}", path.display());
 }
 
+/// Blocks until the test writes the FIFO `go`.
+fn wait_for_go(root: &Path) {
+    let mut go = String::new();
+    fs::File::open(root.join("go"))
+        .unwrap()
+        .read_to_string(&mut go)
+        .unwrap();
+}
+
 /// A child process on the store at `root`, its stdout piped.
 fn spawn(root: &Path, wait: bool) -> (Child, BufReader<ChildStdout>) {
+    spawn_with(root, wait, &[])
+}
+
+/// [`spawn`] with extra environment variables set.
+fn spawn_with(root: &Path, wait: bool, env: &[&str]) -> (Child, BufReader<ChildStdout>) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
+    for var in env {
+        cmd.env(var, "1");
+    }
     cmd.args(["--exact", "child", "--include-ignored", "--nocapture"])
         .env(ROOT, root)
         .stdout(Stdio::piped())
@@ -168,4 +190,28 @@ fn a_killed_fill_is_not_reused_and_the_next_run_says_why() {
         .filter(|n| n.starts_with(".partial-"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn gc_never_evicts_what_another_process_uses() {
+    let tmp = root();
+    // Made by a child, so that this process pins nothing.
+    let (a, mut a_out) = spawn(tmp.path(), false);
+    until(&mut a_out, "ENTRY");
+    assert!(a.wait_with_output().unwrap().status.success());
+    let cache = Cache::new(tmp.path().join("store"));
+    let (mut user, mut user_out) = spawn_with(tmp.path(), true, &[USE_ONLY]);
+    until(&mut user_out, "USING");
+    let pass = cache.gc(0).unwrap();
+    assert!(pass.removed.is_empty(), "{pass:?}");
+    let kept: Vec<&str> = pass.in_use.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(kept, ["v"]);
+    assert!(tmp.path().join("store/k/v/done").is_file());
+    // Once the user is gone, the entry goes.
+    fs::write(tmp.path().join("go"), "go").unwrap();
+    assert!(user.wait().unwrap().success());
+    let pass = cache.gc(0).unwrap();
+    let removed: Vec<&str> = pass.removed.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(removed, ["v"]);
+    assert!(!tmp.path().join("store/k/v").exists());
 }
