@@ -7,6 +7,7 @@
 //! brings its code and stack pages in before the counted pass.
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::resource::{getrusage, UsageWho};
@@ -54,11 +55,43 @@ unsafe fn measure<A: Copy>(
     base: *const u8,
     arg: A,
 ) -> Result<u64, Errno> {
+    // SAFETY: forwarded from the caller.
+    unsafe { measure_timed(touch, base, arg) }.map(|t| t.faults)
+}
+
+/// What one counted touch took, and when it ran.
+#[derive(Clone, Copy, Debug)]
+pub struct TimedTouch {
+    /// Minor faults taken.
+    pub faults: u64,
+    /// Just before the touch (after the counter's first reading).
+    pub started: Instant,
+    /// Just after it (before the second reading).
+    pub ended: Instant,
+}
+
+/// [`measure`], with the clock read right around the touch. The clock (the
+/// vDSO) is read in the warm-up too, so reading it costs no fault here.
+///
+/// # Safety
+/// As for [`measure`].
+#[inline(never)]
+unsafe fn measure_timed<A: Copy>(
+    touch: unsafe fn(*const u8, A) -> u64,
+    base: *const u8,
+    arg: A,
+) -> Result<TimedTouch, Errno> {
     let before = minor_faults()?;
+    let started = Instant::now();
     // SAFETY: forwarded from the caller.
     black_box(unsafe { touch(black_box(base), black_box(arg)) });
+    let ended = Instant::now();
     let after = minor_faults()?;
-    Ok(after.saturating_sub(before))
+    Ok(TimedTouch {
+        faults: after.saturating_sub(before),
+        started,
+        ended,
+    })
 }
 
 /// Makes `measure(touch, page, arg)` once over a whole page of a stack buffer,
@@ -114,6 +147,24 @@ pub unsafe fn count_offset_faults(base: *const u8, offsets: &[u64]) -> Result<u6
     black_box(offsets.iter().sum::<u64>());
     // SAFETY: forwarded from the caller.
     unsafe { measure(touch_offsets, base, offsets) }
+}
+
+/// [`count_offset_faults`], calling `ready` after the warm-up and right before
+/// the counted touch (e.g. to meet another thread), and timing the touch.
+///
+/// # Safety
+/// As for [`touch_offsets`].
+pub unsafe fn count_offset_faults_timed(
+    base: *const u8,
+    offsets: &[u64],
+    ready: impl FnOnce(),
+) -> Result<TimedTouch, Errno> {
+    // SAFETY: `touch_offsets` at offset 0 reads only the page it is given.
+    unsafe { warm(touch_offsets, &[0][..]) }?;
+    black_box(offsets.iter().sum::<u64>());
+    ready();
+    // SAFETY: forwarded from the caller.
+    unsafe { measure_timed(touch_offsets, base, offsets) }
 }
 
 #[cfg(test)]

@@ -174,6 +174,10 @@ pub struct RunArgs {
     /// Accelerator: `auto` (KVM if a probe boot shows it works, else TCG), `tcg` or `kvm`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "tcg", "kvm"])]
     pub accel: String,
+    /// Guest vCPUs (multi-threaded under TCG): the race tests need two and
+    /// skip, saying so, with one.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub smp: u32,
     /// Guest memory in MiB (at least 640: see [`MIN_MEMORY_MIB`]).
     #[arg(long, default_value_t = 1024, value_parser = memory_mib)]
     pub memory: u32,

@@ -33,6 +33,8 @@ pub struct BootPlan {
     pub accel: String,
     /// Guest memory in MiB.
     pub memory_mib: u32,
+    /// Guest vCPUs.
+    pub cpus: u32,
     /// Whole-boot time limit.
     pub timeout: Duration,
     /// Longest silence (no console or KTAP line) before the guest is stopped.
@@ -503,6 +505,7 @@ fn guest_config(prep: &Prepared, plan: &BootPlan, run_dir: &Path, boot: usize) -
         phys_bits: phys_bits(hole),
         device_socket: run_dir.join(format!("device-{boot}.sock")),
         memory_mib: suite::memory_mib(plan.suite, config.as_deref(), plan.memory_mib),
+        cpus: plan.cpus,
         timeout: if limited { plan.timeout } else { NO_LIMIT },
         idle_timeout: if limited { plan.idle_timeout } else { NO_LIMIT },
         progress_timeout: if limited {

@@ -407,6 +407,7 @@ fn plan(
         layout,
         accel: args.accel.clone(),
         memory_mib: args.memory,
+        cpus: args.smp,
         timeout: Duration::from_secs(args.timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         progress_timeout: Duration::from_secs(args.progress_timeout),

@@ -112,6 +112,9 @@ pub struct QemuArgs {
     pub accel: Accel,
     /// Guest memory in MiB.
     pub memory_mib: u32,
+    /// Virtual CPUs. Under TCG more than one runs multi-threaded (one host
+    /// thread per vCPU), so guest threads on two vCPUs do run at the same time.
+    pub cpus: u32,
     /// Guest physical address bits, when the default (40 under TCG) is not
     /// enough for the BARs.
     pub phys_bits: Option<u32>,
@@ -143,6 +146,7 @@ impl QemuArgs {
         Self {
             accel,
             memory_mib: 1024,
+            cpus: 1,
             phys_bits: None,
             pci_hole64: None,
             iommu: false,
@@ -195,15 +199,14 @@ impl QemuArgs {
             cpu.push_str(&format!(",phys-bits={bits}"));
         }
         let mem = self.memory_mib.to_string();
-        push(&[
-            "-machine",
-            machine,
-            "-accel",
-            self.accel.name(),
-            "-cpu",
-            &cpu,
-        ]);
-        push(&["-smp", "1", "-m", &mem, "-nodefaults", "-no-user-config"]);
+        let accel = match self.accel {
+            // Stated, not left to QEMU's default: a race needs parallel vCPUs.
+            Accel::Tcg if self.cpus > 1 => "tcg,thread=multi",
+            a => a.name(),
+        };
+        let cpus = self.cpus.max(1).to_string();
+        push(&["-machine", machine, "-accel", accel, "-cpu", &cpu]);
+        push(&["-smp", &cpus, "-m", &mem, "-nodefaults", "-no-user-config"]);
         push(&["-display", "none", "-no-reboot"]);
         if let Some(size) = self.pci_hole64 {
             push(&["-global", &format!("q35-pcihost.pci-hole64-size={size}")]);

@@ -41,6 +41,7 @@ pub(super) fn launch_args(
     );
     QemuArgs {
         memory_mib: cfg.memory_mib,
+        cpus: cfg.cpus,
         phys_bits: Some(cfg.phys_bits),
         pci_hole64: Some(cfg.pci_hole64),
         iommu: cfg.iommu,
@@ -77,6 +78,7 @@ mod tests {
             phys_bits: 40,
             device_socket: "/d/dev.sock".into(),
             memory_mib: 1024,
+            cpus: 1,
             timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             progress_timeout: Duration::from_secs(1),

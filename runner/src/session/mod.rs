@@ -84,6 +84,8 @@ pub struct GuestConfig {
     pub device_socket: PathBuf,
     /// Guest memory in MiB.
     pub memory_mib: u32,
+    /// Guest vCPUs.
+    pub cpus: u32,
     /// Whole-boot time limit.
     pub timeout: Duration,
     /// Longest silence on both serial ports before the guest is stopped.
