@@ -158,7 +158,9 @@ pub enum FixedIs {
     /// Exit 0; the summary says loudly to update the baseline.
     #[default]
     Ok,
-    /// Exit 1, as for a regression: the baseline must be kept exact.
+    /// Exit 1, as for a regression, and so does any other verdict the
+    /// baseline does not name (a `changed` test, e.g. a skip where it expects
+    /// a pass): the baseline must be kept exact.
     Fail,
 }
 
@@ -481,11 +483,12 @@ impl Judgement {
         }
     }
 
-    /// Whether the judgement fails the run: a regression, or a fix that
-    /// `--fixed-is fail` counts as one.
+    /// Whether the judgement fails the run: a regression, or a fix or another
+    /// change that `--fixed-is fail` counts as one.
     fn regressed(&self, fixed_is: FixedIs) -> bool {
-        let fixed = fixed_is == FixedIs::Fail && self.of(Class::Fixed).next().is_some();
-        fixed || self.of(Class::Regression).next().is_some()
+        let exact = fixed_is == FixedIs::Fail
+            && (self.of(Class::Fixed).next().is_some() || self.of(Class::Changed).next().is_some());
+        exact || self.of(Class::Regression).next().is_some()
     }
 
     /// The count line: `baseline: 0 regressions, 3 known, ...`.
@@ -558,6 +561,14 @@ pub fn summary(j: &Judgement, fixed_is: FixedIs) -> String {
         let _ = writeln!(
             out,
             "bigbar: {fixed} KNOWN FAILURE(S) NOW PASS: update the baseline; {effect}"
+        );
+    }
+    let changed = j.of(Class::Changed).count();
+    if changed > 0 && fixed_is == FixedIs::Fail {
+        let _ = writeln!(
+            out,
+            "bigbar: {changed} test(s) with a verdict the baseline does not name; \
+             exit status 1 (--fixed-is fail keeps the baseline exact)"
         );
     }
     let _ = writeln!(out, "baseline {}", j.count_line());
@@ -655,6 +666,9 @@ mod tests {
     #[case(&[("f6.munmap_pud_unaligned", Pass)], None, FixedIs::Ok, 0)]
     #[case(&[("f6.munmap_pud_unaligned", Pass)], None, FixedIs::Fail, 1)]
     #[case(&[("a1.whole_bar", Xfail)], None, FixedIs::Fail, 0)]
+    // A verdict the file does not name: news, but a failure only when exact.
+    #[case(&[("a1.whole_bar", Skip)], None, FixedIs::Ok, 0)]
+    #[case(&[("a1.whole_bar", Skip)], None, FixedIs::Fail, 1)]
     #[case(&[], None, FixedIs::Ok, 125)]
     fn exit_status_against_expectations(
         #[case] tests: &[(&str, Verdict)],

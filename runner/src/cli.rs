@@ -240,7 +240,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
     /// What a known failure that now passes does to the exit status with
-    /// --baseline: `ok` (exit 0, printed loudly) or `fail` (exit 1).
+    /// --baseline: `ok` (exit 0, printed loudly) or `fail` (exit 1, as does any
+    /// verdict the baseline does not name: the baseline is kept exact).
     #[arg(long, value_enum, default_value_t = crate::baseline::FixedIs::Ok)]
     pub fixed_is: crate::baseline::FixedIs,
     /// Run the selection N times, each in fresh guests, and report per test how
