@@ -65,6 +65,8 @@ pub struct BenchArgs {
 
 /// The mode of single-kernel runs with a warm cache.
 const WARM: &str = "warm";
+/// The mode of warm runs with one vCPU instead of the default two.
+const ONE_VCPU: &str = "warm, 1 vCPU";
 /// The mode of whole-matrix runs.
 const MATRIX: &str = "matrix";
 /// The mode of cold first runs.
@@ -133,6 +135,19 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
     for kernel in &s.kernels {
         let figs = warm_runs(s, kernel, &mut problems)?;
         report.runs.push(figs);
+        // One vCPU against the default two, right after, on the same load:
+        // what the race tests' second vCPU costs or saves the whole catalogue.
+        if kernel == GUEST_KERNEL {
+            let figs = timed_runs(
+                s,
+                kernel,
+                ONE_VCPU,
+                &s.tests,
+                &["--smp", "1"],
+                &mut problems,
+            )?;
+            report.runs.push(figs);
+        }
         // Right after the warm runs, so that both see the same load.
         if bare::KERNELS.contains(&kernel.as_str()) {
             let sel = Selection::new(bare::SELECTION, &[]);
