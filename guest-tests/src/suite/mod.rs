@@ -102,7 +102,10 @@ pub fn all() -> Vec<TestCase<Fixture>> {
         TestCase::new("a5.free_hint_kept", place::free_hint_kept),
         TestCase::new("irq.msix_device_raised", irq::msix_device_raised),
         TestCase::new("irq.msi_device_raised", irq::msi_device_raised),
+        TestCase::new("irq.msix_masked", irq::msix_masked),
+        TestCase::new("irq.msi_masked", irq::msi_masked),
         TestCase::new("dma.copy", dma::copy_test),
+        TestCase::new("dma.completion_irq", dma::completion_irq),
         // Risky last: they oops kernels without the fixes (docs/RULES.md F6, F8).
         TestCase::new(
             "f8.mremap_move_pud_incongruent",
