@@ -293,7 +293,8 @@ fn findings_fail_without_the_fixes_and_pass_with_them() {
 }
 
 /// The whole default catalogue, risky tests included, passes on `fixed`: exit 0,
-/// every test `pass`, no kernel report anywhere on the console.
+/// every test `pass` but the masking ones no Linux offers, no kernel report
+/// anywhere on the console.
 #[test]
 fn fixed_passes_the_whole_catalogue() {
     let out = tempfile::tempdir().unwrap();
@@ -307,7 +308,11 @@ fn fixed_passes_the_whole_catalogue() {
         "not the whole catalogue ran"
     );
     for (name, result, diag) in tests {
-        assert_eq!(result, "pass", "fixed: {name}: {diag}");
+        // Linux's vfio-pci masks only INTx through SET_IRQS (as
+        // expectations/debian.toml says for every kernel).
+        let masked = name.starts_with("irq.") && name.ends_with("_masked");
+        let want = if masked { "skip" } else { "pass" };
+        assert_eq!(result, want, "fixed: {name}: {diag}");
     }
     let console = std::fs::read_to_string(out.path().join("console.log")).unwrap();
     for report in ["BUG:", "WARNING:", "Oops", "bad pud", "bad pmd", "bad pte"] {
