@@ -36,7 +36,8 @@ pub enum CacheAction {
         #[arg(long, value_name = "SIZE", value_parser = size_arg)]
         max_size: u64,
     },
-    /// Evict every entry no running bigbar uses, and what interrupted builds left.
+    /// Evict every entry no running bigbar uses, what interrupted builds left,
+    /// and the package lists no apt run holds.
     Clean,
 }
 
@@ -50,7 +51,13 @@ pub fn run(args: &CacheArgs) -> Result<u8> {
     let cache = Cache::new(crate::places::cache(args.cache.as_deref())?);
     match &args.action {
         CacheAction::List => print!("{}", list_table(&cache.entries()?, now())),
-        CacheAction::Du => print!("{}", du_table(cache.root(), &cache.entries()?)),
+        CacheAction::Du => {
+            print!("{}", du_table(cache.root(), &cache.entries()?));
+            println!(
+                "{:>9}  besides: apt's package lists, locks, records",
+                human_size(cache.other_bytes()?)
+            );
+        }
         CacheAction::Gc { max_size } => print!("{}", eviction_text(&cache.gc(*max_size)?)),
         CacheAction::Clean => print!("{}", eviction_text(&cache.clean()?)),
     }

@@ -121,13 +121,26 @@ impl Cache {
         Ok(pass)
     }
 
-    /// Evicts every entry no process uses, and what interrupted fills left.
+    /// Evicts every entry no process uses, what interrupted fills left, and
+    /// the private apt trees (package lists, fetched again when needed) that
+    /// no apt run holds.
     pub fn clean(&self) -> Result<Eviction> {
         let pass = self.gc(0)?;
         if self.root().is_dir() {
             remove_partials(self.root(), 1)?;
+            remove_idle_apt_trees(&self.category_dir(&["apt"]))?;
         }
         Ok(pass)
+    }
+
+    /// Bytes below the root that are no entry's: apt's package lists, locks,
+    /// records, partial fills. Walks the whole store.
+    pub fn other_bytes(&self) -> Result<u64> {
+        if !self.root().is_dir() {
+            return Ok(0);
+        }
+        let entries: u64 = self.entries()?.iter().map(|e| e.bytes).sum();
+        Ok(disk_usage(self.root())?.saturating_sub(entries))
     }
 }
 
@@ -206,6 +219,26 @@ fn remove_partials(dir: &Path, depth: usize) -> Result<()> {
             }
         } else if !path.join(manifest::FILE).is_file() && depth < MAX_DEPTH {
             remove_partials(&path, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes each `apt/<suite>/` tree whose lock (`apt/<suite>.lock`) no apt
+/// run holds.
+fn remove_idle_apt_trees(apt: &Path) -> Result<()> {
+    if !apt.is_dir() {
+        return Ok(());
+    }
+    for item in fs::read_dir(apt).at("listing", apt)? {
+        let item = item.at("listing", apt)?;
+        let path = item.path();
+        if !item.file_type().at("reading", &path)?.is_dir() {
+            continue;
+        }
+        let lock = apt.join(format!("{}.lock", item.file_name().to_string_lossy()));
+        if let Some(_held) = super::CacheLock::try_acquire(&lock)? {
+            fs::remove_dir_all(&path).at("removing apt tree", &path)?;
         }
     }
     Ok(())
@@ -376,13 +409,23 @@ mod tests {
     }
 
     #[test]
-    fn clean_removes_idle_partials() {
+    fn clean_removes_idle_partials_and_apt_trees() {
         let tmp = tempfile::tempdir().unwrap();
         let cache = store(tmp.path());
         let stale = tmp.path().join("store/k/.partial-v-abc");
         fs::create_dir_all(&stale).unwrap();
+        let (idle, busy) = (
+            tmp.path().join("store/apt/sid/lists"),
+            tmp.path().join("store/apt/bookworm/lists"),
+        );
+        fs::create_dir_all(&idle).unwrap();
+        fs::create_dir_all(&busy).unwrap();
+        fs::write(idle.join("Packages"), vec![0u8; 8192]).unwrap();
+        assert!(cache.other_bytes().unwrap() >= 8192);
+        let _apt_runs = cache.lock(&["apt"], "bookworm").unwrap();
         cache.clean().unwrap();
         assert!(!stale.exists());
+        assert!(!idle.exists() && busy.exists());
     }
 
     #[rstest]
