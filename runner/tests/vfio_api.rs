@@ -28,7 +28,15 @@ fn the_rules_give_the_same_verdicts_through_both_interfaces() {
     for ((name, a, da), (_, b, db)) in group.iter().zip(&cdev) {
         assert_eq!(a, b, "{name}: group {a} ({da}), cdev {b} ({db})");
     }
-    assert!(group.iter().all(|t| t.1 == "pass"), "{doc}");
+    // All pass but the masking tests, which no Linux vfio-pci offers for
+    // MSI or MSI-X (expectations/debian.toml).
+    let masked = |name: &str| name.starts_with("irq.") && name.ends_with("_masked");
+    assert!(
+        group
+            .iter()
+            .all(|t| t.1 == if masked(&t.0) { "skip" } else { "pass" }),
+        "{doc}"
+    );
     for (dir, line) in [
         ("fixed", "Type1v2 through the group interface"),
         ("fixed_cdev", "Iommufd through the cdev interface"),
