@@ -75,18 +75,23 @@ pub struct CacheLock {
     path: PathBuf,
 }
 
+/// Opens (creating, never truncating) a file that only carries locks.
+pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at("opening lock file", path)
+}
+
 impl CacheLock {
     /// Blocks until the lock file at `path` is locked exclusively.
     pub fn acquire(path: &Path) -> Result<Self> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).at("creating directory", parent)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .at("opening lock file", path)?;
+        let file = open_lock_file(path)?;
         // Called through the trait: std's inherent `File::lock` is newer than our MSRV.
         fs4::FileExt::lock(&file).at("locking", path)?;
         Ok(Self {
@@ -97,12 +102,7 @@ impl CacheLock {
 
     /// Locks the lock file at `path` if no one holds it; `None` if one does.
     pub fn try_acquire(path: &Path) -> Result<Option<Self>> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .at("opening lock file", path)?;
+        let file = open_lock_file(path)?;
         match fs4::FileExt::try_lock(&file) {
             Ok(()) => Ok(Some(Self {
                 file,

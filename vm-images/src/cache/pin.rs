@@ -14,7 +14,7 @@
 //! of an unlinked file would hold a pin nobody else can see.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -37,12 +37,7 @@ pub(crate) fn use_file(entry: &Path) -> PathBuf {
 /// Opens (creating) the use file of `entry`; its directory must exist.
 fn open(entry: &Path) -> Result<(PathBuf, File)> {
     let path = use_file(entry);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .at("opening use file", &path)?;
+    let file = super::open_lock_file(&path)?;
     Ok((path, file))
 }
 
