@@ -15,8 +15,8 @@
 //! - [`chromium`]: Debian's headless Chromium of the host's release, which the
 //!   tests render `report.html` with.
 //!
-//! Cache layout (below the root, default `<workspace>/target/bigbar-cache`, or
-//! `$BIGBAR_CACHE`):
+//! Store layout (below the root: `$BIGBAR_CACHE`, else `$XDG_CACHE_HOME/bigbar`,
+//! else `~/.cache/bigbar`; see [`cache::default_root`]):
 //!
 //! ```text
 //! apt/<suite>/                  private apt tree (sources, lists, state, apt.conf)
@@ -36,6 +36,10 @@
 //! chromium/debian-<codename>/<version>/prefix/  chromium-headless-shell's closure, unpacked
 //! kselftests/<collection>/<package>_<version>-<hash>/<collection>/  compiled programs
 //! <category>/current            the entry used while the cache is not refreshed
+//! <category...>/<key>.lock       held while the entry is made
+//! <category...>/<key>.use        shared-locked by each process using the entry; its
+//!                               mtime is the last use (`bigbar cache gc`)
+//! <entry>/.bigbar-entry.json     its size and what made it
 //! ```
 //!
 //! With [`Refresh::IfMissing`] a warm cache is used without running apt; with
