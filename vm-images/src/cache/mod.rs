@@ -3,7 +3,7 @@
 //!
 //! Layout: `<root>/<category...>/<key>` is a complete entry (a directory),
 //! `<root>/<category...>/<key>.lock` serialises its creation,
-//! `<root>/<category...>/<key>.use` marks it in use and last used ([`pin`]), and
+//! `<root>/<category...>/<key>.use` marks it in use and last used (see `pin.rs`), and
 //! `<root>/<category...>/.partial-<key>-*` are entries being filled. An entry is
 //! filled in a temporary directory next to its final place and renamed into place
 //! only once complete, so an interrupted fetch never looks complete.
@@ -156,7 +156,7 @@ impl Cache {
     /// The path of a complete, undamaged entry, if it exists. A damaged one reads
     /// as absent, so the caller fetches it again (through [`Cache::get_or_create`],
     /// which replaces it).
-    /// A found entry is pinned ([`pin`]) until the process exits.
+    /// A found entry is pinned (see `pin.rs`) until the process exits.
     pub fn existing(&self, category: &[&str], key: &str) -> Result<Option<PathBuf>> {
         let Some(path) = self.made(category, key)? else {
             return Ok(None);
