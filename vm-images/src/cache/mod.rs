@@ -310,7 +310,7 @@ fn set_aside_damaged(path: &Path, dir: &Path, key: &str, problem: &str) -> Resul
 }
 
 /// Removes directories left by a fill that was interrupted (killed, power loss);
-/// how many there were, not counting damaged entries set aside.
+/// how many there were, not counting entries set aside (damaged or evicted).
 fn remove_stale_partials(dir: &Path, key: &str) -> Result<usize> {
     let prefix = format!("{PARTIAL_PREFIX}{key}-");
     let mut interrupted = 0;
@@ -321,7 +321,9 @@ fn remove_stale_partials(dir: &Path, key: &str) -> Result<usize> {
             let path = entry.path();
             if path.is_dir() {
                 fs::remove_dir_all(&path).at("removing stale partial entry", &path)?;
-                interrupted += usize::from(!name.contains("-damaged-"));
+                // Not fills: entries set aside as damaged, or evicted by gc.
+                let set_aside = name.contains("-damaged-") || name.contains("-evicted-");
+                interrupted += usize::from(!set_aside);
             }
         }
     }
