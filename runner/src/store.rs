@@ -52,10 +52,11 @@ pub fn run(args: &CacheArgs) -> Result<u8> {
     match &args.action {
         CacheAction::List => print!("{}", list_table(&cache.entries()?, now())),
         CacheAction::Du => {
-            print!("{}", du_table(cache.root(), &cache.entries()?));
+            let entries = cache.entries()?;
+            print!("{}", du_table(cache.root(), &entries));
             println!(
                 "{:>9}  besides: apt's package lists, locks, records",
-                human_size(cache.other_bytes()?)
+                human_size(cache.other_bytes(&entries)?)
             );
         }
         CacheAction::Gc { max_size } => print!("{}", eviction_text(&cache.gc(*max_size)?)),
@@ -89,18 +90,11 @@ fn now() -> u64 {
 
 /// `list`'s table, its columns as wide as their widest cell.
 fn list_table(entries: &[Entry], now: u64) -> String {
-    let kind_w = entries
-        .iter()
-        .map(|e| e.kind.len())
-        .chain([4])
-        .max()
-        .unwrap_or(4);
-    let key_w = entries
-        .iter()
-        .map(|e| e.key.len())
-        .chain([5])
-        .max()
-        .unwrap_or(5);
+    let width = |cell: fn(&Entry) -> usize, header: &str| {
+        entries.iter().map(cell).fold(header.len(), usize::max)
+    };
+    let kind_w = width(|e| e.kind.len(), "kind");
+    let key_w = width(|e| e.key.len(), "entry");
     let mut out = format!(
         "{:<kind_w$}  {:<key_w$}  {:>9}  {:>9}  made by\n",
         "kind", "entry", "size", "last used"

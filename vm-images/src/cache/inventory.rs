@@ -133,14 +133,15 @@ impl Cache {
         Ok(pass)
     }
 
-    /// Bytes below the root that are no entry's: apt's package lists, locks,
-    /// records, partial fills. Walks the whole store.
-    pub fn other_bytes(&self) -> Result<u64> {
+    /// Bytes below the root that are none of `entries` (what
+    /// [`Cache::entries`] returned): apt's package lists, locks, records,
+    /// partial fills. Walks the whole store.
+    pub fn other_bytes(&self, entries: &[Entry]) -> Result<u64> {
         if !self.root().is_dir() {
             return Ok(0);
         }
-        let entries: u64 = self.entries()?.iter().map(|e| e.bytes).sum();
-        Ok(disk_usage(self.root())?.saturating_sub(entries))
+        let listed: u64 = entries.iter().map(|e| e.bytes).sum();
+        Ok(disk_usage(self.root())?.saturating_sub(listed))
     }
 }
 
@@ -421,7 +422,7 @@ mod tests {
         fs::create_dir_all(&idle).unwrap();
         fs::create_dir_all(&busy).unwrap();
         fs::write(idle.join("Packages"), vec![0u8; 8192]).unwrap();
-        assert!(cache.other_bytes().unwrap() >= 8192);
+        assert!(cache.other_bytes(&cache.entries().unwrap()).unwrap() >= 8192);
         let _apt_runs = cache.lock(&["apt"], "bookworm").unwrap();
         cache.clean().unwrap();
         assert!(!stale.exists());

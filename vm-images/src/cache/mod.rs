@@ -100,6 +100,20 @@ impl CacheLock {
         })
     }
 
+    /// [`CacheLock::acquire`], first saying on stderr what it waits for
+    /// (`waiting()`) when another process holds the lock: a kernel build can
+    /// hold it for minutes.
+    pub fn acquire_saying(path: &Path, waiting: impl FnOnce() -> String) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).at("creating directory", parent)?;
+        }
+        if let Some(lock) = Self::try_acquire(path)? {
+            return Ok(lock);
+        }
+        eprintln!("bigbar: {}", waiting());
+        Self::acquire(path)
+    }
+
     /// Locks the lock file at `path` if no one holds it; `None` if one does.
     pub fn try_acquire(path: &Path) -> Result<Option<Self>> {
         let file = open_lock_file(path)?;
@@ -200,7 +214,13 @@ impl Cache {
         let key = checked_key(key)?;
         let dir = self.category_dir(category);
         let path = dir.join(key);
-        let _lock = self.lock_or_say_who_waits(category, key, &path)?;
+        let lock_path = dir.join(format!("{key}.lock"));
+        let _lock = CacheLock::acquire_saying(&lock_path, || {
+            format!(
+                "waiting for another process that is making {}",
+                path.display()
+            )
+        })?;
         pin::pin(&path)?;
         if path.is_dir() {
             match manifest::check(&path)? {
@@ -225,27 +245,6 @@ impl Cache {
         let filled = partial.keep();
         fs::rename(&filled, &path).at("renaming complete cache entry into", &path)?;
         Ok(path)
-    }
-
-    /// The entry's lock; says on stderr when another process holds it (it is
-    /// making the entry, which may take minutes for a kernel).
-    fn lock_or_say_who_waits(
-        &self,
-        category: &[&str],
-        key: &str,
-        path: &Path,
-    ) -> Result<CacheLock> {
-        let lock_path = self.category_dir(category).join(format!("{key}.lock"));
-        fs::create_dir_all(self.category_dir(category))
-            .at("creating directory", self.category_dir(category))?;
-        if let Some(lock) = CacheLock::try_acquire(&lock_path)? {
-            return Ok(lock);
-        }
-        eprintln!(
-            "bigbar: waiting for another process that is making {}",
-            path.display()
-        );
-        CacheLock::acquire(&lock_path)
     }
 
     /// Reads a small text record (e.g. which version is current) of a category.

@@ -30,7 +30,7 @@ use super::patches::Series;
 use super::source::{self, KernelSource};
 use super::toolchain::Toolchain;
 use super::{load_entry, EntryInfo, Kernel, KernelSpec, ENTRY_INFO};
-use crate::cache::{key_from_version, KeyHasher};
+use crate::cache::{key_from_version, CacheLock, KeyHasher};
 use crate::command::{display, require_tool, run, tail};
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::Fetcher;
@@ -208,20 +208,16 @@ pub fn obtain(fetcher: &Fetcher<'_>, spec: &KernelSpec, recipe: &Recipe) -> Resu
     let source = source::obtain(fetcher, &package, &version)?;
     let entry = cache.get_or_create(&CATEGORY, &key, |dir| {
         // One build at a time: a kernel build uses every core.
-        let _build = one_build_at_a_time(cache, &recipe.name)?;
+        let _build =
+            CacheLock::acquire_saying(&cache.category_dir(&CATEGORY).join("build.lock"), || {
+                format!(
+                    "kernel {} waits for another kernel build (one at a time) to finish",
+                    recipe.name
+                )
+            })?;
         build_into(fetcher, spec, recipe, &source, &tools, &key, dir)
     })?;
     load_entry(&entry)
-}
-
-/// The store's build lock; says on stderr when another build holds it.
-fn one_build_at_a_time(cache: &crate::Cache, name: &str) -> Result<crate::cache::CacheLock> {
-    let path = cache.category_dir(&CATEGORY).join("build.lock");
-    if let Some(lock) = crate::cache::CacheLock::try_acquire(&path)? {
-        return Ok(lock);
-    }
-    eprintln!("bigbar: kernel {name} waits for another kernel build (one at a time) to finish");
-    cache.lock(&CATEGORY, "build")
 }
 
 /// Builds into the (empty) entry directory `dir`.
